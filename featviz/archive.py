@@ -1,0 +1,100 @@
+"""One archive per model: the report, the checkpoint, metrics, units, ascent results, the config
+snapshot and the environment, with a manifest holding the sha256 of every file.
+
+Layout inside `<run>.tar.gz`:  <run>/report/...  <run>/results/...  <run>/extra/...
+<run>/environment.json  <run>/MANIFEST.json
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import platform
+import subprocess
+import tarfile
+from importlib import metadata
+from pathlib import Path
+
+from .errors import FeatvizError
+from .io import atomic_path
+
+MANIFEST = "MANIFEST.json"
+PACKAGES = ("featviz", "torch", "torchvision", "numpy", "scipy", "jinja2", "matplotlib", "snakemake")
+
+
+def environment() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
+            "featviz_git_commit": commit}
+
+
+def _files(folder: Path, prefix: str) -> list[tuple[str, Path]]:
+    return [(f"{prefix}/{p.relative_to(folder).as_posix()}", p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ()) -> None:
+    report, results, out = Path(report), Path(results), Path(out)
+    run = report.name
+    for folder in (report, results):
+        if not folder.is_dir():
+            raise FeatvizError(f"archive: folder {folder} does not exist")
+    entries = _files(report, f"{run}/report") + _files(results, f"{run}/results")
+    for p in extra:
+        entries.append((f"{run}/extra/{Path(p).name}", Path(p)))
+    blobs = {name: path.read_bytes() for name, path in entries}
+    blobs[f"{run}/environment.json"] = json.dumps(environment(), indent=2, sort_keys=True).encode()
+    manifest = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(blobs.items())}
+    blobs[f"{run}/{MANIFEST}"] = json.dumps({"run": run, "sha256": manifest}, indent=2, sort_keys=True).encode()
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w") as tar:
+            for name in sorted(blobs):
+                _add_bytes(tar, name, blobs[name])
+
+
+def verify_archive(path: Path) -> int:
+    """Check every file against the manifest; returns the number of files checked."""
+    path = Path(path)
+    if not path.exists():
+        raise FeatvizError(f"archive {path} does not exist")
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+            manifests = [n for n in members if n.endswith("/" + MANIFEST) and n.count("/") == 1]
+            if len(manifests) != 1:
+                raise FeatvizError(f"archive {path}: no {MANIFEST} at its top")
+            manifest = json.loads(tar.extractfile(members[manifests[0]]).read())["sha256"]
+            problems = []
+            for name, digest in manifest.items():
+                if name not in members:
+                    problems.append(f"missing {name}")
+                    continue
+                if hashlib.sha256(tar.extractfile(members[name]).read()).hexdigest() != digest:
+                    problems.append(f"sha256 mismatch for {name}")
+            listed = set(manifest) | {manifests[0]}
+            problems += [f"not in the manifest: {n}" for n in members if n not in listed]
+    except (tarfile.TarError, OSError, EOFError, ValueError, KeyError) as exc:
+        raise FeatvizError(f"archive {path} is unreadable or corrupt: {exc}") from None
+    if problems:
+        raise FeatvizError(f"archive {path} fails verification: " + "; ".join(problems[:10]))
+    return len(manifest)

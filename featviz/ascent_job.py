@@ -1,0 +1,64 @@
+"""One ascent job: visualize one chunk of units of one layer in a single batch and store the
+images (.npz) and per-unit stats (.json) side by side."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .ascent import RecipeError, get_recipe, visualize
+from .errors import FeatvizError
+from .io import read_json, write_json, write_npz
+from .models import load_model, resolve_device
+from .units import chunks, find_layer
+
+
+def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
+    name = (ascent_cfg.get("recipe") or {}).get(kind, "hvass")
+    overrides = dict((ascent_cfg.get("overrides") or {}).get(kind) or {})
+    try:
+        get_recipe(name, overrides)
+    except RecipeError as exc:
+        raise FeatvizError(f"ascent.recipe.{kind}: {exc}") from None
+    return name, overrides
+
+
+def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, ascent_cfg: dict,
+              out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False) -> dict:
+    units_info = read_json(units_json)
+    layer = find_layer(units_info, layer_name)
+    size = int(ascent_cfg["chunk_size"])
+    all_chunks = chunks(layer["units"], size)
+    if not 0 <= chunk < len(all_chunks):
+        raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
+    units = all_chunks[chunk]
+    dev = resolve_device(device)
+    model = load_model(model_dir, trust).to(dev)
+    recipe, overrides = recipe_for(layer["kind"], ascent_cfg)
+    seed = int(ascent_cfg.get("seed", 0))
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    result = visualize(
+        model.net, None if layer["kind"] == "class" else layer_name, units, layer["kind"],
+        tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
+        seed=seed, device=str(dev), progress=False)
+    wall = time.perf_counter() - started
+    snapshots = {f"snapshot_{step:05d}": arr for step, arr in sorted(result.snapshots.items())}
+    write_npz(out_npz, images=result.images.astype(np.float32), objective=result.objective.astype(np.float32),
+              units=np.asarray(units, dtype=np.int64), **snapshots)
+    record = {
+        "layer": layer_name,
+        "kind": layer["kind"],
+        "chunk": chunk,
+        "units": units,
+        "recipe": result.recipe,
+        "seed": seed,
+        "device": str(dev),
+        "stats": result.stats,
+    }
+    write_json(out_json, record)
+    print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
+          f"on {dev}", flush=True)
+    return record

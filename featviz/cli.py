@@ -1,0 +1,205 @@
+"""`featviz <verb>`: every workflow stage as a command over plain files.
+
+A user error prints one line, `featviz: error: ...`, and exits with status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import FeatvizError
+
+
+def _json_arg(text: str) -> dict:
+    """A JSON object given inline, or @path to a JSON/YAML file."""
+    try:
+        if text.startswith("@"):
+            path = Path(text[1:])
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                return yaml.safe_load(path.read_text()) or {}
+            return json.loads(path.read_text())
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"not a JSON object or @file: {exc}") from None
+
+
+def cmd_data(a):
+    from .data import prepare
+
+    info = prepare(a.config, Path(a.data_root), Path(a.out))
+    print(f"prepared {info['dataset']}: {info['n_train']} train / {info['n_test']} test images of shape "
+          f"{info['input_shape']}, {len(info['classes'])} classes")
+
+
+def cmd_train(a):
+    from .train import train
+
+    metrics = train(Path(a.data), a.model, a.train, Path(a.out), seed=a.seed, device=a.device,
+                    run_name=a.run, progress=not a.no_progress)
+    print(f"trained in {metrics['train_wall_s']} s: test accuracy {metrics['final_test_accuracy']:.4f}")
+
+
+def cmd_evaluate(a):
+    from .evaluate import evaluate
+    from .models import load_model
+
+    m = evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), a.device)
+    print(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images")
+
+
+def cmd_units(a):
+    from .io import write_json
+    from .models import load_model
+    from .units import enumerate_units
+
+    model = load_model(Path(a.model), a.trust_checkpoint)
+    units = enumerate_units(model.net, model.input_shape, model.classes)
+    write_json(a.out, units)
+    for layer in units["layers"]:
+        print(f"{layer['name']:>16}  {layer['kind']:<6} {layer['units']} units")
+
+
+def cmd_ascend(a):
+    from .ascent_job import run_chunk
+
+    run_chunk(Path(a.model), Path(a.units), a.layer, a.chunk, a.config, Path(a.out_npz), Path(a.out_json),
+              device=a.device, trust=a.trust_checkpoint)
+
+
+def cmd_report(a):
+    from .report import render_run
+
+    render_run(Path(a.results), Path(a.out), a.config)
+    print(f"wrote {Path(a.out) / 'index.html'}")
+
+
+def cmd_index(a):
+    from .report import render_index
+
+    render_index([Path(p) for p in a.runs], Path(a.out))
+    print(f"wrote {a.out}")
+
+
+def cmd_archive(a):
+    from .archive import make_archive
+
+    make_archive(Path(a.report), Path(a.results), Path(a.out), extra=[Path(p) for p in a.extra])
+    print(f"wrote {a.out}")
+
+
+def cmd_verify_archive(a):
+    from .archive import verify_archive
+
+    n = verify_archive(Path(a.archive))
+    print(f"{a.archive}: OK, {n} files match the manifest")
+
+
+def cmd_recipes(a):
+    from .ascent import get_recipe, list_recipes
+
+    for name in list_recipes():
+        r = get_recipe(name)
+        doc = r.get("source", "") if isinstance(r, dict) else ""
+        print(f"{name:<16} {doc}")
+        if a.verbose:
+            for k, v in sorted(r.items()):
+                print(f"    {k} = {v}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="featviz", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(name, fn, help_):
+        s = sub.add_parser(name, help=help_, description=help_)
+        s.set_defaults(fn=fn)
+        return s
+
+    def device(s):
+        s.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+
+    def trust(s):
+        s.add_argument("--trust-checkpoint", action="store_true",
+                       help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
+
+    s = verb("data", cmd_data, "prepare a dataset (download or import if needed) into tensors")
+    s.add_argument("--config", type=_json_arg, required=True, help='dataset config, e.g. {"dataset": "mnist"}')
+    s.add_argument("--data-root", required=True)
+    s.add_argument("--out", required=True)
+
+    s = verb("train", cmd_train, "train a network on a prepared dataset")
+    s.add_argument("--data", required=True, help="prepared dataset folder")
+    s.add_argument("--model", type=_json_arg, required=True, help="model config (preset or layers)")
+    s.add_argument("--train", type=_json_arg, required=True, help="training config")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--run", default="")
+    s.add_argument("--out", required=True)
+    s.add_argument("--no-progress", action="store_true")
+    device(s)
+
+    s = verb("evaluate", cmd_evaluate, "test accuracy, per-class accuracy, confusion, misclassified")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    device(s)
+    trust(s)
+
+    s = verb("units", cmd_units, "list every conv layer, dense layer and the classes of a model")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True)
+    trust(s)
+
+    s = verb("ascend", cmd_ascend, "activation maximization for one chunk of units of one layer")
+    s.add_argument("--model", required=True)
+    s.add_argument("--units", required=True, help="units.json")
+    s.add_argument("--layer", required=True)
+    s.add_argument("--chunk", type=int, required=True)
+    s.add_argument("--config", type=_json_arg, required=True, help="ascent config")
+    s.add_argument("--out-npz", required=True)
+    s.add_argument("--out-json", required=True)
+    device(s)
+    trust(s)
+
+    s = verb("report", cmd_report, "render one run's HTML report")
+    s.add_argument("--results", required=True, help="results/<run>")
+    s.add_argument("--config", type=_json_arg, default={}, help="the run's config, shown in the report")
+    s.add_argument("--out", required=True, help="reports/<run>")
+
+    s = verb("index", cmd_index, "render the index page linking every run")
+    s.add_argument("--out", required=True, help="reports/index.html")
+    s.add_argument("runs", nargs="*", help="reports/<run> folders")
+
+    s = verb("archive", cmd_archive, "pack a run's report and results with a sha256 manifest")
+    s.add_argument("--report", required=True)
+    s.add_argument("--results", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--extra", nargs="*", default=[], help="more files to include (config snapshot)")
+
+    s = verb("verify-archive", cmd_verify_archive, "check an archive against its manifest")
+    s.add_argument("archive")
+
+    s = verb("recipes", cmd_recipes, "list the activation-maximization recipes")
+    s.add_argument("-v", "--verbose", action="store_true", help="show every parameter")
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except FeatvizError as exc:
+        print(f"featviz: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("featviz: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""From a config (already validated against the JSON schema, defaults filled) to the list of runs,
+each with a stable id: `<name>-<hash>` where the hash covers everything that determines the
+weights (dataset and its options, network, training settings, seed). Also the checks that need
+featviz's own knowledge (dataset names, presets, recipes, layer names) so that a bad config stops
+before any job with one message naming the key.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FeatvizError
+
+ENV_DATA_ROOT = "FEATVIZ_DATA_ROOT"
+# Options that decide where bytes come from, not what they are: they stay out of the hash.
+_DATA_KEYS_NOT_HASHED = ("download", "source")
+
+
+def short_hash(obj) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    name: str
+    dataset: str
+    data_key: str
+    data: dict
+    model: dict
+    train: dict
+    ascent: dict
+    seed: int
+
+    @property
+    def imported(self) -> bool:
+        return bool(self.model.get("import"))
+
+    def data_config(self) -> dict:
+        return {"dataset": self.dataset, **self.data}
+
+
+def data_root(config: dict) -> Path:
+    return Path(os.environ.get(ENV_DATA_ROOT) or config.get("data_root") or "data")
+
+
+def _data_identity(run_cfg: dict) -> dict:
+    data = {k: v for k, v in (run_cfg.get("data") or {}).items() if k not in _DATA_KEYS_NOT_HASHED}
+    if data.get("path"):
+        data["path"] = str(Path(data["path"]).resolve())
+    return {"dataset": run_cfg["dataset"], **data}
+
+
+def _check_run(i: int, r: dict) -> None:
+    from .ascent import RecipeError, get_recipe
+    from .data import DATASET_NAMES
+    from .models import PRESETS
+
+    where = f"runs[{i}]"
+    if r["dataset"] not in DATASET_NAMES:
+        raise FeatvizError(f"{where}.dataset: unknown dataset '{r['dataset']}' (known: {', '.join(DATASET_NAMES)})")
+    data = r.get("data") or {}
+    if r["dataset"] == "imagefolder" and not data.get("path"):
+        raise FeatvizError(f"{where}.data.path: required for dataset imagefolder (a folder with train/<class>/ images)")
+    if data.get("path") and not Path(data["path"]).is_dir():
+        raise FeatvizError(f"{where}.data.path: folder {data['path']} does not exist")
+    if data.get("source") and not Path(data["source"]).is_dir():
+        raise FeatvizError(f"{where}.data.source: folder {data['source']} does not exist")
+    model = r.get("model") or {}
+    if not model.get("import") and not model.get("layers"):
+        if model.get("preset") not in PRESETS:
+            raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")
+    ascent = r.get("ascent") or {}
+    for kind, name in (ascent.get("recipe") or {}).items():
+        try:
+            get_recipe(name, (ascent.get("overrides") or {}).get(kind))
+        except RecipeError as exc:
+            raise FeatvizError(f"{where}.ascent.recipe.{kind}: {exc}") from None
+
+
+def resolve_runs(config: dict) -> list[Run]:
+    """The runs of a validated config, checked, with their ids. Raises FeatvizError."""
+    root = data_root(config)
+    if not root.is_dir():
+        where = f"environment variable {ENV_DATA_ROOT}" if os.environ.get(ENV_DATA_ROOT) else "data_root"
+        raise FeatvizError(f"{where}: folder '{root}' does not exist (create it, or point {ENV_DATA_ROOT} at your data)")
+    runs, seen = [], {}
+    for i, r in enumerate(config.get("runs") or []):
+        _check_run(i, r)
+        name = r.get("name") or r["dataset"]
+        if name in seen:
+            raise FeatvizError(f"runs[{i}].name: duplicate run name '{name}' (also runs[{seen[name]}]); give each run its own name")
+        seen[name] = i
+        from .models import resolve_layers
+
+        model = dict(r.get("model") or {})
+        identity = {
+            "data": _data_identity(r),
+            "model": model if model.get("import") else {"layers": resolve_layers(model)},
+            "train": None if model.get("import") else r.get("train"),
+            "seed": config.get("seed", 0),
+        }
+        data_id = _data_identity(r)
+        runs.append(Run(
+            id=f"{name}-{short_hash(identity)}",
+            name=name,
+            dataset=r["dataset"],
+            data_key=f"{r['dataset']}-{short_hash(data_id)}",
+            data=dict(r.get("data") or {}),
+            model=model,
+            train=dict(r.get("train") or {}),
+            ascent=dict(r.get("ascent") or {}),
+            seed=int(config.get("seed", 0)),
+        ))
+    if not runs:
+        raise FeatvizError("runs: the config lists no runs")
+    return runs

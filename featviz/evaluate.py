@@ -1,0 +1,68 @@
+"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, misclassified examples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import load_prepared
+from .figures import confusion_png, image_grid_png
+from .io import write_json, write_npz
+from .models import LoadedModel, resolve_device
+from .train import to_input
+
+MAX_MISCLASSIFIED = 64
+
+
+@torch.no_grad()
+def predict(model: LoadedModel, images: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
+    """Softmax probabilities for uint8 images, in batches."""
+    model.net.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        out.append(torch.softmax(model.net(to_input(images[i:i + batch_size], model, device)), 1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(model.classes))
+
+
+def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "auto") -> dict:
+    dev = resolve_device(device)
+    model.to(dev)
+    test = load_prepared(data_dir, train=False)
+    probs = predict(model, test.images, dev)
+    pred = probs.argmax(1)
+    true = test.labels
+    k = len(model.classes)
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    confusion.index_put_((true, pred), torch.ones_like(true), accumulate=True)
+    per_class = {
+        c: (float(confusion[i, i]) / float(confusion[i].sum())) if confusion[i].sum() else None
+        for i, c in enumerate(model.classes)
+    }
+    wrong = torch.nonzero(pred != true).flatten()
+    # the most confident mistakes first: the most telling ones
+    conf = probs[wrong, pred[wrong]]
+    order = torch.argsort(conf, descending=True, stable=True)[:MAX_MISCLASSIFIED]
+    picked = wrong[order]
+    misclassified = [
+        {"index": int(i), "true": model.classes[int(true[i])], "predicted": model.classes[int(pred[i])],
+         "confidence": round(float(probs[i, pred[i]]), 4)}
+        for i in picked
+    ]
+    metrics = {
+        "test_accuracy": float((pred == true).float().mean()) if len(true) else 0.0,
+        "n_test": int(len(true)),
+        "per_class_accuracy": per_class,
+        "classes": model.classes,
+        "confusion": confusion.tolist(),
+        "misclassified": misclassified,
+        "n_misclassified": int(len(wrong)),
+    }
+    out_dir = Path(out_dir)
+    images = test.images[picked].float().div(255.0).numpy() if len(picked) else np.zeros((0, *model.input_shape), np.float32)
+    write_npz(out_dir / "misclassified.npz", images=images.astype(np.float32))
+    confusion_png(out_dir / "confusion.png", confusion.numpy(), model.classes)
+    labels = [f"{m['true']}→{m['predicted']} {m['confidence']:.2f}" for m in misclassified]
+    image_grid_png(out_dir / "misclassified.png", images, labels)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics

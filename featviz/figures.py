@@ -1,0 +1,93 @@
+"""Pictures: single images as PNG (PIL), plots and grids (matplotlib, Agg). Written atomically."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .io import write_bytes  # noqa: E402
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) float in [0, 1] -> (H, W) or (H, W, 3) uint8."""
+    img = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)
+    img = (img * 255.0 + 0.5).astype(np.uint8)
+    return img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+
+
+def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
+    pil = Image.fromarray(to_uint8(image))
+    if scale > 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def save_png(path: Path, image: np.ndarray, scale: int = 1) -> None:
+    write_bytes(path, png_bytes(image, scale))
+
+
+def display_scale(height: int, target: int = 112) -> int:
+    return max(1, target // max(1, height))
+
+
+def _save_fig(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def confusion_png(path: Path, confusion: np.ndarray, classes: list[str]) -> None:
+    k = len(classes)
+    size = max(4.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=90)
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        top = confusion.max() if confusion.size else 0
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if confusion[i, j] > top / 2 else "black")
+    _save_fig(fig, path)
+
+
+def image_grid_png(path: Path, images: np.ndarray, labels: list[str], cols: int = 8) -> None:
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, label in zip(axes.flat, images, labels):
+        arr = to_uint8(img)
+        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(label, fontsize=7)
+    if n == 0:
+        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+    _save_fig(fig, path)
+
+
+def curves_png(path: Path, epochs: list[dict]) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    x = [e["epoch"] for e in epochs]
+    a.plot(x, [e["train_loss"] for e in epochs], marker="o")
+    a.set_xlabel("epoch")
+    a.set_ylabel("train loss")
+    b.plot(x, [e["train_accuracy"] for e in epochs], marker="o", label="train")
+    b.plot(x, [e["test_accuracy"] for e in epochs], marker="o", label="test")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.legend()
+    fig.tight_layout()
+    _save_fig(fig, path)

@@ -1,0 +1,252 @@
+"""Spec-driven CNN builder, the seeds' networks as named presets, and checkpoints.
+
+A spec is a list of layers, each a dict with a `type`:
+  conv (out, kernel, padding: same|valid|int, stride), relu, maxpool (kernel), avgpool (kernel),
+  dropout (p), batchnorm, flatten, fc (out; the last fc may omit it: it gets one output per class).
+Modules are named by type and count (conv1, relu1, pool1, drop1, bn1, flatten, fc1, ...), so layer
+names in configs and reports are the same for every network built from a spec.
+
+A model on disk is a folder: `model.pt` (a plain state_dict, loaded with weights_only=True) and
+`model.json` (spec, classes, input shape and the input normalization the net expects).
+"""
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import FeatvizError
+from .io import read_json, save_torch, write_json
+
+
+def _conv(out, kernel, padding="same", stride=1):
+    return {"type": "conv", "out": out, "kernel": kernel, "padding": padding, "stride": stride}
+
+
+R, F, FLAT = {"type": "relu"}, {"type": "fc"}, {"type": "flatten"}
+
+
+def _pool(k=2):
+    return {"type": "maxpool", "kernel": k}
+
+
+def _drop(p):
+    return {"type": "dropout", "p": p}
+
+
+def _fc(n):
+    return {"type": "fc", "out": n}
+
+
+_KERAS_CIFAR10_CNN = [
+    _conv(32, 3), R, _conv(32, 3, "valid"), R, _pool(), _drop(0.25),
+    _conv(64, 3), R, _conv(64, 3, "valid"), R, _pool(), _drop(0.25),
+    FLAT, _fc(512), R, _drop(0.5), F,
+]
+
+PRESETS: dict[str, dict] = {
+    "hvass-mnist": {
+        "source": "seed 000 (Hvass-Labs TF tutorial 13-B): conv 16@5x5 same, pool 2, conv 36@5x5 same, pool 2, fc 128, fc 10",
+        "layers": [_conv(16, 5), R, _pool(), _conv(36, 5), R, _pool(), FLAT, _fc(128), R, F],
+    },
+    "allibhai-mnist": {
+        "source": "seed 001 MNIST (Allibhai's Keras CNN): conv 64@5x5 valid, pool 2, conv 32@5x5 valid, pool 2, fc",
+        "layers": [_conv(64, 5, "valid"), R, _pool(), _conv(32, 5, "valid"), R, _pool(), FLAT, F],
+    },
+    "uygur-svhn": {
+        "source": "seed 001 SVHN (Uygur's CNN-SVHN_Keras): conv-conv-pool-dropout twice, fc 512-dropout, fc",
+        "layers": copy.deepcopy(_KERAS_CIFAR10_CNN),
+    },
+    "keras-cifar10": {
+        "source": "seed 001 CIFAR-10 (Keras examples/cifar10_cnn.py): 32, 32, 64, 64 3x3 convs, dense 512",
+        "layers": copy.deepcopy(_KERAS_CIFAR10_CNN),
+    },
+    "tf-cifar10": {
+        "source": "seed 001 CIFAR-10 (the project's TF net): conv 32@5x5, conv 64@5x5 (each + pool 2), fc 1024, fc 512, fc 10",
+        "layers": [_conv(32, 5), R, _pool(), _conv(64, 5), R, _pool(), FLAT, _fc(1024), R, _fc(512), R, _drop(0.5), F],
+    },
+}
+
+LAYER_TYPES = ("conv", "relu", "maxpool", "avgpool", "dropout", "batchnorm", "flatten", "fc")
+_PREFIX = {"conv": "conv", "relu": "relu", "maxpool": "pool", "avgpool": "pool", "dropout": "drop",
+           "batchnorm": "bn", "fc": "fc"}
+
+
+def resolve_layers(model_cfg: dict) -> list[dict]:
+    """The layer list of a model config: `layers` as given, or the named `preset`'s."""
+    if model_cfg.get("layers"):
+        return copy.deepcopy(model_cfg["layers"])
+    preset = model_cfg.get("preset")
+    if preset not in PRESETS:
+        raise FeatvizError(f"model.preset: unknown preset '{preset}' (known: {', '.join(PRESETS)})")
+    return copy.deepcopy(PRESETS[preset]["layers"])
+
+
+def build(layers: list[dict], input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """Build an nn.Sequential from a spec, inferring every layer's input size."""
+    if not layers or layers[-1].get("type") != "fc":
+        raise FeatvizError("model.layers: the last layer must be {type: fc} (the class logits)")
+    mods: OrderedDict[str, nn.Module] = OrderedDict()
+    counts: dict[str, int] = {}
+    shape = (1, *input_shape)
+    x = torch.zeros(shape)
+    for i, spec in enumerate(layers):
+        kind = spec.get("type")
+        where = f"model.layers[{i}]"
+        if kind not in LAYER_TYPES:
+            raise FeatvizError(f"{where}.type: unknown layer type '{kind}' (known: {', '.join(LAYER_TYPES)})")
+        last = i == len(layers) - 1
+        if kind == "conv":
+            if x.dim() != 4:
+                raise FeatvizError(f"{where}: conv after flatten")
+            pad = spec.get("padding", "same")
+            if isinstance(pad, str) and pad not in ("same", "valid"):
+                raise FeatvizError(f"{where}.padding: must be same, valid or an integer, not '{pad}'")
+            stride = int(spec.get("stride", 1))
+            if pad == "same" and stride != 1:
+                pad = int(spec["kernel"]) // 2
+            mod = nn.Conv2d(x.shape[1], int(spec["out"]), int(spec["kernel"]), stride=stride, padding=pad)
+        elif kind == "relu":
+            mod = nn.ReLU()
+        elif kind in ("maxpool", "avgpool"):
+            cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
+            mod = cls(int(spec.get("kernel", 2)))
+        elif kind == "dropout":
+            mod = nn.Dropout(float(spec.get("p", 0.5)))
+        elif kind == "batchnorm":
+            mod = nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])
+        elif kind == "flatten":
+            mod = nn.Flatten()
+        else:  # fc
+            out = spec.get("out")
+            if last:
+                if out not in (None, num_classes):
+                    raise FeatvizError(f"{where}.out: the last fc layer must have {num_classes} outputs (one per class), not {out}")
+                out = num_classes
+            elif out is None:
+                raise FeatvizError(f"{where}.out: only the last fc layer may omit `out`")
+            if x.dim() != 2:
+                mods["flatten"] = nn.Flatten()
+                x = x.flatten(1)
+            mod = nn.Linear(x.shape[1], int(out))
+        if kind == "flatten":
+            name = "flatten"
+        else:
+            prefix = _PREFIX[kind]
+            counts[prefix] = counts.get(prefix, 0) + 1
+            name = f"{prefix}{counts[prefix]}"
+        mods[name] = mod
+        try:
+            with torch.no_grad():
+                x = mod.eval()(x)
+        except RuntimeError as exc:
+            raise FeatvizError(f"{where} ({kind}): does not fit the input of shape {tuple(x.shape[1:])}: {exc}") from None
+        if x.numel() == 0:
+            raise FeatvizError(f"{where} ({kind}): output is empty for input shape {tuple(input_shape)}")
+    return nn.Sequential(mods)
+
+
+@dataclass
+class LoadedModel:
+    """A network plus what it needs to be fed: it takes inputs normalized with mean/std."""
+
+    net: nn.Module
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    mean: list[float]
+    std: list[float]
+    meta: dict = field(default_factory=dict)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def to(self, device) -> "LoadedModel":
+        self.net.to(device)
+        return self
+
+
+def save_model(out_dir: Path, net: nn.Module, meta: dict) -> None:
+    """Write model.pt (state_dict) and model.json atomically; model.json last, so that a folder
+    with model.json is complete."""
+    out_dir = Path(out_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_torch(out_dir / "model.pt", state)
+    write_json(out_dir / "model.json", meta)
+
+
+def load_state_dict(path: Path, trust: bool = False) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FeatvizError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if not trust:
+            raise FeatvizError(
+                f"checkpoint {path} cannot be loaded safely ({str(exc).splitlines()[0][:200]}). If it is "
+                f"corrupt, re-create it; if it needs arbitrary unpickling and you trust its source, set "
+                f"trust_checkpoint: true") from None
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:
+            raise FeatvizError(f"checkpoint {path} is corrupt or not a PyTorch file: {exc2}") from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FeatvizError(f"checkpoint {path} does not hold a state_dict (a dict of tensors)")
+    return obj
+
+
+def load_weights(net: nn.Module, state: dict, source: Path) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise FeatvizError(
+            f"checkpoint {source} does not match the architecture: "
+            + (f"missing keys {missing[:5]}" if missing else "")
+            + ("; " if missing and unexpected else "")
+            + (f"unexpected keys {unexpected[:5]}" if unexpected else ""))
+    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if state[k].shape != v.shape]
+    if wrong:
+        k, got, want = wrong[0]
+        raise FeatvizError(f"checkpoint {source} does not match the architecture: '{k}' has shape {got}, the model expects {want}")
+    net.load_state_dict(state)
+
+
+def load_model(model_dir: Path, trust: bool = False) -> LoadedModel:
+    """Load a model folder written by `save_model`."""
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "model.json"
+    if not meta_path.exists():
+        raise FeatvizError(f"model folder {model_dir} has no model.json")
+    meta = read_json(meta_path)
+    shape = tuple(meta["input_shape"])
+    net = build(meta["layers"], shape, len(meta["classes"]))
+    load_weights(net, load_state_dict(model_dir / "model.pt", trust), model_dir / "model.pt")
+    net.eval()
+    return LoadedModel(net, list(meta["classes"]), shape, meta["mean"], meta["std"], meta)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise FeatvizError(f"device: unknown device '{device}' (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FeatvizError(f"device: '{device}' requested but CUDA is not available here (use auto or cpu)")
+    return dev

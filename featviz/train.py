@@ -1,0 +1,172 @@
+"""Seeded training of a spec-built CNN on a prepared dataset, with a progress bar, per-epoch
+metrics, and an atomic checkpoint (state_dict + spec + classes + input normalization).
+
+Data stays in memory as uint8 tensors; a batch is indexed, converted and normalized in one go,
+so the hot loop has no per-sample Python.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import Split, load_info, load_prepared
+from .errors import FeatvizError
+from .io import write_json
+from .models import LoadedModel, build, resolve_device, resolve_layers, save_model
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def to_input(images_u8: torch.Tensor, model: LoadedModel, device) -> torch.Tensor:
+    x = images_u8.to(device, non_blocking=True).float().div_(255.0)
+    return model.normalize(x)
+
+
+def augment(x: torch.Tensor, cfg: dict, g: torch.Generator) -> torch.Tensor:
+    """Random crop (pad + shift) and horizontal flip, per batch element, on uint8 images."""
+    pad = int(cfg.get("crop_padding") or 0)
+    if pad:
+        n, _, h, w = x.shape
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect" if x.is_floating_point() else "constant")
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+        rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
+        cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
+        idx_n = torch.arange(n).view(n, 1, 1, 1)
+        idx_c = torch.arange(x.shape[1]).view(1, -1, 1, 1)
+        x = padded[idx_n, idx_c, rows, cols]
+    if cfg.get("flip"):
+        flip = torch.rand(x.shape[0], generator=g) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return x
+
+
+@torch.no_grad()
+def accuracy(model: LoadedModel, split: Split, device, batch_size: int = 1000) -> float:
+    model.net.eval()
+    correct = 0
+    for i in range(0, len(split.labels), batch_size):
+        logits = model.net(to_input(split.images[i:i + batch_size], model, device))
+        correct += (logits.argmax(1).cpu() == split.labels[i:i + batch_size]).sum().item()
+    return correct / max(1, len(split.labels))
+
+
+def make_optimizer(net, cfg: dict, steps_total: int):
+    name = cfg.get("optimizer", "adam")
+    lr = float(cfg.get("lr", 1e-3))
+    wd = float(cfg.get("weight_decay", 0.0))
+    if name == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
+    elif name == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=float(cfg.get("momentum", 0.9)),
+                              weight_decay=wd, nesterov=True)
+    else:
+        raise FeatvizError(f"train.optimizer: unknown optimizer '{name}' (known: adam, sgd)")
+    schedule = cfg.get("schedule", "onecycle")
+    if schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_total,
+                                                    pct_start=float(cfg.get("warmup_fraction", 0.25)))
+    elif schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    else:
+        raise FeatvizError(f"train.schedule: unknown schedule '{schedule}' (known: onecycle, constant)")
+    return opt, sched
+
+
+def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int = 0,
+          device: str = "auto", run_name: str = "", progress: bool = True) -> dict:
+    """Train the configured network and write model.pt, model.json and metrics.json to out_dir."""
+    dev = resolve_device(device)
+    info = load_info(data_dir)
+    train_split = load_prepared(data_dir, train=True)
+    test_split = load_prepared(data_dir, train=False)
+    g = seed_everything(seed)
+    layers = resolve_layers(model_cfg)
+    shape = tuple(info["input_shape"])
+    net = build(layers, shape, len(info["classes"])).to(dev)
+    model = LoadedModel(net, info["classes"], shape, info["mean"], info["std"])
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+
+    epochs = int(train_cfg.get("epochs", 2))
+    bs = int(train_cfg.get("batch_size", 128))
+    n = len(train_split.labels)
+    steps_per_epoch = math.ceil(n / bs)
+    opt, sched = make_optimizer(net, train_cfg, epochs * steps_per_epoch)
+    aug = train_cfg.get("augment") or {}
+    label_smoothing = float(train_cfg.get("label_smoothing", 0.0))
+
+    curves = []
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        net.train()
+        perm = torch.randperm(n, generator=g)
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"{run_name} epoch {epoch}/{epochs}", disable=not progress,
+                   mininterval=2.0, leave=True)
+        for step in bar:
+            idx = perm[step * bs:(step + 1) * bs]
+            xb = train_split.images[idx]
+            if aug:
+                xb = augment(xb, aug, g)
+            yb = train_split.labels[idx].to(dev)
+            logits = net(to_input(xb, model, dev))
+            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+            if not torch.isfinite(loss):
+                raise FeatvizError(
+                    f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step + 1} "
+                    f"(lower train.lr, now {train_cfg.get('lr', 1e-3)})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(idx)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        bar.close()
+        test_acc = accuracy(model, test_split, dev)
+        curves.append({
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "test_accuracy": test_acc,
+            "elapsed_s": round(time.perf_counter() - started, 2),
+        })
+        print(f"epoch {epoch}: train_loss={loss_sum / seen:.4f} train_acc={correct / seen:.4f} "
+              f"test_acc={test_acc:.4f}", flush=True)
+
+    net.eval()
+    meta = {
+        "format": "featviz-spec",
+        "run": run_name,
+        "dataset": info["dataset"],
+        "classes": info["classes"],
+        "input_shape": list(shape),
+        "mean": info["mean"],
+        "std": info["std"],
+        "layers": layers,
+        "model": model_cfg,
+        "train": train_cfg,
+        "seed": seed,
+    }
+    metrics = {
+        "epochs": curves,
+        "final_test_accuracy": curves[-1]["test_accuracy"] if curves else None,
+        "train_wall_s": round(time.perf_counter() - started, 2),
+        "device": str(dev),
+        "parameters": sum(p.numel() for p in net.parameters()),
+    }
+    out_dir = Path(out_dir)
+    write_json(out_dir / "metrics.json", metrics)
+    save_model(out_dir, net.cpu(), meta)
+    return metrics

@@ -1,0 +1,19 @@
+rule ascend:
+    input:
+        model="results/{run}/model/model.json",
+        units="results/{run}/units.json",
+    output:
+        images="results/{run}/ascent/{layer}/{chunk}.npz",
+        stats="results/{run}/ascent/{layer}/{chunk}.json",
+    params:
+        cfg=as_json("ascent"),
+    log:
+        "results/{run}/logs/ascent/{layer}/{chunk}.log",
+    resources:
+        gpu=GPU,
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "featviz ascend --model results/{wildcards.run}/model --units {input.units} "
+        "--layer {wildcards.layer:q} --chunk {wildcards.chunk} --config {params.cfg:q} "
+        "--device {DEVICE} {TRUST} --out-npz {output.images} --out-json {output.stats} > {log} 2>&1"

@@ -1,0 +1,64 @@
+# Validation and input functions. Everything featviz-specific is delegated to featviz.config.
+import json
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from featviz.config import data_root, resolve_runs
+from featviz.errors import FeatvizError
+from featviz.units import n_chunks
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+try:
+    RUNS = {run.id: run for run in resolve_runs(config)}
+except FeatvizError as exc:
+    raise WorkflowError(f"featviz config error: {exc}") from None
+
+DATASETS = {run.data_key: run.data_config() for run in RUNS.values()}
+DATA_ROOT = str(data_root(config))
+DEVICE = config["device"]
+SEED = config["seed"]
+TRUST = "--trust-checkpoint" if config["trust_checkpoint"] else ""
+
+
+def _wants_gpu():
+    if DEVICE.startswith("cuda"):
+        return 1
+    if DEVICE == "auto":
+        import torch
+
+        return int(torch.cuda.is_available())
+    return 0
+
+
+GPU = _wants_gpu()
+
+
+wildcard_constraints:
+    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*-[0-9a-f]{8}",
+    dkey=r"[a-z0-9-]+-[0-9a-f]{8}",
+    layer=r"[^/]+",
+    chunk=r"\d+",
+
+
+def data_dir(wildcards):
+    return f"results/data/{RUNS[wildcards.run].data_key}"
+
+
+def as_json(section):
+    """A params function: one section of a run's config as JSON, so that changing it reruns
+    exactly the jobs that read it."""
+    return lambda wildcards: json.dumps(getattr(RUNS[wildcards.run], section), sort_keys=True)
+
+
+def ascent_results(wildcards):
+    """Every ascent job of a run, known once its units are enumerated (a checkpoint)."""
+    with open(checkpoints.units.get(run=wildcards.run).output.units) as f:
+        units = json.load(f)
+    size = RUNS[wildcards.run].ascent["chunk_size"]
+    return [
+        f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.json"
+        for layer in units["layers"]
+        for chunk in range(n_chunks(layer["units"], size))
+    ]

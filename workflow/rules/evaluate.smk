@@ -1,0 +1,28 @@
+rule evaluate:
+    input:
+        model="results/{run}/model/model.json",
+        test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
+    output:
+        metrics="results/{run}/eval/metrics.json",
+        confusion=report(
+            "results/{run}/eval/confusion.png",
+            caption="../report/confusion.rst",
+            category="Evaluation",
+            subcategory="{run}",
+        ),
+        misclassified=report(
+            "results/{run}/eval/misclassified.png",
+            caption="../report/misclassified.rst",
+            category="Evaluation",
+            subcategory="{run}",
+        ),
+        images="results/{run}/eval/misclassified.npz",
+    params:
+        data=data_dir,
+    log:
+        "results/{run}/logs/evaluate.log",
+    resources:
+        mem_mb=2000,
+    shell:
+        "featviz evaluate --model results/{wildcards.run}/model --data {params.data} "
+        "--device {DEVICE} {TRUST} --out results/{wildcards.run}/eval > {log} 2>&1"

@@ -1,0 +1,10 @@
+checkpoint units:
+    input:
+        model="results/{run}/model/model.json",
+    output:
+        units="results/{run}/units.json",
+    log:
+        "results/{run}/logs/units.log",
+    localrule: True
+    shell:
+        "featviz units --model results/{wildcards.run}/model {TRUST} --out {output.units} > {log} 2>&1"
