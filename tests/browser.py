@@ -422,6 +422,15 @@ def _url_to_path(url: str) -> Path:
     return Path(unquote(urlsplit(url).path))
 
 
+def _is_external_url(url: str) -> bool:
+    """http(s)/protocol-relative, or what a protocol-relative URL becomes
+    under file:// (``file://host/...``)."""
+    if EXTERNAL_RE.match(url or ""):
+        return True
+    parts = urlsplit(url or "")
+    return parts.scheme.lower() == "file" and parts.netloc not in ("", "localhost")
+
+
 def _norm(url: str) -> str:
     """Compare resource URLs by the file they name (percent-encoding differs)."""
     if url.lower().startswith("file:"):
@@ -571,7 +580,7 @@ def _crawl(browser, report, start, root, screenshot_dir, screenshot_names, max_p
             if attr in ("style", "text"):
                 for m in CSS_URL_RE.finditer(value):
                     u = m.group("u") or m.group("i")
-                    if EXTERNAL_RE.match(u):
+                    if _is_external_url(u):
                         problem(report.external, "external", f"<{tag}> CSS url({u!r}) is an external asset")
                     elif not SCHEME_RE.match(u) or SCHEME_RE.match(u).group(1).lower() == "file":
                         _check_local(report, rel, tag, f"CSS url({u})", urljoin(base, u), root, inside,
@@ -647,13 +656,19 @@ def _crawl(browser, report, start, root, screenshot_dir, screenshot_names, max_p
 
         # -- errors seen by the collector -----------------------------------
         js_msgs: list[str] = []
+        opaque_js = 0
         for e in errors:
             if e.get("kind") == "resource":
                 u = e.get("url", "")
-                if _norm(u) in reported_urls or EXTERNAL_RE.match(u):
+                if _norm(u) in reported_urls or _is_external_url(u):
                     continue
                 reported_urls.add(_norm(u))
                 problem(report.missing_resources, "missing_resource", f"<{e.get('tag')}> {u} failed to load")
+            elif e.get("message") == "Script error." and not e.get("source"):
+                # An error in a separate .js file: file:// makes every file
+                # its own origin, so onerror only sees this opaque text.  The
+                # browser log below has the real message.
+                opaque_js += 1
             else:
                 js_msgs.append(e.get("core") or e.get("message", ""))
                 loc = ""
@@ -668,6 +683,7 @@ def _crawl(browser, report, start, root, screenshot_dir, screenshot_names, max_p
                 problem(report.js_errors, "js_error", f"{e.get('message')}{loc}")
 
         # -- browser log (console.error, uncaught errors, failed loads) ------
+        log_js = 0
         for entry in log:
             if entry.get("level") != "SEVERE":
                 continue
@@ -676,7 +692,7 @@ def _crawl(browser, report, start, root, screenshot_dir, screenshot_names, max_p
             if source == "network":
                 mu = re.match(r"^(\S+) - ", msg)
                 u = mu.group(1) if mu else ""
-                if _norm(u) in reported_urls or EXTERNAL_RE.match(u) or "ERR_BLOCKED_BY_CLIENT" in msg:
+                if _norm(u) in reported_urls or _is_external_url(u) or "ERR_BLOCKED_BY_CLIENT" in msg:
                     continue  # already reported (or an external URL, reported as such)
                 reported_urls.add(_norm(u))
                 problem(report.missing_resources, "missing_resource", f"browser: {msg}")
@@ -685,8 +701,13 @@ def _crawl(browser, report, start, root, screenshot_dir, screenshot_names, max_p
                 if any(m and m in msg for m in js_msgs):
                     continue
                 problem(report.js_errors, "js_error", f"browser: {msg}")
+                log_js += 1
             else:
                 problem(report.console_errors, "console_error", f"{source}: {msg}")
+
+        if opaque_js and not log_js:
+            problem(report.js_errors, "js_error",
+                    f"{opaque_js} uncaught error(s) in a separate script file (details hidden by file://)")
 
         # -- screenshot ------------------------------------------------------
         name = shot_name(rel)
