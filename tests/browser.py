@@ -338,8 +338,10 @@ class CrawlReport:
 class Browser:
     """One headless Chromium session; reusable across several crawls.
 
-    >>> with Browser() as b:
-    ...     r1 = crawl(site1 / "index.html", browser=b)
+    Example::
+
+        with Browser() as b:
+            r1 = crawl(site1 / "index.html", browser=b)
     """
 
     def __init__(self, window_size: tuple[int, int] = (1280, 900), page_load_timeout_s: float = 60):
