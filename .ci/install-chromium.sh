@@ -20,6 +20,9 @@ else
     echo "install-chromium: installed $(chromium --version 2>/dev/null | head -n1)"
 fi
 
+# --system-only: Debian packages only (selenium comes with the project's `test` extra)
+[ "${1:-}" = "--system-only" ] && exit 0
+
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
     if command -v python >/dev/null 2>&1; then PY=python; else PY=python3; fi

@@ -12,7 +12,7 @@ from .ascent import RecipeError, get_recipe, visualize
 from .errors import FeatvizError
 from .io import read_json, write_json, write_npz
 from .models import load_model, resolve_device
-from .units import chunks, find_layer
+from .units import chunks, find_layer, selected_units
 
 
 def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
@@ -30,7 +30,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     units_info = read_json(units_json)
     layer = find_layer(units_info, layer_name)
     size = int(ascent_cfg["chunk_size"])
-    all_chunks = chunks(layer["units"], size)
+    all_chunks = chunks(selected_units(layer, ascent_cfg), size)
     if not 0 <= chunk < len(all_chunks):
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]

@@ -55,6 +55,65 @@ def _data_identity(run_cfg: dict) -> dict:
     return {"dataset": run_cfg["dataset"], **data}
 
 
+_BUILTIN_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32)}
+
+
+def expected_input(r: dict) -> tuple[tuple[int, int, int], int] | None:
+    """(input shape, number of classes) a run's network will see, known before any data is
+    prepared; None where only the data can tell (an image folder without image files)."""
+    if r["dataset"] in _BUILTIN_SHAPES:
+        return _BUILTIN_SHAPES[r["dataset"]], 10
+    data = r.get("data") or {}
+    train = Path(data["path"]) / "train"
+    if not train.is_dir():
+        return None
+    classes = sorted(d for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
+    first = next((f for c in classes for f in sorted(c.iterdir()) if f.is_file()), None)
+    if not classes or first is None:
+        return None
+    channels, size = data.get("channels"), data.get("image_size")
+    if channels is None or size is None:
+        from PIL import Image
+
+        try:
+            with Image.open(first) as im:
+                channels = channels or (1 if im.mode in ("1", "L", "I", "I;16", "F") else 3)
+                size = size or (im.size[1], im.size[0])
+        except OSError:
+            return None
+    return (int(channels), int(size[0]), int(size[1])), len(classes)
+
+
+def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
+    """ascent.layers / ascent.units name layers and units that exist in the network."""
+    from .models import build, resolve_layers
+    from .units import enumerate_units, find_layer
+
+    shape = expected_input(r)
+    if shape is None or model_cfg.get("import"):
+        return
+    try:
+        net = build(resolve_layers(model_cfg), shape[0], shape[1])
+    except FeatvizError as exc:
+        raise FeatvizError(f"{where}.{exc}") from None
+    units = enumerate_units(net, shape[0], [str(i) for i in range(shape[1])])
+    ascent = r.get("ascent") or {}
+    for name in ascent.get("layers") or []:
+        try:
+            find_layer(units, name)
+        except FeatvizError as exc:
+            raise FeatvizError(f"{where}.ascent.layers: {exc}") from None
+    for name, picked in (ascent.get("units") or {}).items():
+        try:
+            layer = find_layer(units, name)
+        except FeatvizError as exc:
+            raise FeatvizError(f"{where}.ascent.units: {exc}") from None
+        bad = [u for u in picked if not 0 <= u < layer["units"]]
+        if bad:
+            raise FeatvizError(f"{where}.ascent.units.{name}: unit {bad[0]} is out of range "
+                               f"({name} has {layer['units']} units: 0..{layer['units'] - 1})")
+
+
 def _check_run(i: int, r: dict) -> None:
     from .ascent import RecipeError, get_recipe
     from .data import DATASET_NAMES
@@ -74,6 +133,8 @@ def _check_run(i: int, r: dict) -> None:
     if not model.get("import") and not model.get("layers"):
         if model.get("preset") not in PRESETS:
             raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")
+    if not model.get("import"):
+        _check_selection(where, r, model)
     ascent = r.get("ascent") or {}
     for kind, name in (ascent.get("recipe") or {}).items():
         try:
@@ -119,3 +180,19 @@ def resolve_runs(config: dict) -> list[Run]:
     if not runs:
         raise FeatvizError("runs: the config lists no runs")
     return runs
+
+
+def schema_error(config: dict, schema: dict) -> str | None:
+    """The most relevant JSON-schema violation of `config`, as one line naming the key
+    (e.g. "runs[0].train.epochs: 0 is less than the minimum of 1"), or None."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+                    for i, p in enumerate(error.absolute_path)) or "config"
+    if error.validator == "additionalProperties":
+        return f"{where}: {error.message} (see config/README.md for the known keys)"
+    return f"{where}: {error.message}"

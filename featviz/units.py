@@ -55,8 +55,18 @@ def enumerate_units(net: nn.Module, input_shape, classes: list[str]) -> dict:
     return {"input_shape": list(input_shape), "classes": list(classes), "layers": layers}
 
 
-def chunks(n_units: int, chunk_size: int) -> list[list[int]]:
-    return [list(range(s, min(n_units, s + chunk_size))) for s in range(0, n_units, chunk_size)]
+def selected_units(layer: dict, ascent_cfg: dict) -> list[int]:
+    """The units of a layer that the config asks to visualize: all of them, unless
+    `ascent.layers` leaves the layer out or `ascent.units` lists some."""
+    wanted_layers = ascent_cfg.get("layers")
+    if wanted_layers and layer["name"] not in wanted_layers:
+        return []
+    picked = (ascent_cfg.get("units") or {}).get(layer["name"])
+    return sorted(set(picked)) if picked else list(range(layer["units"]))
+
+
+def chunks(units: list[int], chunk_size: int) -> list[list[int]]:
+    return [units[s:s + chunk_size] for s in range(0, len(units), chunk_size)]
 
 
 def n_chunks(n_units: int, chunk_size: int) -> int:

@@ -4,11 +4,17 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from featviz.config import data_root, resolve_runs
+import yaml
+
+from featviz.config import data_root, resolve_runs, schema_error
 from featviz.errors import FeatvizError
-from featviz.units import n_chunks
+from featviz.units import n_chunks, selected_units
 
 
+with open(workflow.source_path("../schemas/config.schema.yaml")) as f:
+    _problem = schema_error(config, yaml.safe_load(f))
+if _problem:
+    raise WorkflowError(f"featviz config error: {_problem}")
 validate(config, schema="../schemas/config.schema.yaml")
 try:
     RUNS = {run.id: run for run in resolve_runs(config)}
@@ -56,9 +62,9 @@ def ascent_results(wildcards):
     """Every ascent job of a run, known once its units are enumerated (a checkpoint)."""
     with open(checkpoints.units.get(run=wildcards.run).output.units) as f:
         units = json.load(f)
-    size = RUNS[wildcards.run].ascent["chunk_size"]
+    ascent = RUNS[wildcards.run].ascent
     return [
         f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.json"
         for layer in units["layers"]
-        for chunk in range(n_chunks(layer["units"], size))
+        for chunk in range(n_chunks(len(selected_units(layer, ascent)), ascent["chunk_size"]))
     ]

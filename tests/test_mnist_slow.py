@@ -1,0 +1,33 @@
+"""The quick MNIST report on the real MNIST files (../shared/data), end to end: the issue's
+acceptance check. Skipped when the files are absent."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.snakemake_run import snakemake
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.workflow]
+
+
+def test_quick_mnist_report(mnist_root, tmp_path):
+    env = dict(os.environ, FEATVIZ_DATA_ROOT=str(mnist_root))
+    quick = ROOT / "config" / "quick.yaml"
+    r = snakemake(tmp_path, configfile=quick, env=env, timeout=1800)
+    assert r.returncode == 0, r.stderr[-5000:]
+    run = next(p for p in (tmp_path / "results").iterdir() if p.name.startswith("mnist-"))
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.990
+    conv = [json.loads(p.read_text()) for p in sorted((run / "ascent").glob("conv*/*.json"))]
+    assert sum(len(c["stats"]) for c in conv) == 16 + 36
+    classes = json.loads((run / "ascent" / "classes" / "0.json").read_text())["stats"]
+    assert len(classes) == 10 and all(s["target_softmax"] >= 0.99 for s in classes)
+    page = (tmp_path / "reports" / run.name / "index.html").read_text()
+    assert page.count('alt="conv1 filter') == 16 and page.count('alt="conv2 filter') == 36
+    assert page.count('alt="class ') == 10
+    again = snakemake(tmp_path, "--dry-run", configfile=quick, env=env, timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr

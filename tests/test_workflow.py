@@ -1,0 +1,77 @@
+"""The whole Snakemake DAG on the tiny synthetic `.test/config.yaml`, end to end, then the report's
+contents; a second run has nothing to do."""
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
+
+
+from tests.snakemake_run import snakemake
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from tests.synthetic import make_imagefolder
+
+    workdir = tmp_path_factory.mktemp("workflow")
+    make_imagefolder(workdir / "shapes")
+    r = snakemake(workdir)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return workdir
+
+
+def test_report_contents(finished):
+    reports = finished / "reports"
+    runs = [p for p in reports.iterdir() if p.is_dir()]
+    assert len(runs) == 1 and re.fullmatch(r"shapes-[0-9a-f]{8}", runs[0].name)
+    run = runs[0]
+    results = finished / "results" / run.name
+    metrics = json.loads((results / "eval" / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    html = (run / "index.html").read_text()
+    assert f"{100 * metrics['test_accuracy']:.2f}%" in html
+    units = json.loads((results / "units.json").read_text())
+    assert [(layer["name"], layer["units"]) for layer in units["layers"]] == [
+        ("conv1", 4), ("conv2", 6), ("fc1", 8), ("classes", 3)]
+    # one image per unit of every layer, each referenced by the report and present on disk
+    for layer in units["layers"]:
+        for u in range(layer["units"]):
+            rel = f"units/{layer['name']}/{u}.png"
+            assert (run / rel).stat().st_size > 0
+            assert rel in html or layer["kind"] == "dense"
+    assert 'src="confusion.png"' in html and (run / "confusion.png").exists()
+    for c in ("diag", "hbar", "vbar"):
+        assert f"<b>{c}</b>" in html
+    index = (reports / "index.html").read_text()
+    assert f'href="{run.name}/index.html"' in index and f'href="{run.name}.tar.gz"' in index
+
+
+def test_ascent_jobs_one_per_chunk(finished):
+    results = next((finished / "results").glob("shapes-*"))
+    # chunk_size 4: conv1 4 -> 1 job, conv2 6 -> 2, fc1 8 -> 2, classes 3 -> 1
+    counts = {d.name: len(list(d.glob("*.npz"))) for d in (results / "ascent").iterdir()}
+    assert counts == {"conv1": 1, "conv2": 2, "fc1": 2, "classes": 1}
+
+
+def test_archive_verifies(finished):
+    from featviz.archive import verify_archive
+
+    archive = next((finished / "reports").glob("*.tar.gz"))
+    assert verify_archive(archive) > 10
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    run = archive.name[:-len(".tar.gz")]
+    assert f"{run}/results/model/model.pt" in names and f"{run}/report/index.html" in names
+
+
+def test_second_run_does_nothing(finished):
+    r = snakemake(finished, "--dry-run")
+    assert r.returncode == 0
+    assert "Nothing to be done" in r.stdout + r.stderr
