@@ -65,9 +65,10 @@ def cmd_units(a):
 
 def cmd_ascend(a):
     from .ascent_job import run_chunk
+    from .gpu_lock import claim_device
 
     run_chunk(Path(a.model), Path(a.units), a.layer, a.chunk, a.config, Path(a.out_npz), Path(a.out_json),
-              device=a.device, trust=a.trust_checkpoint)
+              device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
 def cmd_report(a):

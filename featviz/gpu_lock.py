@@ -1,0 +1,51 @@
+"""One GPU per job on a local multi-GPU machine.
+
+Snakemake's `gpu` resource is only a counter: it never sets CUDA_VISIBLE_DEVICES, so two jobs
+started at once would both use cuda:0. `claim_device` picks the first GPU whose lock file is free
+and holds the lock (an flock, released by the OS when the process ends, even on kill -9) for the
+life of the process. Under Slurm, or wherever CUDA_VISIBLE_DEVICES is already set, the device is
+left as it is.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
+_held = []  # open lock files, kept for the life of the process
+
+
+def lock_dir() -> Path:
+    d = Path(os.environ.get("FEATVIZ_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / "featviz-gpu-locks")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def claim_gpu(n_gpus: int, folder: Path | None = None) -> int | None:
+    """Lock and return the index of a free GPU among n_gpus, or None if all are taken."""
+    folder = folder or lock_dir()
+    for i in range(n_gpus):
+        f = open(folder / f"gpu{i}.lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _held.append(f)
+        return i
+    return None
+
+
+def claim_device(device: str) -> str:
+    """`cuda`/`auto` on a machine with several visible GPUs and no CUDA_VISIBLE_DEVICES: a
+    locked `cuda:i`. Anything else: unchanged."""
+    if device not in ("auto", "cuda") or os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return device
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n <= 1:
+        return device
+    i = claim_gpu(n)
+    return f"cuda:{i}" if i is not None else device
