@@ -148,21 +148,22 @@ def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False) 
             bad = ~(torch.isfinite(obj.detach()) & torch.isfinite(gflat).all(1))
             zero = (obj.detach().abs() <= dead_tol) & (gflat.abs().amax(1) == 0)
             g = torch.where(_bcast(bad, g), torch.zeros_like(g), g)
+            cur = p if full else p[idx]
+            # last_good: the latest parameters whose objective was finite
+            last_good[idx] = torch.where(_bcast(bad, cur), last_good[idx], cur)
             lr_t = lr * lr_factor(recipe["lr_schedule"], t, steps, float(recipe["lr_final"]))
-            new = (p if full else p[idx]) + rule(g, idx, lr_t)
+            new = cur + rule(g, idx, lr_t)
             if param.is_pixel:
                 new = regularizers.project(new, g, t, recipe, last=last)
             bad |= ~torch.isfinite(new.flatten(1)).all(1)
-            good = ~bad
-            new = torch.where(_bcast(good, new), new, last_good[idx])
-            p[idx] = new
-            last_good[idx] = new
+            p[idx] = torch.where(_bcast(bad, new), last_good[idx], new)
             bad_np, zero_np = bad.cpu().numpy(), zero.cpu().numpy()
             steps_done[ids[~bad_np]] += 1
             nonfinite[ids[bad_np]] = True
             # convergence (seed 002): relative improvement below tol on
             # conv_patience successive steps after conv_min_steps
-            rel = (o - prev[ids]) / (np.abs(o) + 1e-7)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                rel = (o - prev[ids]) / (np.abs(o) + 1e-7)
             meets = (t > recipe["conv_min_steps"]) & np.isfinite(rel) & (rel < tol)
             conv_count[ids] = np.where(meets, conv_count[ids] + 1, 0)
             converged[ids] |= conv_count[ids] >= recipe["conv_patience"]
