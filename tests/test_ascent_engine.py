@@ -356,3 +356,12 @@ def test_recipe_sources_documented():
     src = open(R.__file__).read()
     for name in list_recipes():
         assert f'"{name}"' in src
+
+
+def test_progress_and_custom_transform_list(net, capsys):
+    specs = [{"type": "pad", "pad": 2, "value": 0.5}, {"type": "rotate", "range": [-3, 3]},
+             {"type": "jitter", "d": 1}]
+    r = visualize(net, "conv1", [0, 1], "conv", (1, 12, 12), progress=True,
+                  overrides={"transforms": specs, "steps": 3})
+    assert r.images.shape == (2, 1, 12, 12) and r.recipe["transforms"] == specs
+    assert capsys.readouterr().out == ""  # nothing printed on stdout
