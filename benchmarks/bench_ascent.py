@@ -93,7 +93,8 @@ def seed_style(layer, units, steps):
     """One fresh python process per filter, as the seed's notebook loop would."""
     t = time.perf_counter()
     for u in units:
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--one", layer, str(u), "--steps", str(steps)],
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--one", layer, str(u), "--steps", str(steps),
+                        "--threads", str(torch.get_num_threads())],
                        check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
 
@@ -104,8 +105,12 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seed-sample", type=int, default=0,
                     help="run only this many seed-style processes and extrapolate (0 = all)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads for every timing, peak included (0 = torch default)")
     ap.add_argument("--one", nargs=2, metavar=("LAYER", "UNIT"))
     a = ap.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     if a.one:
         run_job(mnist_net(), a.one[0], [int(a.one[1])], a.steps)
         return

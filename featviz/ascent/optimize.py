@@ -147,7 +147,8 @@ def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False) 
             gflat = g.flatten(1)
             bad = ~(torch.isfinite(obj.detach()) & torch.isfinite(gflat).all(1))
             zero = (obj.detach().abs() <= dead_tol) & (gflat.abs().amax(1) == 0)
-            g = torch.where(_bcast(bad, g), torch.zeros_like(g), g)
+            if bool(bad.any()):
+                g = torch.where(_bcast(bad, g), torch.zeros_like(g), g)
             cur = p if full else p[idx]
             # last_good: the latest parameters whose objective was finite
             last_good[idx] = torch.where(_bcast(bad, cur), last_good[idx], cur)
