@@ -1,0 +1,150 @@
+"""Benchmark of featviz.ascent on the seed-000 MNIST net (random weights).
+
+    /work/venv/bin/python benchmarks/bench_ascent.py [--layer conv2] [--steps 30]
+
+Prints, from one run:
+ (a) time of one whole-layer batched job vs seed-style execution (one fresh
+     python process per filter, same units, same steps), and the ratio;
+ (b) image-steps/s and achieved GFLOP/s (conv/linear FLOPs, forward + backward
+     w.r.t. the input only) against a peak estimated by a large matmul.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from featviz.ascent import visualize  # noqa: E402
+
+
+def mnist_net(seed=0):
+    """Seed 000: conv 16@5x5 same -> relu -> pool2 -> conv 36@5x5 same -> relu ->
+    pool2 -> flatten -> fc 128 -> relu -> fc 10."""
+    torch.manual_seed(seed)
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 16, 5, padding=2)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(16, 36, 5, padding=2)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()), ("fc1", nn.Linear(7 * 7 * 36, 128)), ("relu3", nn.ReLU()),
+        ("fc2", nn.Linear(128, 10)),
+    ])).eval()
+
+
+KIND = {"conv1": "conv", "conv2": "conv", "fc1": "dense", "fc2": "dense", "output": "class"}
+
+
+def run_job(net, layer, units, steps):
+    lay = None if layer == "output" else layer
+    ov = {"steps": steps, "class_steps": steps, "robustness_samples": 0, "snapshots": 0,
+          "dead_retries": 0}
+    t = time.perf_counter()
+    visualize(net, lay, units, KIND[layer], (1, 28, 28), recipe="hvass", overrides=ov)
+    return time.perf_counter() - t
+
+
+def forward_flops(net, layer):
+    """FLOPs (2*MACs) of conv/linear layers for one image up to ``layer``."""
+    total = [0]
+    stop = layer
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+            total[0] += 2 * out.numel() * k
+        elif isinstance(m, nn.Linear):
+            total[0] += 2 * m.in_features * m.out_features * (out.numel() // m.out_features)
+
+    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        x = torch.zeros(1, 1, 28, 28)
+        for name, mod in net.named_children():
+            x = mod(x)
+            if name == stop:
+                break
+    for h in hs:
+        h.remove()
+    return total[0]
+
+
+def matmul_peak(n=2048, reps=3, trials=5):
+    """Best of ``trials`` timings of ``reps`` 2048x2048 fp32 matmuls (GFLOP/s);
+    the best is the least disturbed by other jobs on a shared machine."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = 0.0
+    for _ in range(trials):
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b)
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def seed_style(layer, units, steps):
+    """One fresh python process per filter, as the seed's notebook loop would."""
+    t = time.perf_counter()
+    for u in units:
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--one", layer, str(u), "--steps", str(steps),
+                        "--threads", str(torch.get_num_threads())],
+                       check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layer", default="conv2", choices=sorted(KIND))
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--seed-sample", type=int, default=0,
+                    help="run only this many seed-style processes and extrapolate (0 = all)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads for every timing, peak included (0 = torch default)")
+    ap.add_argument("--one", nargs=2, metavar=("LAYER", "UNIT"))
+    a = ap.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    if a.one:
+        run_job(mnist_net(), a.one[0], [int(a.one[1])], a.steps)
+        return
+    net = mnist_net()
+    n_units = {"conv1": 16, "conv2": 36, "fc1": 128, "fc2": 10, "output": 10}[a.layer]
+    units = list(range(n_units))
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, layer {a.layer}, "
+          f"{n_units} units, {a.steps} steps, recipe hvass")
+    run_job(net, a.layer, units[:2], 2)  # warm-up
+    peak = matmul_peak()
+    batched = min(run_job(net, a.layer, units, a.steps) for _ in range(5))
+    inproc = sum(run_job(net, a.layer, [u], a.steps) for u in units)
+    sample = units if a.seed_sample <= 0 else units[: a.seed_sample]
+    seed_t = seed_style(a.layer, sample, a.steps) * len(units) / len(sample)
+    note = "" if len(sample) == len(units) else f" (extrapolated from {len(sample)} processes)"
+    print(f"(a) whole-layer batched job: {batched:.3f} s")
+    print(f"    seed-style, one fresh process per filter: {seed_t:.2f} s{note}  -> ratio {seed_t / batched:.1f}x")
+    print(f"    one unit at a time in one process:        {inproc:.3f} s  -> ratio {inproc / batched:.1f}x")
+    fwd = forward_flops(net, None if a.layer == "output" else a.layer)
+    per_img_step = 2 * fwd  # forward + backward w.r.t. the input (no weight gradients)
+    img_steps = n_units * a.steps / batched
+    peak = max(peak, matmul_peak())
+    achieved = img_steps * per_img_step / 1e9
+    print(f"(b) {img_steps:,.0f} image-steps/s; {per_img_step / 1e6:.2f} MFLOP per image-step "
+          f"(fwd {fwd / 1e6:.2f} + bwd-input {fwd / 1e6:.2f})")
+    print(f"    achieved {achieved:.2f} GFLOP/s vs matmul peak {peak:.1f} GFLOP/s = {100 * achieved / peak:.1f}%"
+          " (best-of timings on both sides)")
+    for mult in (4, 16):
+        big = units * mult
+        tb = min(run_job(net, a.layer, big, a.steps) for _ in range(2))
+        ach = len(big) * a.steps / tb * per_img_step / 1e9
+        print(f"    batch of {len(big)} images: {len(big) * a.steps / tb:,.0f} image-steps/s, "
+              f"{ach:.2f} GFLOP/s = {100 * ach / peak:.1f}% of peak")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Composable per-batch-element objectives (Lucid optvis style).
+
+An :class:`Objective` maps ``(acts, idx)`` to a tensor of shape ``(len(idx),)``:
+``acts`` is the activation dict of the current forward pass (which holds only
+the batch elements ``idx``, positions into the full batch) and the result is
+the value each of those elements maximizes.  Objectives combine with ``+``,
+``-`` and scalar ``*`` / ``/``.  Unit indices are per batch element: element
+``i`` of the batch looks at unit ``units[i]``.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from .hooks import OUTPUT
+
+
+class Objective:
+    def __init__(self, fn, layers, name: str = "objective"):
+        self.fn = fn
+        self.layers = frozenset(layers)
+        self.name = name
+
+    def __call__(self, acts: dict, idx: torch.Tensor) -> torch.Tensor:
+        return self.fn(acts, idx)
+
+    def _combine(self, other, op, sym):
+        if isinstance(other, Objective):
+            return Objective(lambda a, i: op(self(a, i), other(a, i)),
+                             self.layers | other.layers, f"({self.name} {sym} {other.name})")
+        if isinstance(other, numbers.Number):
+            return Objective(lambda a, i: op(self(a, i), other), self.layers, f"({self.name} {sym} {other})")
+        return NotImplemented
+
+    def __add__(self, other):
+        return self._combine(other, lambda a, b: a + b, "+")
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self._combine(other, lambda a, b: a - b, "-")
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __neg__(self):
+        return Objective(lambda a, i: -self(a, i), self.layers, f"-{self.name}")
+
+    def __mul__(self, other):
+        if not isinstance(other, numbers.Number):
+            return NotImplemented
+        return Objective(lambda a, i: other * self(a, i), self.layers, f"{other}*{self.name}")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        if not isinstance(other, numbers.Number):
+            return NotImplemented
+        return self * (1.0 / other)
+
+    def __repr__(self):
+        return f"Objective({self.name})"
+
+
+def _unit_index(units, idx, device):
+    u = torch.as_tensor(units, dtype=torch.long).reshape(-1)
+    if u.numel() == 1:
+        u = u.expand(int(idx.max()) + 1 if idx.numel() else 1)
+    return u[idx.cpu()].to(device)
+
+
+def channel(layer, units, reduce: str = "mean") -> Objective:
+    """Mean (or sum) of output channel ``units[i]`` of ``layer`` (seeds 000-003)."""
+    def fn(acts, idx):
+        a = acts[layer]
+        sel = a[torch.arange(a.shape[0], device=a.device), _unit_index(units, idx, a.device)]
+        sel = sel.flatten(1)
+        return sel.sum(1) if reduce == "sum" else sel.mean(1)
+    return Objective(fn, [layer], f"channel({layer})")
+
+
+def neuron(layer, units, pos=None) -> Objective:
+    """One neuron of channel ``units[i]`` at spatial position ``pos`` (y, x); centre if None (seed 001)."""
+    def fn(acts, idx):
+        a = acts[layer]
+        h, w = a.shape[-2:]
+        y, x = (h // 2, w // 2) if pos is None else (int(pos[0]), int(pos[1]))
+        return a[torch.arange(a.shape[0], device=a.device), _unit_index(units, idx, a.device), y, x]
+    return Objective(fn, [layer], f"neuron({layer})")
+
+
+def dense(layer, units) -> Objective:
+    """Output ``units[i]`` of a dense layer (any output, flattened per element)."""
+    def fn(acts, idx):
+        a = acts[layer].flatten(1)
+        return a[torch.arange(a.shape[0], device=a.device), _unit_index(units, idx, a.device)]
+    return Objective(fn, [layer], f"dense({layer})")
+
+
+def class_logit(units) -> Objective:
+    """Logit (pre-softmax network output) of class ``units[i]``."""
+    o = dense(OUTPUT, units)
+    o.name = "class_logit"
+    return o
+
+
+def layer(layer_name) -> Objective:
+    """Whole layer, DeepDream-like: mean of the squared activations."""
+    def fn(acts, idx):
+        return (acts[layer_name].flatten(1) ** 2).mean(1)
+    return Objective(fn, [layer_name], f"layer({layer_name})")
+
+
+def diversity(layer_name) -> Objective:
+    """Lucid's diversity term: per element, mean cosine similarity of its Gram
+    matrix with the other elements' (subtract it, weighted, to diversify).
+    Unlike every other objective this couples the batch elements."""
+    def fn(acts, idx):
+        a = acts[layer_name]
+        n = a.shape[0]
+        if n < 2:
+            return a.new_zeros(n)
+        f = a.flatten(2) if a.dim() > 2 else a.unsqueeze(2)   # (n, C, S)
+        grams = torch.bmm(f, f.transpose(1, 2)).flatten(1)
+        grams = grams / grams.norm(dim=1, keepdim=True).clamp_min(1e-10)
+        sim = grams @ grams.T
+        return (sim.sum(1) - sim.diagonal()) / n
+    return Objective(fn, [layer_name], f"diversity({layer_name})")
+
+
+def for_kind(kind: str, layer_name, units, recipe: dict) -> Objective:
+    """The objective a recipe uses for a unit ``kind`` ("conv", "dense", "class")."""
+    if kind == "class":
+        if layer_name is not None:
+            raise ValueError("kind 'class' reads the network output; pass layer=None")
+        obj = class_logit(units)
+    elif layer_name is None:
+        raise ValueError(f"kind {kind!r} needs a layer name")
+    elif kind == "conv":
+        if recipe["conv_objective"] == "neuron":
+            obj = neuron(layer_name, units, recipe["neuron_pos"])
+        else:
+            obj = channel(layer_name, units, recipe["conv_reduce"])
+    elif kind == "dense":
+        obj = dense(layer_name, units)
+    else:
+        raise ValueError(f"unknown unit kind {kind!r} (known: conv, dense, class)")
+    return obj

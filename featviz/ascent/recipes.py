@@ -1,0 +1,220 @@
+"""Named hyper-parameter presets ("recipes") for activation maximization.
+
+Every recipe is a complete, flat dict over :data:`PARAMS`; ``get_recipe`` returns
+a resolved copy with overrides applied and validated.  All values are expressed
+in the engine's [0, 1] *pixel* space (the seeds worked in [0, 255] or in
+mean-subtracted space; the conversions are written next to each value).
+"""
+from __future__ import annotations
+
+import copy
+
+__all__ = ["RecipeError", "PARAMS", "RECIPES", "get_recipe", "list_recipes"]
+
+
+class RecipeError(ValueError):
+    """Unknown recipe, unknown override key, or a value of the wrong type/range."""
+
+
+_NUM = (int, float)
+_LIST = (list, tuple)
+_OPT_NUM = (int, float, type(None))
+_OPT_LIST = (list, tuple, type(None))
+
+# name -> (accepted types, allowed values or None, default, one-line doc)
+PARAMS: dict[str, tuple] = {
+    # parameterization / initialisation
+    "param": (str, ("pixel", "fourier"), "pixel", "image parameterization"),
+    "init": (str, ("uniform", "normal", "multiscale"), "uniform", "pixel init family"),
+    "init_offset": (_NUM, None, 0.45, "uniform: offset+scale*U[0,1); normal: offset+scale*N(0,1)"),
+    "init_scale": (_NUM, None, 0.1, "amplitude of the init noise"),
+    "init_scales": (_LIST, None, [3, 7, 14, 28], "multiscale: grid sizes upsampled bicubically"),
+    "init_weights": (_LIST, None, [0.5, 0.5, 0.5, 0.5], "multiscale: weight per grid size"),
+    "fourier_sd": (_NUM, None, 0.01, "fourier: std of the initial spectrum"),
+    "fourier_decay": (_NUM, None, 1.0, "fourier: spectral decay power (1/f**decay)"),
+    "decorrelate": (bool, None, True, "fourier: decorrelated colour space for RGB"),
+    "sigmoid": (bool, None, True, "fourier: sigmoid to [0,1] (else clamp-like mapping)"),
+    # optimisation
+    "step": (str, ("std", "rms", "grad", "adam"), "std", "step rule"),
+    "lr": (_NUM, None, 1.0, "step size for conv/dense units"),
+    "class_lr": (_OPT_NUM, None, None, "step size for class units (None = lr)"),
+    "step_eps": (_NUM, None, 1e-8, "epsilon of the std/rms normalisation"),
+    "adam_betas": (_LIST, None, [0.9, 0.999], "adam betas"),
+    "adam_eps": (_NUM, None, 1e-8, "adam epsilon"),
+    "lr_schedule": (str, ("constant", "linear", "cosine", "exp"), "constant", "lr schedule"),
+    "lr_final": (_NUM, None, 0.1, "lr multiplier reached at the last step (non-constant)"),
+    "steps": (int, None, 30, "iterations for conv/dense units"),
+    "class_steps": ((int, type(None)), None, None, "iterations for class units (None = steps)"),
+    # objective
+    "conv_objective": (str, ("channel", "neuron"), "channel", "conv units: channel or one neuron"),
+    "conv_reduce": (str, ("mean", "sum"), "mean", "channel objective reduction"),
+    "neuron_pos": (_OPT_LIST, None, None, "neuron (y, x); None = centre"),
+    "diversity": (_NUM, None, 0.0, "weight of Lucid's diversity term (couples the batch)"),
+    # transforms (differentiable, per batch element)
+    "transforms": ((str, list, tuple), None, "none", "preset name or list of transform dicts"),
+    "jitter": (int, None, 0, "extra random translation of +-jitter px each step"),
+    # regularizers
+    "clamp": (bool, None, True, "clamp pixels to [0,1] after each step"),
+    "center": (_NUM, None, 0.5, "gray level that decay / clipping pull towards"),
+    "decay": (_NUM, None, 0.0, "L2 decay: x <- center + (1-decay)(x-center) each step"),
+    "blur_sigma": (_NUM, None, 0.0, "Gaussian blur sigma (0 = off)"),
+    "blur_every": (int, None, 1, "blur every N steps"),
+    "blur_ksize": (int, None, 0, "blur kernel size (0 = 2*int(4*sigma+0.5)+1)"),
+    "median_size": (int, None, 0, "median filter size (0 = off)"),
+    "median_every": (int, None, 1, "median filter every N steps"),
+    "clip_norm_pct": (_NUM, None, 0.0, "clip pixels whose norm is below this percentile"),
+    "clip_contrib_pct": (_NUM, None, 0.0, "clip pixels whose contribution is below this pct"),
+    "standardize": (bool, None, False, "per-step per-image standardization"),
+    "standardize_mean": (_NUM, None, 0.5, "pixel mean after standardization"),
+    "standardize_std": (_NUM, None, 0.2, "pixel std after standardization"),
+    "tv_weight": (_NUM, None, 0.0, "total-variation penalty weight"),
+    "lp_weight": (_NUM, None, 0.0, "Lp-norm penalty weight (on x-center)"),
+    "lp_p": (_NUM, None, 6.0, "p of the Lp penalty"),
+    "l2_weight": (_NUM, None, 0.0, "L2 penalty weight (on x-center)"),
+    "final_unregularized": (bool, None, False, "last step: only clamp, no other regularizer"),
+    "deprocess": (str, ("none", "chollet"), "none", "post-processing of the final image"),
+    # convergence / robustness of the procedure
+    "conv_tol": (_NUM, None, 5e-4, "converged when (obj_t-obj_t-1)/|obj_t| < tol"),
+    "conv_min_steps": (int, None, 10, "no convergence test before this step"),
+    "conv_patience": (int, None, 4, "successive steps meeting conv_tol"),
+    "early_stop": (bool, None, False, "freeze a unit once converged"),
+    "dead_tol": (_NUM, None, 1e-8, "|objective| at or below this counts as zero"),
+    "dead_patience": (int, None, 10, "stop a unit after this many zero-objective/zero-grad steps"),
+    "dead_retries": (int, None, 2, "re-inits tried for a dead unit"),
+    "retry_noise_mult": (_NUM, None, 2.0, "init amplitude multiplier per dead retry"),
+    "restarts": (int, None, 0, "extra runs from other seeds; best objective kept"),
+    "snapshots": (int, None, 7, "log2-spaced snapshot levels (0 = none)"),
+    "robustness_samples": (int, None, 4, "random jitter/rotations for the robustness metric"),
+}
+
+_BASE = {k: v[2] for k, v in PARAMS.items()}
+
+
+def _recipe(**kw):
+    unknown = set(kw) - set(PARAMS)
+    assert not unknown, unknown
+    r = copy.deepcopy(_BASE)
+    r.update(kw)
+    return r
+
+
+RECIPES: dict[str, dict] = {
+    # Seed 000, Hvass-Labs TF tutorial #13-B (MNIST): image 0.1*uniform+0.45,
+    # step = 1/(grad.std()+1e-8), clip to [0,1], 30 iterations for conv features,
+    # 10 for classes; objective = mean of the conv output channel (pre-ReLU) or
+    # the logit.  Optional jitter via the "jitter" override (default 0 = seed).
+    "hvass": _recipe(
+        init="uniform", init_offset=0.45, init_scale=0.1,
+        step="std", lr=1.0, step_eps=1e-8, steps=30, class_steps=10,
+        clamp=True, transforms="none", jitter=0,
+    ),
+    # Seed 001, Keras part (Chollet, "How CNNs see the world"): gray image with
+    # noise random()*20+128 in [0,255] -> 128/255 + 20/255*U; gradient divided by
+    # its RMS (+1e-5); step 1 in [0,255] units -> 1/255; 40 steps; the result is
+    # deprocessed (centre, std 0.1, +0.5, clip).  Objective: channel mean
+    # (K.mean(layer_output[..., filter])); override conv_objective="neuron" for
+    # the seed's single-neuron variant.
+    "chollet": _recipe(
+        init="uniform", init_offset=128 / 255, init_scale=20 / 255,
+        step="rms", lr=1 / 255, step_eps=1e-5, steps=40, class_steps=40,
+        deprocess="chollet",
+    ),
+    # Seed 001, regularized part (Yosinski et al. 2015 as used by the project):
+    # each step blur 3x3 (cv2 default sigma 0.8), decay 0.9 -> decay=0.1, clip
+    # weak pixels, 300 iterations, step 1 ([0,255]) on the RMS-normalised
+    # gradient, plus the transformation robustness the project settled on
+    # (jitter 1 px, rotate +-0.05 deg, scale +-0.01 = preset "keras-project").
+    # The seed's clip percentile is unusable (it passed the gradient as the
+    # percentile); 50 is row 1 of Yosinski et al.'s Table 1.
+    "yosinski": _recipe(
+        init="uniform", init_offset=128 / 255, init_scale=20 / 255,
+        step="rms", lr=1 / 255, step_eps=1e-5, steps=300, class_steps=300,
+        decay=0.1, blur_sigma=0.8, blur_ksize=3, blur_every=1,
+        clip_norm_pct=50.0, transforms="keras-project", deprocess="chollet",
+    ),
+    # Seed 003, F. Tence's Keras article (Google/Simonyan/Yosinski/Chollet): init
+    # normal(0,10) in mean-subtracted [0,255] -> 0.5 + 10/255*N; classic gradient
+    # ascent x += lr*grad; clipping every step; median filter 5x5 every 4 steps;
+    # no regularization on the last iteration; 1000 iterations / lr 8000 for
+    # classes, 200 iterations for filters (lr 10 = CaffeNet relu1, VGG relu3);
+    # filter loss = K.sum(layer_output[:, k]).  lr in [0,255] units converts to
+    # [0,1] pixel space as lr/255**2.
+    "tence-median": _recipe(
+        init="normal", init_offset=0.5, init_scale=10 / 255,
+        step="grad", lr=10 / 255 ** 2, class_lr=8000 / 255 ** 2,
+        steps=200, class_steps=1000, conv_reduce="sum",
+        median_size=5, median_every=4, final_unregularized=True,
+    ),
+    # Seed 002, "A simple CNN for MNIST" VIII: superposition of U[-1,1]
+    # fluctuations on 3x3, 7x7, 14x14, 28x28 grids (weights 0.5 each) upsampled
+    # bicubically, standardized; gradient / RMS (+1e-7), epsilon 0.01 (in units of
+    # the image std -> 0.01*0.2 in pixel space), per-step standardization,
+    # 400 epochs, stop when (loss_t-loss_t-1)/loss_t < 5e-4 on successive steps
+    # after step 10; snapshots at log2-spaced steps (n_steps=7).
+    "oip-multiscale": _recipe(
+        init="multiscale", init_scales=[3, 7, 14, 28], init_weights=[0.5, 0.5, 0.5, 0.5],
+        init_offset=0.5, init_scale=0.2,
+        step="rms", lr=0.01 * 0.2, step_eps=1e-7, steps=400, class_steps=400,
+        standardize=True, standardize_mean=0.5, standardize_std=0.2,
+        conv_tol=5e-4, conv_min_steps=10, conv_patience=4, early_stop=True,
+        dead_patience=10, snapshots=7,
+    ),
+    # Lucid optvis defaults (render_vis): Fourier parameterization, sd 0.01,
+    # 1/f spectral decay, decorrelated colour, sigmoid; standard_transforms
+    # (pad 12, jitter 8, scale 0.9..1.1, rotate -10..10 deg, jitter 4);
+    # Adam lr 0.05; 512 steps (thresholds=(512,)).
+    "lucid": _recipe(
+        param="fourier", fourier_sd=0.01, fourier_decay=1.0, decorrelate=True, sigmoid=True,
+        step="adam", lr=0.05, steps=512, class_steps=512, clamp=False,
+        transforms="lucid",
+    ),
+}
+
+
+def list_recipes() -> list[str]:
+    """Names of the available recipes."""
+    return sorted(RECIPES)
+
+
+def _check(key, value):
+    types, allowed, _default, _doc = PARAMS[key]
+    types = types if isinstance(types, tuple) else (types,)
+    ok = isinstance(value, types)
+    if isinstance(value, bool) and bool not in types:
+        ok = False  # bool is an int subclass; never accept it for numbers
+    if not ok:
+        names = "/".join(t.__name__ for t in types)
+        raise RecipeError(f"recipe parameter {key!r} must be {names}, got {type(value).__name__} {value!r}")
+    if allowed is not None and value not in allowed:
+        raise RecipeError(f"recipe parameter {key!r} must be one of {list(allowed)}, got {value!r}")
+    if isinstance(value, _NUM) and not isinstance(value, bool) and value < 0 and key not in ("init_offset",):
+        raise RecipeError(f"recipe parameter {key!r} must be >= 0, got {value!r}")
+
+
+def get_recipe(name: str, overrides: dict | None = None) -> dict:
+    """Resolved parameters of recipe ``name`` with ``overrides`` applied.
+
+    Raises :class:`RecipeError` for an unknown recipe, an unknown override key
+    or a value of the wrong type.
+    """
+    if name not in RECIPES:
+        raise RecipeError(f"unknown recipe {name!r} (known: {', '.join(list_recipes())})")
+    r = copy.deepcopy(RECIPES[name])
+    for key, value in (overrides or {}).items():
+        if key not in PARAMS:
+            raise RecipeError(f"unknown recipe parameter {key!r} for recipe {name!r}")
+        _check(key, value)
+        r[key] = copy.deepcopy(value)
+    if len(r["init_scales"]) != len(r["init_weights"]):
+        raise RecipeError("recipe parameters 'init_scales' and 'init_weights' must have the same length")
+    if r["steps"] < 1 or (r["class_steps"] is not None and r["class_steps"] < 1):
+        raise RecipeError("recipe parameters 'steps'/'class_steps' must be >= 1")
+    for key in ("blur_every", "median_every"):
+        if r[key] < 1:
+            raise RecipeError(f"recipe parameter {key!r} must be >= 1")
+    if r["median_size"] and r["median_size"] % 2 == 0:
+        raise RecipeError("recipe parameter 'median_size' must be odd")
+    r["name"] = name
+    if isinstance(r["transforms"], tuple):
+        r["transforms"] = list(r["transforms"])
+    return r

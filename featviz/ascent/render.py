@@ -1,0 +1,196 @@
+"""``visualize``: resolve a recipe, build objective / parameterization /
+transforms, run the ascent (with restarts and dead-unit retries) and collect
+images, objectives, stats and snapshots."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import metrics, objectives, optimize
+from . import transforms as T
+from .hooks import OUTPUT, ActivationReader
+from .param import make_param
+from .recipes import get_recipe
+
+log = logging.getLogger(__name__)
+
+KINDS = ("conv", "dense", "class")
+_ROBUST_ATTEMPT = 2 ** 31 - 1
+
+
+@dataclass
+class AscentResult:
+    images: np.ndarray                 # float32 (N, C, H, W) in [0, 1]
+    objective: np.ndarray              # float32 (N,)
+    stats: list                        # one JSON-serializable dict per unit
+    snapshots: dict = field(default_factory=dict)  # step -> float32 (N, C, H, W)
+    recipe: dict = field(default_factory=dict)
+
+
+def unit_seed(seed: int, unit: int, attempt: int = 0) -> int:
+    """Seed of one unit's generator: depends only on (seed, unit, attempt)."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(unit) & 0xFFFFFFFF, int(attempt)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
+
+
+def _gens(seed, units, attempt):
+    return [torch.Generator().manual_seed(unit_seed(seed, u, attempt)) for u in units]
+
+
+def deprocess(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Seed 001 ``deprocess_image``: centre, std 0.1, +0.5, clip (per element)."""
+    if mode == "none":
+        return x
+    flat = x.flatten(1)
+    m = flat.mean(1).view(-1, 1, 1, 1)
+    s = flat.std(1, unbiased=False).view(-1, 1, 1, 1)
+    return ((x - m) / (s + 1e-5) * 0.1 + 0.5).clamp(0.0, 1.0)
+
+
+def _finite_or_none(v):
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvass",
+              overrides=None, seed=0, device="cpu", progress=False) -> AscentResult:
+    """Activation maximization of ``units`` of ``layer`` (see docs/ascent.md).
+
+    Batch element ``i`` maximizes unit ``units[i]``; images are optimized in
+    [0, 1] pixel space and ``normalize(x)`` is fed to ``net``.
+    """
+    rec = get_recipe(recipe, overrides)
+    if kind not in KINDS:
+        raise ValueError(f"unknown unit kind {kind!r} (known: {', '.join(KINDS)})")
+    units = [int(u) for u in units]
+    if any(u < 0 for u in units):
+        raise ValueError("units must be non-negative integers")
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (C, H, W), got {input_shape!r}")
+    device = torch.device(device)
+    normalize = normalize or (lambda v: v)
+    is_class = kind == "class"
+    steps = rec["class_steps"] if is_class and rec["class_steps"] is not None else rec["steps"]
+    lr = rec["class_lr"] if is_class and rec["class_lr"] is not None else rec["lr"]
+    obj = objectives.for_kind(kind, layer, units, rec)
+    if rec["diversity"] > 0:
+        obj = obj - rec["diversity"] * objectives.diversity(OUTPUT if is_class else layer)
+    clean_obj = objectives.for_kind(kind, layer, units, rec)
+    transform = T.build(rec, shape[1:])
+    n = len(units)
+    if n == 0:
+        c, h, w = shape
+        return AscentResult(np.zeros((0, c, h, w), np.float32), np.zeros(0, np.float32), [], {}, rec)
+
+    layers = set(obj.layers) | (set([OUTPUT]) if is_class else set())
+    with ActivationReader(net, layers) as reader:
+
+        def evaluate(x, idx, o=obj):
+            return o(reader(normalize(x)), idx)
+
+        def evaluate_clean(x, idx):
+            return clean_obj(reader(normalize(x)), idx)
+
+        best = _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform,
+                         steps, lr, progress)
+        images = best["images"]
+        with torch.no_grad():
+            x = images.to(device)
+            acts = reader(normalize(x))
+            final = clean_obj(acts, torch.arange(n)).double().cpu().numpy()
+            if is_class:
+                prob = torch.softmax(acts[OUTPUT].float(), dim=1)
+                target = prob[torch.arange(n, device=prob.device), torch.as_tensor(units, device=prob.device)]
+                target, pred = target.cpu().numpy(), prob.argmax(1).cpu().numpy()
+            rob = metrics.robustness(evaluate_clean, x, _gens(seed, units, _ROBUST_ATTEMPT),
+                                     rec["robustness_samples"])
+
+    stats = []
+    for i, u in enumerate(units):
+        s = {
+            "unit": u,
+            "objective": _finite_or_none(final[i]),
+            "initial_objective": _finite_or_none(best["initial"][i]),
+            "steps": int(best["steps"][i]),
+            "converged": bool(best["converged"][i]),
+            "nonfinite": bool(best["nonfinite"][i]),
+            "dead": bool(best["dead"][i]),
+            "attempts": int(best["attempts"][i]),
+            "best_attempt": int(best["attempt"][i]),
+            "robustness": rob[i],
+        }
+        if is_class:
+            s["target_softmax"] = _finite_or_none(target[i])
+            s["predicted"] = int(pred[i])
+        stats.append(s)
+    snaps = {int(k): v.cpu().numpy().astype(np.float32) for k, v in sorted(best["snapshots"].items())}
+    return AscentResult(images.cpu().numpy().astype(np.float32), final.astype(np.float32),
+                        stats, snaps, rec)
+
+
+def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress):
+    """Attempt 0 for all units, ``restarts`` more for all units, then up to
+    ``dead_retries`` re-inits (larger init noise) for units still dead; per unit
+    the best attempt (not dead first, then highest clean objective) is kept."""
+    n = len(units)
+    best = None
+    restarts, retries = rec["restarts"], rec["dead_retries"]
+    for attempt in range(1 + restarts + retries):
+        if best is None or attempt <= restarts:
+            sub = list(range(n))
+            amp = 1.0
+        else:
+            sub = [i for i in range(n) if best["dead"][i]]
+            if not sub:
+                break
+            amp = float(rec["retry_noise_mult"]) ** (attempt - restarts)
+            log.info("retrying %d dead unit(s), attempt %d", len(sub), attempt)
+        sub_units = [units[i] for i in sub]
+        gens = _gens(seed, sub_units, attempt)
+        param = make_param(rec, shape, gens, device, amp)
+        sub_t = torch.as_tensor(sub, dtype=torch.long)
+
+        def ev(x, idx, _sub=sub_t):
+            return evaluate(x, _sub[idx.cpu()])
+
+        def ev_clean(x, idx, _sub=sub_t):
+            return evaluate_clean(x, _sub[idx.cpu()])
+
+        run = optimize.ascend(param, ev, transform, gens, rec, steps, lr, progress)
+        with torch.no_grad():
+            imgs = deprocess(param.image().detach(), rec["deprocess"])
+            clean = ev_clean(imgs, torch.arange(len(sub))).double().cpu().numpy()
+            snaps = {k: deprocess(v, rec["deprocess"]) for k, v in run.snapshots.items()}
+        dead = run.dead(float(rec["dead_tol"]))
+        if best is None:
+            best = {
+                "images": imgs.clone(), "clean": clean.copy(), "initial": run.history[0].copy(),
+                "steps": run.steps_done.copy(), "converged": run.converged.copy(),
+                "nonfinite": run.nonfinite.copy(), "dead": dead.copy(),
+                "attempts": np.ones(n, dtype=np.int64), "attempt": np.zeros(n, dtype=np.int64),
+                "snapshots": {k: v.clone() for k, v in snaps.items()},
+            }
+            continue
+        for j, i in enumerate(sub):
+            best["attempts"][i] += 1
+            c_new = clean[j] if np.isfinite(clean[j]) else -np.inf
+            c_old = best["clean"][i] if np.isfinite(best["clean"][i]) else -np.inf
+            better = (best["dead"][i] and not dead[j]) or (best["dead"][i] == dead[j] and c_new > c_old)
+            if not better:
+                continue
+            best["images"][i] = imgs[j]
+            best["clean"][i] = clean[j]
+            best["initial"][i] = run.history[0, j]
+            best["steps"][i] = run.steps_done[j]
+            best["converged"][i] = run.converged[j]
+            best["nonfinite"][i] = run.nonfinite[j]
+            best["dead"][i] = dead[j]
+            best["attempt"][i] = attempt
+            for k in best["snapshots"]:
+                if k in snaps:
+                    best["snapshots"][k][i] = snaps[k][j]
+    return best

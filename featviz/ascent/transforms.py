@@ -1,0 +1,146 @@
+"""Differentiable random transforms applied to the image before the forward
+pass ("transformation robustness").  Each batch element draws its own random
+parameters from its own generator; the output always has the input's size
+(padding is cropped back at the centre), so fixed-size nets with dense layers
+work.  Specs are dicts: ``{"type": "pad", "pad": 12, "value": 0.5}``,
+``{"type": "jitter", "d": 4}`` (integer shift in [-d, d]),
+``{"type": "scale", "choices": [...]}`` or ``{"type": "scale", "range": [lo, hi]}``,
+``{"type": "rotate", "choices": [...degrees]}`` or ``"range"``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .recipes import RecipeError
+
+PRESETS = {
+    "none": [],
+    # Lucid standard_transforms: pad(12, constant 0.5), jitter(8), random_scale
+    # [1+(i-5)/50 for i in range(11)], random_rotate(range(-10, 11) + 5*[0]),
+    # jitter(4).  Lucid's crop-jitter(d) moves by one of d+1 offsets; with a
+    # size-preserving shift that is +-d/2.
+    "lucid": [
+        {"type": "pad", "pad": 12, "value": 0.5},
+        {"type": "jitter", "d": 4},
+        {"type": "scale", "choices": [1 + (i - 5) / 50.0 for i in range(11)]},
+        {"type": "rotate", "choices": list(range(-10, 11)) + 5 * [0]},
+        {"type": "jitter", "d": 2},
+    ],
+    # Seed 001 (Keras project, MNIST): jitter 1, rotate +-0.05, scale +-0.01.
+    "keras-project": [
+        {"type": "jitter", "d": 1},
+        {"type": "rotate", "range": [-0.05, 0.05]},
+        {"type": "scale", "range": [0.99, 1.01]},
+    ],
+    # The Google values seed 001 started from: jitter 1 px, rotate +-5 deg, scale 1.1.
+    "google": [
+        {"type": "jitter", "d": 1},
+        {"type": "rotate", "range": [-5.0, 5.0]},
+        {"type": "scale", "range": [1 / 1.1, 1.1]},
+    ],
+}
+
+# Used by the robustness metric.
+ROBUSTNESS = [{"type": "jitter", "d": 2}, {"type": "rotate", "range": [-10.0, 10.0]}]
+
+
+def _sample(spec, gen):
+    if "choices" in spec:
+        ch = spec["choices"]
+        return float(ch[int(torch.randint(len(ch), (1,), generator=gen))])
+    lo, hi = spec["range"]
+    return float(lo + (hi - lo) * torch.rand((1,), generator=gen))
+
+
+class Compose:
+    def __init__(self, specs, out_hw):
+        self.specs = [dict(s) for s in specs]
+        self.out_hw = tuple(out_hw)
+        for s in self.specs:
+            if s.get("type") not in ("pad", "jitter", "scale", "rotate"):
+                raise RecipeError(f"unknown transform {s!r} (known types: pad, jitter, scale, rotate)")
+            if s["type"] in ("scale", "rotate") and not ("choices" in s or "range" in s):
+                raise RecipeError(f"transform {s!r} needs 'choices' or 'range'")
+
+    def __bool__(self):
+        return bool(self.specs)
+
+    def __call__(self, x: torch.Tensor, gens) -> torch.Tensor:
+        if not self.specs:
+            return x
+        i = 0
+        while i < len(self.specs):
+            s = self.specs[i]
+            if s["type"] == "pad":
+                p = int(s["pad"])
+                x = F.pad(x, (p, p, p, p), mode="constant", value=float(s.get("value", 0.5)))
+            elif s["type"] == "jitter":
+                x = _jitter(x, int(s["d"]), gens, float(s.get("value", 0.5)))
+            else:  # consecutive scale/rotate specs fuse into one resampling
+                scales = [1.0] * len(gens)
+                angles = [0.0] * len(gens)
+                while i < len(self.specs) and self.specs[i]["type"] in ("scale", "rotate"):
+                    s = self.specs[i]
+                    for k, g in enumerate(gens):
+                        if s["type"] == "scale":
+                            scales[k] *= _sample(s, g)
+                        else:
+                            angles[k] += _sample(s, g)
+                    i += 1
+                x = _affine(x, scales, angles, float(s.get("value", 0.5)))
+                continue
+            i += 1
+        return _center_fit(x, self.out_hw, 0.5)
+
+
+def _jitter(x, d, gens, value):
+    if d <= 0:
+        return x
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (d, d, d, d), mode="constant", value=value)
+    out = []
+    for k, g in enumerate(gens):
+        oy, ox = (int(v) for v in torch.randint(0, 2 * d + 1, (2,), generator=g))
+        out.append(xp[k, :, oy:oy + h, ox:ox + w])
+    return torch.stack(out)
+
+
+def _affine(x, scales, angles, value):
+    n, _, h, w = x.shape
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype)
+    for k, (s, a) in enumerate(zip(scales, angles)):
+        c, sn = math.cos(math.radians(a)), math.sin(math.radians(a))
+        theta[k, 0, 0], theta[k, 0, 1] = c / s, sn * h / w / s
+        theta[k, 1, 0], theta[k, 1, 1] = -sn * w / h / s, c / s
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x - value, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + value
+
+
+def _center_fit(x, out_hw, value):
+    h, w = x.shape[-2:]
+    oh, ow = out_hw
+    if (h, w) == (oh, ow):
+        return x
+    if h < oh or w < ow:
+        ph, pw = max(0, oh - h), max(0, ow - w)
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="constant", value=value)
+        h, w = x.shape[-2:]
+    y0, x0 = (h - oh) // 2, (w - ow) // 2
+    return x[..., y0:y0 + oh, x0:x0 + ow]
+
+
+def build(recipe: dict, out_hw) -> Compose:
+    """The transform pipeline of a recipe: ``jitter`` (if > 0) then ``transforms``."""
+    t = recipe["transforms"]
+    if isinstance(t, str):
+        if t not in PRESETS:
+            raise RecipeError(f"unknown transforms preset {t!r} (known: {', '.join(sorted(PRESETS))})")
+        specs = list(PRESETS[t])
+    else:
+        specs = list(t)
+    if recipe["jitter"] > 0:
+        specs = [{"type": "jitter", "d": int(recipe["jitter"])}] + specs
+    return Compose(specs, out_hw)
