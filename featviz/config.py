@@ -50,8 +50,6 @@ def data_root(config: dict) -> Path:
 
 def _data_identity(run_cfg: dict) -> dict:
     data = {k: v for k, v in (run_cfg.get("data") or {}).items() if k not in _DATA_KEYS_NOT_HASHED}
-    if data.get("path"):
-        data["path"] = str(Path(data["path"]).resolve())
     return {"dataset": run_cfg["dataset"], **data}
 
 
