@@ -101,11 +101,11 @@ def cmd_verify_archive(a):
 
 def cmd_recipes(a):
     from .ascent import get_recipe, list_recipes
+    from .ascent.recipes import SOURCES
 
     for name in list_recipes():
         r = get_recipe(name)
-        doc = r.get("source", "") if isinstance(r, dict) else ""
-        print(f"{name:<16} {doc}")
+        print(f"{name:<16} {SOURCES.get(name, '')}")
         if a.verbose:
             for k, v in sorted(r.items()):
                 print(f"    {k} = {v}")

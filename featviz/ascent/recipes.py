@@ -171,6 +171,16 @@ RECIPES: dict[str, dict] = {
 }
 
 
+SOURCES: dict[str, str] = {
+    "hvass": "seed 000 (Hvass-Labs TF #13-B): uniform 0.45-0.55, step 1/std, clip, 30 steps (10 for classes)",
+    "chollet": "seed 001, Keras part (Chollet): gray+noise, gradient/RMS, 40 steps, deprocessed",
+    "yosinski": "seed 001 regularized (Yosinski 2015): decay, 3x3 blur, small-norm clip, jitter/rotate/scale, 300 steps",
+    "tence-median": "seed 003 (Tence): normal init, plain ascent, median 5x5 every 4 steps, last step unregularized",
+    "oip-multiscale": "seed 002 (MNIST blog VIII): multi-scale init, per-step standardization, convergence stop",
+    "lucid": "Lucid optvis: Fourier + decorrelated colour + sigmoid, standard transforms, Adam 0.05, 512 steps",
+}
+
+
 def list_recipes() -> list[str]:
     """Names of the available recipes."""
     return sorted(RECIPES)
