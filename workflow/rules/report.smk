@@ -4,6 +4,8 @@ rule report_run:
         metrics="results/{run}/eval/metrics.json",
         units="results/{run}/units.json",
         ascent=ascent_results,
+        probe="results/{run}/probe/probe.json",
+        probe_arrays="results/{run}/probe/probe.npz",
     output:
         page=report(
             "reports/{run}/index.html",
