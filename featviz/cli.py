@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--extra", nargs="*", default=[], help="more files to include (config snapshot)")
 
-    s = verb("verify-archive", cmd_verify_archive, "check an archive against its manifest")
-    s.add_argument("archive")
+    s = verb("verify-archive", cmd_verify_archive, "check an archive (.tar.gz or extracted folder) against its manifest")
+    s.add_argument("archive", help="<run>.tar.gz, or the folder it was extracted to")
 
     s = verb("recipes", cmd_recipes, "list the activation-maximization recipes")
     s.add_argument("-v", "--verbose", action="store_true", help="show every parameter")
