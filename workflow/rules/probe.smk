@@ -20,10 +20,12 @@ rule probe:
         ),
     params:
         data=data_dir,
+        device=DEVICE,
+        trust=TRUST,
     log:
         "results/{run}/logs/probe.log",
     resources:
         mem_mb=3000,
     shell:
         "featviz probe --model results/{wildcards.run}/model --units {input.units} --data {params.data} "
-        "--device {DEVICE} {TRUST} --out results/{wildcards.run}/probe > {log} 2>&1"
+        "--device {params.device} {params.trust} --out results/{wildcards.run}/probe > {log} 2>&1"
