@@ -9,7 +9,7 @@ batches (no per-sample Python). For every unit we keep:
   > 0, dense/class: the value > 0). A unit no test image activates is *dead*;
 * its top-k test images (conv: ranked by the strongest position, with the receptive-field crop
   around it);
-* near-duplicates (correlation of activations over the test set) and, per layer, a pruning curve:
+* near-duplicates (correlation of activations over every test image and position) and, per layer, a pruning curve:
   units zeroed by a hook in order of importance, test accuracy after each step.
 
 Plus activation maps of a few sample inputs for every conv layer, saliency maps for those samples
@@ -140,15 +140,17 @@ def _pick_samples(labels: torch.Tensor, n: int) -> list[int]:
     return picked
 
 
-def _correlation(acts: np.ndarray) -> np.ndarray:
-    a = acts.astype(np.float64)
-    a = a - a.mean(0, keepdims=True)
-    norm = np.sqrt((a * a).sum(0))
-    ok = norm > 1e-12
-    c = np.zeros((a.shape[1], a.shape[1]))
-    if ok.any():
-        b = a[:, ok] / norm[ok]
-        c[np.ix_(ok, ok)] = b.T @ b
+def _correlation_from_moments(s1: torch.Tensor, s2: torch.Tensor, n: int) -> np.ndarray:
+    """Pearson correlation between units from sums and the Gram matrix over n values each (for a
+    conv channel: every position of every test image, so two channels correlate only when their
+    maps do, not merely their spatial means). Constant units correlate with nothing."""
+    mean = s1 / max(n, 1)
+    cov = s2 / max(n, 1) - torch.outer(mean, mean)
+    sd = cov.diagonal().clamp(min=0).sqrt()
+    ok = sd > 1e-9 * max(1.0, float(sd.max()) if len(sd) else 1.0)
+    c = torch.zeros_like(cov)
+    c[ok.outer(ok)] = (cov / torch.outer(sd.clamp(min=1e-300), sd.clamp(min=1e-300)))[ok.outer(ok)]
+    c = c.clamp(-1, 1).numpy()
     np.fill_diagonal(c, 0.0)
     return c
 
@@ -251,6 +253,9 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
         u = layer["units"]
         best[j] = (torch.full((u, 0), -math.inf), torch.zeros((u, 0), dtype=torch.int64),
                    torch.zeros((u, 0), dtype=torch.int64))
+    m1 = {j: torch.zeros(layer["units"], dtype=torch.float64) for j, layer in enumerate(layers)}
+    m2 = {j: torch.zeros(layer["units"], layer["units"], dtype=torch.float64) for j, layer in enumerate(layers)}
+    cnt = {j: 0 for j in range(len(layers))}
     correct = 0
     try:
         with torch.no_grad():
@@ -269,6 +274,11 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
                         means[j].append(a)
                         mx, pos = a, torch.zeros_like(a, dtype=torch.int64)
                     active[j] += (mx > 0).sum(0)
+                    # for redundancy: moments of the unit values over every image and position
+                    flat_all = (a.transpose(0, 1).flatten(1) if a.dim() == 4 else a.T).double()  # (U, B*HW)
+                    m1[j] += flat_all.sum(1)
+                    m2[j] += flat_all @ flat_all.T
+                    cnt[j] += flat_all.shape[1]
                     ids = torch.arange(s, s + b).expand(mx.shape[1], b)
                     best[j] = _topk_merge(*best[j], mx.T, ids, pos.T, k)
                 captured.clear()
@@ -302,7 +312,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
                 hi = lo + 1e-6
             c, e = np.histogram(acts[:, u], bins=bins, range=(lo, hi))
             hist_counts[u], hist_edges[u] = c, e
-        corr = _correlation(acts) if layer["units"] > 1 else np.zeros((1, 1))
+        corr = _correlation_from_moments(m1[j], m2[j], cnt[j]) if layer["units"] > 1 else np.zeros((1, 1))
         partner = corr.argmax(1) if layer["units"] > 1 else np.zeros(1, int)
         max_corr = corr.max(1) if layer["units"] > 1 else np.zeros(1)
         pairs = [(int(a), int(b), round(float(corr[a, b]), 4))
