@@ -1,13 +1,17 @@
 """One archive per model: the report, the checkpoint, metrics, units, ascent results, the config
 snapshot and the environment, with a manifest holding the sha256 of every file.
 
-Layout inside `<run>.tar.gz`:  <run>/report/...  <run>/results/...  <run>/extra/...
-<run>/environment.json  <run>/MANIFEST.json
+Layout inside `<run>.tar.gz`:  <run>/index.html (a landing page: the report's "all runs" link
+lands there)  <run>/report/...  <run>/results/...  <run>/extra/...  <run>/environment.json
+<run>/MANIFEST.json
+
+`verify_archive` checks a `.tar.gz` or a folder it was extracted to.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import io
 import json
 import platform
@@ -52,6 +56,16 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _landing(run: str, names: list[str]) -> bytes:
+    r = html.escape(run)
+    rows = "".join(f"<li>{html.escape(n.split('/', 1)[1])}</li>" for n in names)
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{r} archive</title></head>'
+            f'<body style="font-family: system-ui, sans-serif; max-width: 900px; margin: 2rem auto">'
+            f'<h1>{r}</h1><p><a href="report/index.html">Open the report</a>. Check this folder with '
+            f'<code>featviz verify-archive .</code> (every file against MANIFEST.json).</p>'
+            f'<details><summary>{len(names)} files</summary><ul>{rows}</ul></details></body></html>').encode()
+
+
 def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ()) -> None:
     report, results, out = Path(report), Path(results), Path(out)
     run = report.name
@@ -63,6 +77,7 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
         entries.append((f"{run}/extra/{Path(p).name}", Path(p)))
     blobs = {name: path.read_bytes() for name, path in entries}
     blobs[f"{run}/environment.json"] = json.dumps(environment(), indent=2, sort_keys=True).encode()
+    blobs[f"{run}/index.html"] = _landing(run, sorted(blobs))
     manifest = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(blobs.items())}
     blobs[f"{run}/{MANIFEST}"] = json.dumps({"run": run, "sha256": manifest}, indent=2, sort_keys=True).encode()
     with atomic_path(out) as tmp:
@@ -72,11 +87,43 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
                 _add_bytes(tar, name, blobs[name])
 
 
+def verify_folder(folder: Path) -> int:
+    """Check an extracted archive (the folder holding MANIFEST.json) against its manifest."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        subs = [d for d in folder.iterdir() if (d / MANIFEST).exists()] if folder.is_dir() else []
+        if len(subs) != 1:
+            raise FeatvizError(f"{folder}: no {MANIFEST} here (point at the extracted <run> folder)")
+        folder = subs[0]
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())["sha256"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise FeatvizError(f"{folder / MANIFEST} is unreadable: {exc}") from None
+    run = folder.name
+    problems = []
+    for name, digest in manifest.items():
+        rel = name.split("/", 1)[1] if name.startswith(run + "/") else None
+        p = folder / rel if rel else None
+        if p is None or not p.is_file():
+            problems.append(f"missing {name}")
+        elif hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+            problems.append(f"sha256 mismatch for {name}")
+    listed = {n.split("/", 1)[1] for n in manifest if "/" in n} | {MANIFEST}
+    problems += [f"not in the manifest: {run}/{p.relative_to(folder).as_posix()}"
+                 for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() not in listed]
+    if problems:
+        raise FeatvizError(f"{folder} fails verification: " + "; ".join(problems[:10]))
+    return len(manifest)
+
+
 def verify_archive(path: Path) -> int:
-    """Check every file against the manifest; returns the number of files checked."""
+    """Check every file against the manifest; returns the number of files checked. `path` is a
+    `.tar.gz` or a folder an archive was extracted to."""
     path = Path(path)
     if not path.exists():
         raise FeatvizError(f"archive {path} does not exist")
+    if path.is_dir():
+        return verify_folder(path)
     try:
         with tarfile.open(path, "r:gz") as tar:
             members = {m.name: m for m in tar.getmembers() if m.isfile()}

@@ -71,6 +71,20 @@ def cmd_ascend(a):
               device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
+def cmd_probe(a):
+    from .io import read_json
+    from .models import load_model
+    from .probe import probe
+
+    s = probe(load_model(Path(a.model), a.trust_checkpoint), read_json(a.units), Path(a.data), Path(a.out),
+              device=a.device, top_k=a.top_k, samples=a.samples, corr_threshold=a.corr_threshold,
+              prune_images=a.prune_images, prune_tolerance=a.prune_tolerance)
+    for layer in s["layers"]:
+        p = layer.get("pruning")
+        extra = f", {p['removable']} removable within {100 * p['tolerance']:.1f}%" if p else ""
+        print(f"{layer['name']:>16}  {layer['dead']} dead, {len(layer['redundant_pairs'])} near-duplicate pairs{extra}")
+
+
 def cmd_report(a):
     from .report import render_run
 
@@ -165,6 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     device(s)
     trust(s)
 
+    s = verb("probe", cmd_probe, "activations over the test set: baselines, top-k images, maps, saliency, pruning")
+    s.add_argument("--model", required=True)
+    s.add_argument("--units", required=True, help="units.json")
+    s.add_argument("--data", required=True, help="prepared dataset folder")
+    s.add_argument("--out", required=True, help="results/<run>/probe")
+    s.add_argument("--top-k", type=int, default=9, help="strongest test images kept per unit")
+    s.add_argument("--samples", type=int, default=4, help="sample inputs for activation and saliency maps")
+    s.add_argument("--corr-threshold", type=float, default=0.9, help="near-duplicate units: correlation above this")
+    s.add_argument("--prune-images", type=int, default=2000, help="test images used for the pruning curves")
+    s.add_argument("--prune-tolerance", type=float, default=0.005, help="accuracy drop allowed when pruning")
+    device(s)
+    trust(s)
+
     s = verb("report", cmd_report, "render one run's HTML report")
     s.add_argument("--results", required=True, help="results/<run>")
     s.add_argument("--config", type=_json_arg, default={}, help="the run's config, shown in the report")
@@ -180,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--extra", nargs="*", default=[], help="more files to include (config snapshot)")
 
-    s = verb("verify-archive", cmd_verify_archive, "check an archive against its manifest")
-    s.add_argument("archive")
+    s = verb("verify-archive", cmd_verify_archive, "check an archive (.tar.gz or extracted folder) against its manifest")
+    s.add_argument("archive", help="<run>.tar.gz, or the folder it was extracted to")
 
     s = verb("recipes", cmd_recipes, "list the activation-maximization recipes")
     s.add_argument("-v", "--verbose", action="store_true", help="show every parameter")

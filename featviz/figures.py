@@ -91,3 +91,58 @@ def curves_png(path: Path, epochs: list[dict]) -> None:
     b.legend()
     fig.tight_layout()
     _save_fig(fig, path)
+
+
+def normalize_maps(maps: np.ndarray, per_map: bool = True) -> np.ndarray:
+    """Scale maps (..., H, W) to [0, 1] for display: each map by its own min and max."""
+    m = np.nan_to_num(np.asarray(maps, dtype=np.float32))
+    axes = (-2, -1) if per_map else tuple(range(m.ndim))
+    lo, hi = m.min(axis=axes, keepdims=True), m.max(axis=axes, keepdims=True)
+    return (m - lo) / np.maximum(hi - lo, 1e-12)
+
+
+def montage(images: np.ndarray, cols: int, gap: int = 1, scale: int = 1, fill: float = 1.0) -> np.ndarray:
+    """Tile images (N, C, H, W) in [0, 1] into one (C, H', W') image with `gap` pixels between."""
+    images = np.asarray(images, dtype=np.float32)
+    n, c, h, w = images.shape
+    cols = max(1, min(cols, n))
+    rows = max(1, -(-n // cols))
+    out = np.full((c, rows * (h + gap) - gap, cols * (w + gap) - gap), fill, np.float32)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        out[:, r * (h + gap): r * (h + gap) + h, q * (w + gap): q * (w + gap) + w] = images[i]
+    if scale > 1:
+        out = out.repeat(scale, axis=1).repeat(scale, axis=2)
+    return out
+
+
+def pruning_png(path: Path, layers: list[dict]) -> None:
+    """Accuracy vs units removed, one line per layer, the tolerance band shaded."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for e in layers:
+        p = e["pruning"]
+        frac = [k / max(1, p["units"]) for k in p["removed"]]
+        ax.plot(frac, p["accuracy"], marker=".", label=f"{e['name']} ({p['removable']}/{p['units']} removable)")
+    if layers:
+        base = layers[0]["pruning"]["base_accuracy"]
+        tol = layers[0]["pruning"]["tolerance"]
+        ax.axhspan(base - tol, base + tol, color="0.85", zorder=0, label=f"within {100 * tol:.1f}% of {100 * base:.2f}%")
+    ax.set_xlabel("fraction of the layer's units zeroed")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def saliency_png(path: Path, images_u8: np.ndarray, maps: np.ndarray, labels: list[str]) -> None:
+    n = len(images_u8)
+    fig, axes = plt.subplots(2, max(1, n), figsize=(1.6 * max(1, n), 3.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        arr = to_uint8(np.asarray(images_u8[i], np.float32) / 255.0)
+        axes[0, i].imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
+        axes[0, i].set_title(labels[i], fontsize=8)
+        axes[1, i].imshow(maps[i], cmap="hot", vmin=0, vmax=1)
+    fig.tight_layout()
+    _save_fig(fig, path)

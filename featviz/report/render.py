@@ -16,8 +16,7 @@ import jinja2
 import numpy as np
 
 from ..errors import FeatvizError
-from ..figures import curves_png, display_scale, save_png
-from ..io import read_json, write_json, write_text
+from ..io import read_json, write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -39,20 +38,38 @@ def environment() -> jinja2.Environment:
 
 
 def load_ascent(results: Path, units: dict) -> dict[str, dict]:
-    """Per layer: images (N, C, H, W) and the per-unit stats, gathered from every chunk."""
+    """Per layer: images (N, C, H, W), per-unit stats, per-unit job settings (recipe, seed, device,
+    chunk) and the evolution snapshots {step: (N, C, H, W)} when every chunk has them."""
     out = {}
     for layer in units["layers"]:
         folder = results / "ascent" / layer["name"]
-        images, stats, recipe = [], [], None
-        for js in sorted(folder.glob("*.json"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0):
+        if not folder.is_dir():
+            continue
+        images, stats, jobs, snaps = [], [], [], []
+        for js in sorted(folder.glob("*.json"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem)):
             rec = read_json(js)
             with np.load(js.with_suffix(".npz")) as z:
                 images.append(z["images"])
+                snaps.append({int(k.split("_")[1]): z[k] for k in z.files if k.startswith("snapshot_")})
             stats.extend(rec["stats"])
-            recipe = rec.get("recipe")
-        if images:
-            out[layer["name"]] = {"images": np.concatenate(images), "stats": stats, "recipe": recipe}
+            job = {k: rec.get(k) for k in ("recipe", "seed", "device", "chunk")}
+            jobs.extend([job] * len(rec["stats"]))
+        if not images:
+            continue
+        steps = sorted(set.intersection(*(set(d) for d in snaps))) if snaps else []
+        snapshots = {st: np.concatenate([d[st] for d in snaps]) for st in steps}
+        out[layer["name"]] = {"images": np.concatenate(images), "stats": stats, "jobs": jobs,
+                              "recipe": jobs[0]["recipe"], "snapshots": snapshots}
     return out
+
+
+def load_probe(results: Path) -> tuple[dict | None, dict]:
+    """probe.json and the arrays of probe.npz (loaded whole: they are small), or (None, {})."""
+    js, npz = results / "probe" / "probe.json", results / "probe" / "probe.npz"
+    if not (js.exists() and npz.exists()):
+        return None, {}
+    with np.load(npz) as z:
+        return read_json(js), {k: z[k] for k in z.files}
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -68,6 +85,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def render_run(results: Path, out: Path, config: dict | None = None) -> None:
+    """Render results/<run> into the folder `out` (replaced whole at the end)."""
     results, out = Path(results), Path(out)
     for needed in ("model/model.json", "eval/metrics.json", "units.json"):
         if not (results / needed).exists():
@@ -77,80 +95,42 @@ def render_run(results: Path, out: Path, config: dict | None = None) -> None:
     ev = read_json(results / "eval/metrics.json")
     units = read_json(results / "units.json")
     ascent = load_ascent(results, units)
+    probe, arrays = load_probe(results)
     run_id = results.name
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_site(tmp, results, run_id, model_meta, train_metrics, ev, units, ascent, config or {})
+        _write_site(tmp, results, run_id, model_meta, train_metrics, ev, units, ascent, probe, arrays,
+                    config or {})
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _write_site(site, results, run_id, model_meta, train_metrics, ev, units, ascent, config):
-    env = environment()
-    (site / "static").mkdir()
-    for f in STATIC.iterdir():
-        shutil.copyfile(f, site / "static" / f.name)
-    for name in ("confusion.png", "misclassified.png"):
-        shutil.copyfile(results / "eval" / name, site / name)
-    if train_metrics and train_metrics.get("epochs"):
-        curves_png(site / "curves.png", train_metrics["epochs"])
-    classes = units["classes"]
-    layers = []
-    for layer in units["layers"]:
-        data = ascent.get(layer["name"])
-        entry = dict(layer, slug=slug(layer["name"]), cells=[], recipe=None, complete=False)
-        if data is not None:
-            scale = display_scale(data["images"].shape[-2])
-            for img, st in zip(data["images"], data["stats"]):
-                rel = f"units/{entry['slug']}/{st['unit']}.png"
-                (site / rel).parent.mkdir(parents=True, exist_ok=True)
-                save_png(site / rel, img, scale)
-                cell = dict(st, image=rel)
-                if layer["kind"] == "class":
-                    cell["label"] = classes[st["unit"]]
-                    cell["predicted_label"] = classes[st["predicted"]] if "predicted" in st else None
-                entry["cells"].append(cell)
-            entry["recipe"] = data["recipe"]
-            entry["complete"] = len(entry["cells"]) == layer["units"]
-        layers.append(entry)
-    ctx = {
-        "run_id": run_id,
-        "model": model_meta,
-        "train": train_metrics,
-        "eval": ev,
-        "per_class": [(c, ev["per_class_accuracy"].get(c)) for c in ev["classes"]],
-        "layers": layers,
-        "config": config,
-        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-    write_text(site / "index.html", env.get_template("run.html").render(**ctx, root=""))
-    write_json(site / "summary.json", {
-        "run": run_id,
-        "dataset": model_meta.get("dataset"),
-        "test_accuracy": ev["test_accuracy"],
-        "generated": ctx["generated"],
-        "units": sum(len(layer["cells"]) for layer in layers),
-        "layers": len(layers),
-        "archive": f"{run_id}.tar.gz",
-    })
-    for layer in layers:
-        write_text(site / f"layer-{layer['slug']}.html",
-                   env.get_template("layer.html").render(**ctx, layer=layer, root=""))
+from .site import write_site as _write_site  # noqa: E402
 
 
 def render_index(run_dirs: list[Path], out: Path) -> None:
-    """reports/index.html: one row per run, read from each run's report folder."""
+    """reports/index.html: one row per run, read from each run's report folder; links are relative
+    to the index's folder, and an archive is linked only where `<run>.tar.gz` exists beside it."""
+    out = Path(out)
     rows = []
     for d in run_dirs:
         d = Path(d)
         summary = d / "summary.json"
         if not summary.exists():
             raise FeatvizError(f"index: {summary} is missing (render the run's report first)")
-        rows.append(read_json(summary))
-    out = Path(out)
+        row = read_json(summary)
+        rel = Path(os.path.relpath(d, out.parent)).as_posix()
+        row["href"] = f"{rel}/index.html"
+        row.setdefault("model_id", row["run"].rsplit("-", 1)[-1])
+        row.setdefault("dead", "–")
+        row.setdefault("weak", "–")
+        archive = d.parent / row.get("archive", f"{d.name}.tar.gz")
+        row["archive_href"] = Path(os.path.relpath(archive, out.parent)).as_posix() if archive.exists() else None
+        rows.append(row)
     html = environment().get_template("index.html").render(
-        runs=rows, root="", inline_css=(STATIC / "style.css").read_text(), generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        runs=rows, root="", inline_css=(STATIC / "style.css").read_text(),
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     write_text(out, html)

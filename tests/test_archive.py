@@ -1,0 +1,86 @@
+"""Per-run archives: contents, sha256 manifest, tampering detected (tar and extracted folder)."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from featviz.archive import MANIFEST, make_archive, verify_archive
+from featviz.cli import main
+from featviz.errors import FeatvizError
+from featviz.report import render_run
+from featviz.report.synthetic import make_run
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("archive")
+    run = make_run(root, steps=20)
+    report = root / "reports" / run.name
+    render_run(run, report, {"name": "tiny", "seed": 0})
+    out = root / "reports" / f"{run.name}.tar.gz"
+    make_archive(report, run, out)
+    return out
+
+
+def _members(path):
+    with tarfile.open(path, "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def test_contents_and_manifest(archive):
+    files = _members(archive)
+    run = archive.name[: -len(".tar.gz")]
+    for needed in ("index.html", "report/index.html", "report/config.json", "results/model/model.pt",
+                   "results/model/model.json", "results/eval/metrics.json", "results/units.json",
+                   "results/probe/probe.json", "environment.json", MANIFEST):
+        assert f"{run}/{needed}" in files, needed
+    assert json.loads(files[f"{run}/report/config.json"])["name"] == "tiny"
+    manifest = json.loads(files[f"{run}/{MANIFEST}"])["sha256"]
+    assert set(manifest) == set(files) - {f"{run}/{MANIFEST}"}
+    assert verify_archive(archive) == len(manifest)
+    assert main(["verify-archive", str(archive)]) == 0
+
+
+def _rewrite(src, dst, change=None, add=None):
+    with tarfile.open(src, "r:gz") as tin, tarfile.open(dst, "w:gz") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read()
+            if change and m.name.endswith(change):
+                data = data.replace(b"featviz", b"featvix", 1)
+            m.size = len(data)
+            tout.addfile(m, io.BytesIO(data))
+        if add:
+            info = tarfile.TarInfo(add)
+            info.size = 3
+            tout.addfile(info, io.BytesIO(b"bad"))
+
+
+def test_tampered_archive_is_detected(archive, tmp_path, capsys):
+    run = archive.name[: -len(".tar.gz")]
+    bad = tmp_path / "changed.tar.gz"
+    _rewrite(archive, bad, change="report/index.html")
+    with pytest.raises(FeatvizError, match="sha256 mismatch for .*report/index.html"):
+        verify_archive(bad)
+    assert main(["verify-archive", str(bad)]) == 2
+    assert "sha256 mismatch" in capsys.readouterr().err
+    extra = tmp_path / "extra.tar.gz"
+    _rewrite(archive, extra, add=f"{run}/report/evil.html")
+    with pytest.raises(FeatvizError, match="not in the manifest"):
+        verify_archive(extra)
+    broken = tmp_path / "truncated.tar.gz"
+    broken.write_bytes(archive.read_bytes()[:2000])
+    with pytest.raises(FeatvizError, match="unreadable or corrupt"):
+        verify_archive(broken)
+
+
+def test_extracted_archive_verifies_and_tampering_is_detected(archive, tmp_path):
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    run = tmp_path / archive.name[: -len(".tar.gz")]
+    assert verify_archive(tmp_path) == verify_archive(run) > 10
+    (run / "report" / "index.html").write_text((run / "report" / "index.html").read_text().replace("featviz", "x", 1))
+    with pytest.raises(FeatvizError, match="sha256 mismatch"):
+        verify_archive(run)

@@ -1,0 +1,31 @@
+rule probe:
+    input:
+        model="results/{run}/model/model.json",
+        units="results/{run}/units.json",
+        test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
+    output:
+        summary="results/{run}/probe/probe.json",
+        arrays="results/{run}/probe/probe.npz",
+        pruning=report(
+            "results/{run}/probe/pruning.png",
+            caption="../report/pruning.rst",
+            category="Probe",
+            subcategory="{run}",
+        ),
+        saliency=report(
+            "results/{run}/probe/saliency.png",
+            caption="../report/saliency.rst",
+            category="Probe",
+            subcategory="{run}",
+        ),
+    params:
+        data=data_dir,
+        device=DEVICE,
+        trust=TRUST,
+    log:
+        "results/{run}/logs/probe.log",
+    resources:
+        mem_mb=3000,
+    shell:
+        "featviz probe --model results/{wildcards.run}/model --units {input.units} --data {params.data} "
+        "--device {params.device} {params.trust} --out results/{wildcards.run}/probe > {log} 2>&1"
