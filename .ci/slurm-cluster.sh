@@ -127,9 +127,10 @@ SelectTypeParameters=CR_CPU_Memory
 SlurmdParameters=config_overrides
 DefMemPerCPU=500
 ReturnToService=2
-# Finished jobs stay visible to squeue for 10 min: Snakemake's squeue-based status check
-# needs MinJobAge >= 3 x slurm-init-seconds-before-status-checks.
-MinJobAge=600
+# Finished jobs stay visible to squeue for 2 h: Snakemake's squeue-based status check needs
+# MinJobAge >= 3 x slurm-init-seconds-before-status-checks, and .ci/slurm-test.sh checks
+# every job of the run with `squeue --states=all` afterwards.
+MinJobAge=7200
 InactiveLimit=0
 KillWait=5
 Waittime=0
