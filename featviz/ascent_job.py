@@ -2,6 +2,7 @@
 images (.npz) and per-unit stats (.json) side by side."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -61,4 +62,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     write_json(out_json, record)
     print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
           f"on {dev}", flush=True)
+    # where the job ran: read by the Slurm CI check, useful to anyone reading the log
+    print(f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', 'none')} "
+          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'none')}", flush=True)
     return record

@@ -12,7 +12,7 @@ rule train:
         train=as_json("train"),
     log:
         "results/{run}/logs/train.log",
-    threads: workflow.cores
+    threads: 4
     resources:
         gpu=GPU,
         mem_mb=4000,
