@@ -6,7 +6,11 @@ rule ascend:
         images="results/{run}/ascent/{layer}/{chunk}.npz",
         stats="results/{run}/ascent/{layer}/{chunk}.json",
     params:
+        device=DEVICE,
+        trust=TRUST,
         cfg=as_json("ascent"),
+    conda:
+        "../envs/featviz.yaml"
     log:
         "results/{run}/logs/ascent/{layer}/{chunk}.log",
     resources:
@@ -16,4 +20,4 @@ rule ascend:
     shell:
         "featviz ascend --model results/{wildcards.run}/model --units {input.units} "
         "--layer {wildcards.layer:q} --chunk {wildcards.chunk} --config {params.cfg:q} "
-        "--device {DEVICE} {TRUST} --out-npz {output.images} --out-json {output.stats} > {log} 2>&1"
+        "--device {params.device} {params.trust} --out-npz {output.images} --out-json {output.stats} > {log} 2>&1"

@@ -18,11 +18,15 @@ rule evaluate:
         ),
         images="results/{run}/eval/misclassified.npz",
     params:
+        device=DEVICE,
+        trust=TRUST,
         data=data_dir,
+    conda:
+        "../envs/featviz.yaml"
     log:
         "results/{run}/logs/evaluate.log",
     resources:
         mem_mb=2000,
     shell:
         "featviz evaluate --model results/{wildcards.run}/model --data {params.data} "
-        "--device {DEVICE} {TRUST} --out results/{wildcards.run}/eval > {log} 2>&1"
+        "--device {params.device} {params.trust} --out results/{wildcards.run}/eval > {log} 2>&1"

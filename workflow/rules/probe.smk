@@ -22,6 +22,8 @@ rule probe:
         data=data_dir,
         device=DEVICE,
         trust=TRUST,
+    conda:
+        "../envs/featviz.yaml"
     log:
         "results/{run}/logs/probe.log",
     resources:

@@ -16,6 +16,8 @@ rule report_run:
         ),
     params:
         cfg=lambda wildcards: json.dumps(RUNS[wildcards.run].__dict__, sort_keys=True),
+    conda:
+        "../envs/featviz.yaml"
     log:
         "results/{run}/logs/report.log",
     localrule: True
@@ -30,6 +32,8 @@ rule archive:
         results="results/{run}/probe/probe.json",
     output:
         "reports/{run}.tar.gz",
+    conda:
+        "../envs/featviz.yaml"
     log:
         "results/logs/archive/{run}.log",
     localrule: True
@@ -44,6 +48,8 @@ rule index:
         archives=expand("reports/{run}.tar.gz", run=RUNS),
     output:
         "reports/index.html",
+    conda:
+        "../envs/featviz.yaml"
     log:
         "results/logs/index.log",
     localrule: True
