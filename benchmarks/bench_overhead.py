@@ -1,0 +1,90 @@
+"""Scheduling overhead of the ascent stage of the MNIST report (issue: scale-out, item 4).
+
+Runs the quick MNIST config once (training etc. untimed), then times the ascent stage alone
+(`--forcerun ascend --until ascend`) with the configured chunking and again with one unit per job,
+and prints for each: wall time, number of jobs, the sum of the jobs' compute (the time featviz
+spends inside the optimization, from each job's log), the overhead fraction
+1 - (compute / cores) / wall (core-time not spent computing: process start, imports, model load,
+Snakemake's bookkeeping, idle cores), and the fixed cost per job.
+
+    FEATVIZ_DATA_ROOT=../shared/data python benchmarks/bench_overhead.py [--workdir DIR] [--cores 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, cfg: Path, cores: int, *args: str) -> float:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(cores),
+           "--configfile", str(cfg), "--directory", str(workdir), *args]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(r.stderr[-4000:])
+    return wall
+
+
+def ascent_compute(workdir: Path) -> tuple[int, float]:
+    """(jobs, seconds of optimization) from the ascend logs written by the last run."""
+    total, n = 0.0, 0
+    for log in (workdir / "results").glob("mnist-*/logs/ascent/*/*.log"):
+        m = re.search(r"units with recipe \S+ in ([0-9.]+) s", log.read_text())
+        if m:
+            total += float(m.group(1))
+            n += 1
+    return n, total
+
+
+def stage(workdir: Path, cfg: Path, cores: int, label: str) -> None:
+    for log in (workdir / "results").glob("mnist-*/logs/ascent/*/*.log"):
+        log.unlink()
+    wall = snakemake(workdir, cfg, cores, "--forcerun", "ascend", "--until", "ascend")
+    jobs, compute = ascent_compute(workdir)
+    overhead = 1 - (compute / cores) / wall
+    fixed = (wall * cores - compute) / max(1, jobs)
+    print(f"| {label} | {jobs} | {wall:.1f} | {compute:.1f} | {overhead:.0%} | {fixed:.2f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, help="reuse a folder (keeps the trained model between runs)")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--config", type=Path, default=ROOT / "config" / "quick.yaml")
+    args = ap.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="featviz-overhead-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = yaml.safe_load(args.config.read_text())
+    default_cfg = workdir / "bench-default.yaml"
+    default_cfg.write_text(yaml.safe_dump(cfg))
+    one = yaml.safe_load(args.config.read_text())
+    one["runs"][0].setdefault("ascent", {})["chunk_size"] = 1
+    one_cfg = workdir / "bench-one-unit.yaml"
+    one_cfg.write_text(yaml.safe_dump(one))
+
+    t = snakemake(workdir, default_cfg, args.cores)
+    print(f"workdir {workdir}; full quick run (training included, untimed goal): {t:.0f} s; "
+          f"load {os.getloadavg()[0]:.1f}")
+    chunk = cfg["runs"][0].get("ascent", {}).get("chunk_size", "schema default")
+    print("\n| ascent stage | jobs | wall s | jobs' compute s | overhead | fixed cost per job s |")
+    print("|---|---|---|---|---|---|")
+    stage(workdir, default_cfg, args.cores, f"chunk_size {chunk}")
+    stage(workdir, one_cfg, args.cores, "one unit per job")
+    print(f"\nload after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
