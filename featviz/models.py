@@ -223,15 +223,21 @@ def load_weights(net: nn.Module, state: dict, source: Path) -> None:
 
 
 def load_model(model_dir: Path, trust: bool = False) -> LoadedModel:
-    """Load a model folder written by `save_model`."""
+    """Load a model folder written by `save_model` (trained or imported from a state_dict) or by
+    `featviz import-model` (a class, a TorchScript or a torch.export archive)."""
     model_dir = Path(model_dir)
     meta_path = model_dir / "model.json"
     if not meta_path.exists():
         raise FeatvizError(f"model folder {model_dir} has no model.json")
     meta = read_json(meta_path)
     shape = tuple(meta["input_shape"])
-    net = build(meta["layers"], shape, len(meta["classes"]))
-    load_weights(net, load_state_dict(model_dir / "model.pt", trust), model_dir / "model.pt")
+    if meta.get("format", "featviz-spec") == "featviz-spec":
+        net = build(meta["layers"], shape, len(meta["classes"]))
+        load_weights(net, load_state_dict(model_dir / "model.pt", trust), model_dir / "model.pt")
+    else:
+        from .byo import build_imported
+
+        net = build_imported(model_dir, meta, trust)
     net.eval()
     return LoadedModel(net, list(meta["classes"]), shape, meta["mean"], meta["std"], meta)
 
