@@ -39,7 +39,7 @@ def cmd_train(a):
     from .train import train
 
     metrics = train(Path(a.data), a.model, a.train, Path(a.out), seed=a.seed, device=a.device,
-                    run_name=a.run, progress=not a.no_progress)
+                    run_name=a.run, progress=not a.no_progress, threads=a.threads)
     print(f"trained in {metrics['train_wall_s']} s: test accuracy {metrics['final_test_accuracy']:.4f}")
 
 
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", default="")
     s.add_argument("--out", required=True)
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     device(s)
 
     s = verb("import-model", cmd_import_model, "import a model trained elsewhere (state_dict with a spec or "

@@ -35,7 +35,7 @@ rule train:
         runtime=120,
     shell:
         "featviz train --data {params.data} --model {params.model:q} --train {params.train:q} "
-        "--seed {SEED} --device {DEVICE} --run {wildcards.run} --no-progress "
+        "--seed {SEED} --device {DEVICE} --run {wildcards.run} --threads {threads} --no-progress "
         "--out results/{wildcards.run}/model > {log} 2>&1"
 
 
