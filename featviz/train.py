@@ -97,9 +97,13 @@ def make_optimizer(net, cfg: dict, steps_total: int):
     else:
         raise FeatvizError(f"train.optimizer: unknown optimizer '{name}' (known: adam, sgd)")
     schedule = cfg.get("schedule", "onecycle")
-    if schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_total,
-                                                    pct_start=float(cfg.get("warmup_fraction", 0.25)))
+    if schedule == "onecycle" and steps_total >= 3:
+        # OneCycleLR needs at least one step in each phase (tiny datasets have few steps)
+        pct = float(cfg.get("warmup_fraction", 0.25))
+        pct = min(max(pct, 1.5 / steps_total), 1.0 - 1.0 / steps_total)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_total, pct_start=pct)
+    elif schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     elif schedule == "constant":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     else:

@@ -202,3 +202,12 @@ def test_run_id_covers_the_imported_file(tmp_path):
     cfg["runs"][0]["model"]["import"]["path"] = str(tmp_path / "nope.pt")
     with pytest.raises(FeatvizError, match=r"runs\[0\].model.import.path: file .*nope.pt' does not exist"):
         resolve_runs(cfg)
+
+
+def test_cli_user_error_is_one_line(data_dir, tmp_path, capsys):
+    from featviz.cli import main
+
+    rc = main(["import-model", "--data", str(data_dir), "--out", str(tmp_path / "m"),
+               "--model", '{"import": {"path": "%s"}}' % (tmp_path / "missing.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("featviz: error: model.import.path: file") and "Traceback" not in err

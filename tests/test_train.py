@@ -82,3 +82,14 @@ def test_training_is_deterministic(data_dir, tmp_path):
     b = train(data_dir, {"layers": LAYERS}, cfg, tmp_path / "b", seed=3, progress=False, threads=1)
     assert a["epochs"][0]["train_loss"] == b["epochs"][0]["train_loss"]
     assert (tmp_path / "a/model.pt").read_bytes() == (tmp_path / "b/model.pt").read_bytes()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 9])
+def test_onecycle_with_very_few_steps(steps):
+    from featviz.train import make_optimizer
+
+    net = torch.nn.Linear(2, 2)
+    opt, sched = make_optimizer(net, {"lr": 0.1, "schedule": "onecycle", "warmup_fraction": 0.25}, steps)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
