@@ -39,8 +39,18 @@ def cmd_train(a):
     from .train import train
 
     metrics = train(Path(a.data), a.model, a.train, Path(a.out), seed=a.seed, device=a.device,
-                    run_name=a.run, progress=not a.no_progress)
+                    run_name=a.run, progress=not a.no_progress, threads=a.threads)
     print(f"trained in {metrics['train_wall_s']} s: test accuracy {metrics['final_test_accuracy']:.4f}")
+
+
+def cmd_import_model(a):
+    from .byo import import_model
+
+    metrics = import_model(a.model, Path(a.data), Path(a.out), trust=a.trust_checkpoint, device=a.device,
+                           run_name=a.run)
+    imp = metrics["imported"]
+    print(f"imported {imp['path']} ({imp['format']}: {imp['how']}): test accuracy "
+          f"{metrics['final_test_accuracy']:.4f}")
 
 
 def cmd_evaluate(a):
@@ -154,7 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", default="")
     s.add_argument("--out", required=True)
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     device(s)
+
+    s = verb("import-model", cmd_import_model, "import a model trained elsewhere (state_dict with a spec or "
+             "a class, TorchScript, torch.export) and evaluate it on a prepared dataset")
+    s.add_argument("--data", required=True, help="prepared dataset folder")
+    s.add_argument("--model", type=_json_arg, required=True, help="model config with an `import` section")
+    s.add_argument("--run", default="")
+    s.add_argument("--out", required=True)
+    device(s)
+    trust(s)
 
     s = verb("evaluate", cmd_evaluate, "test accuracy, per-class accuracy, confusion, misclassified")
     s.add_argument("--model", required=True)

@@ -157,9 +157,16 @@ def resolve_runs(config: dict) -> list[Run]:
         from .models import resolve_layers
 
         model = dict(r.get("model") or {})
+        if model.get("import"):
+            from .byo import identity as import_identity
+
+            # the imported file's sha256 (and its class's source) decide the weights
+            model_id = {"import": import_identity(model["import"], model, f"runs[{i}].model.import")}
+        else:
+            model_id = {"layers": resolve_layers(model)}
         identity = {
             "data": _data_identity(r),
-            "model": model if model.get("import") else {"layers": resolve_layers(model)},
+            "model": model_id,
             "train": None if model.get("import") else r.get("train"),
             "seed": config.get("seed", 0),
         }

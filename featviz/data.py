@@ -8,7 +8,11 @@ missing and `download` is on. Offline with no files, the error says which files 
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
 import shutil
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import FeatvizError
-from .io import read_json, save_torch, write_json
+from .io import atomic_path, read_json, save_torch, write_json
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DIGITS = [str(i) for i in range(10)]
@@ -66,24 +70,30 @@ class Split:
 
 
 def import_raw_files(name: str, source: Path, data_root: Path) -> None:
-    """Copy (and gunzip) a dataset's original files from `source` into torchvision's layout."""
+    """Copy (and gunzip) a dataset's original files from `source` into torchvision's layout, e.g.
+    Debian's /usr/share/datasets/fashion-mnist/*.gz into <data_root>/FashionMNIST/raw/."""
     spec = BUILTINS[name]
     dest = data_root / spec.folder
+    source = Path(source)
+    if not source.is_dir():
+        raise FeatvizError(f"data.source: folder {source} does not exist")
     for fname in spec.files:
         if (dest / fname).exists():
             continue
         plain, gz = source / fname, source / (fname + ".gz")
-        if plain.exists():
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(plain, dest / fname)
-        elif gz.exists():
-            dest.mkdir(parents=True, exist_ok=True)
-            tmp = dest / (fname + ".part")
-            with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            tmp.replace(dest / fname)
-        else:
+        if not plain.exists() and not gz.exists():
             raise FeatvizError(f"data.source: {source} has neither {fname} nor {fname}.gz")
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            with atomic_path(dest / fname) as tmp:
+                if plain.exists():
+                    shutil.copyfile(plain, tmp)
+                else:
+                    with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 20)
+        except (OSError, EOFError, zlib.error) as exc:
+            bad = plain if plain.exists() else gz
+            raise FeatvizError(f"data.source: cannot import {bad}: {exc} (truncated or corrupt file?)") from None
 
 
 def _missing(name: str, data_root: Path) -> list[Path]:
@@ -100,53 +110,144 @@ def _not_found(name: str, data_root: Path, missing: list[Path], why: str = "") -
     )
 
 
-def _torchvision(name: str, root: Path, train: bool, download: bool):
+def _corrupt(path: Path, why: str) -> FeatvizError:
+    return FeatvizError(f"dataset file {path} is truncated or corrupt: {why}. Delete it and download or "
+                        f"import it again")
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file (MNIST's format) of unsigned bytes with `ndim` dimensions, checked for size."""
+    path = Path(path)
+    data = path.read_bytes()
+    if len(data) < 4 + 4 * ndim:
+        raise _corrupt(path, f"only {len(data)} bytes")
+    if data[0] != 0 or data[1] != 0 or data[2] != 0x08 or data[3] != ndim:
+        raise _corrupt(path, f"not an IDX file of {ndim}-d unsigned bytes (magic {data[:4].hex()})")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    expected = 4 + 4 * ndim + int(np.prod(dims, dtype=np.int64))
+    if len(data) != expected:
+        raise _corrupt(path, f"{len(data)} bytes, expected {expected} for shape {dims}")
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's batch files (dicts, lists, bytes and numpy arrays) and nothing else: no
+    arbitrary code runs when reading a dataset."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            d = _ArrayUnpickler(f, encoding="latin1").load()
+    except Exception as exc:
+        raise _corrupt(path, f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(d, dict):
+        raise _corrupt(path, "not a CIFAR batch (a dict)")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _read_cifar10(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    images, labels = [], []
+    for fname in names:
+        d = _read_cifar_batch(folder / fname)
+        if "data" not in d or "labels" not in d:
+            raise _corrupt(folder / fname, "no 'data' or 'labels' entry")
+        x = np.asarray(d["data"], dtype=np.uint8)
+        y = np.asarray(d["labels"], dtype=np.int64)
+        if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
+            raise _corrupt(folder / fname, f"data has shape {x.shape} for {len(y)} labels, expected (N, 3072)")
+        if len(y) and (y.min() < 0 or y.max() > 9):
+            raise _corrupt(folder / fname, "labels outside 0..9")
+        images.append(x.reshape(-1, 3, 32, 32))
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import scipy.io
+
+    try:
+        m = scipy.io.loadmat(str(path), variable_names=["X", "y"])
+        x, y = m["X"], m["y"]
+    except Exception as exc:
+        raise _corrupt(path, f"{type(exc).__name__}: {exc}") from None
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
+        raise _corrupt(path, f"X has shape {x.shape} and y {y.shape}; expected (32, 32, 3, N) and (N, 1)")
+    y = y.reshape(-1).astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() > 10):
+        raise _corrupt(path, "labels outside 0..10")
+    # SVHN stores the digit 0 as label 10
+    return np.ascontiguousarray(x.transpose(3, 2, 0, 1), dtype=np.uint8), y % 10
+
+
+def read_builtin(name: str, data_root: Path, train: bool) -> Split:
+    """Read a builtin dataset's original files with featviz's own checked readers (no md5: the
+    files may come from elsewhere, e.g. Debian's Fashion-MNIST)."""
+    folder = Path(data_root) / BUILTINS[name].folder
+    if name in ("mnist", "fashion-mnist"):
+        prefix = "train" if train else "t10k"
+        x = read_idx(folder / f"{prefix}-images-idx3-ubyte", 3)
+        y = read_idx(folder / f"{prefix}-labels-idx1-ubyte", 1)
+        if len(x) != len(y):
+            raise _corrupt(folder / f"{prefix}-labels-idx1-ubyte", f"{len(y)} labels for {len(x)} images")
+        if len(y) and y.max() > 9:
+            raise _corrupt(folder / f"{prefix}-labels-idx1-ubyte", "labels outside 0..9")
+        x = x[:, None]
+    elif name == "cifar10":
+        x, y = _read_cifar10(folder, train)
+    else:
+        x, y = _read_svhn(folder / ("train_32x32.mat" if train else "test_32x32.mat"))
+    return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)),
+                 list(BUILTINS[name].classes))
+
+
+def _download(name: str, root: Path) -> None:
+    """torchvision's download (with its md5 checks) into the layout read_builtin reads."""
     import torchvision.datasets as tvd
 
     if name == "mnist":
-        return tvd.MNIST(str(root), train=train, download=download)
-    if name == "fashion-mnist":
-        return tvd.FashionMNIST(str(root), train=train, download=download)
-    if name == "cifar10":
-        return tvd.CIFAR10(str(root), train=train, download=download)
-    if name == "svhn":
-        return tvd.SVHN(str(root / "SVHN"), split="train" if train else "test", download=download)
-    raise AssertionError(name)
-
-
-def _to_split(name: str, ds) -> Split:
-    if name in ("mnist", "fashion-mnist"):
-        images = ds.data.unsqueeze(1).to(torch.uint8)
-        labels = ds.targets.to(torch.int64)
+        for train in (True, False):
+            tvd.MNIST(str(root), train=train, download=True)
+    elif name == "fashion-mnist":
+        for train in (True, False):
+            tvd.FashionMNIST(str(root), train=train, download=True)
     elif name == "cifar10":
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-        labels = torch.tensor(ds.targets, dtype=torch.int64)
-    else:  # svhn: torchvision maps label 10 to 0 already
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).to(torch.uint8)
-        labels = torch.from_numpy(np.asarray(ds.labels)).to(torch.int64)
-    return Split(images, labels, list(BUILTINS[name].classes))
+        tvd.CIFAR10(str(root), train=True, download=True)
+    elif name == "svhn":
+        for split in ("train", "test"):
+            tvd.SVHN(str(root / "SVHN"), split=split, download=True)
 
 
 def load_builtin(name: str, data_root: Path, train: bool, download: bool, source: Path | None) -> Split:
+    data_root = Path(data_root)
     if source is not None:
         import_raw_files(name, Path(source), data_root)
     missing = _missing(name, data_root)
-    wanted = missing if train else [p for p in missing if "train" not in p.name and "data_batch" not in p.name]
     if missing and not download:
-        raise _not_found(name, data_root, missing, "download is off")
-    try:
-        ds = _torchvision(name, data_root, train, download=bool(wanted) and download)
-    except FeatvizError:
-        raise
-    except Exception as exc:  # network errors, corrupt files, md5 mismatches
-        still_missing = _missing(name, data_root)
-        if still_missing:
-            raise _not_found(name, data_root, still_missing, f"download failed: {exc}") from None
-        raise FeatvizError(f"dataset '{name}' under {data_root} could not be read: {exc}") from None
-    try:
-        return _to_split(name, ds)
-    except Exception as exc:
-        raise FeatvizError(f"dataset '{name}' under {data_root} could not be read: {exc}") from None
+        raise _not_found(name, data_root, missing, "data.download is off")
+    if missing:
+        try:
+            _download(name, data_root)
+        except Exception as exc:  # network errors, md5 mismatches
+            raise _not_found(name, data_root, _missing(name, data_root) or missing,
+                             f"download failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        missing = _missing(name, data_root)
+        if missing:
+            raise _not_found(name, data_root, missing, "download did not produce them")
+    return read_builtin(name, data_root, train)
 
 
 # --------------------------------------------------------------------------- image folders
@@ -170,19 +271,33 @@ def _class_folders(split_dir: Path) -> dict[str, list[Path]]:
 
 
 def _read_images(files: list[Path], channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """Decode (and resize) images into one uint8 (N, C, H, W) tensor; PIL releases the GIL while
+    decoding, so a few threads read a large folder (CIFAR-10's 50,000 JPEGs) in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(files), size[0], size[1], channels), dtype=np.uint8)
-    for i, f in enumerate(files):
+
+    def read(i: int) -> None:
+        f = files[i]
         try:
             with Image.open(f) as im:
                 im = im.convert(mode)
                 if im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 out[i] = np.asarray(im, dtype=np.uint8).reshape(size[0], size[1], channels)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SyntaxError) as exc:
             raise FeatvizError(f"image folder: cannot read image {f}: {exc}") from None
+
+    workers = min(8, os.cpu_count() or 1)
+    if workers > 1 and len(files) > 256:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(read, range(len(files)), chunksize=256))
+    else:
+        for i in range(len(files)):
+            read(i)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 

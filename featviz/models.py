@@ -2,7 +2,9 @@
 
 A spec is a list of layers, each a dict with a `type`:
   conv (out, kernel, padding: same|valid|int, stride), relu, maxpool (kernel), avgpool (kernel),
-  dropout (p), batchnorm, flatten, fc (out; the last fc may omit it: it gets one output per class).
+  dropout (p), batchnorm, flatten, fc (out; the last fc may omit it: it gets one output per class),
+  residual (a basic ResNet block keeping its input's channels: conv-bn-relu-conv-bn + skip, relu;
+  kernel, default 3), globalavgpool (mean over the spatial positions).
 Modules are named by type and count (conv1, relu1, pool1, drop1, bn1, flatten, fc1, ...), so layer
 names in configs and reports are the same for every network built from a spec.
 
@@ -42,6 +44,36 @@ def _fc(n):
     return {"type": "fc", "out": n}
 
 
+class Residual(nn.Module):
+    """conv-bn-relu-conv-bn plus the input, then relu (He et al.'s basic block, same width)."""
+
+    def __init__(self, channels: int, kernel: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(x + self.bn2(self.conv2(y)))
+
+
+class GlobalAvgPool(nn.Module):
+    """(N, C, H, W) -> (N, C): the mean over positions."""
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def _bn():
+    return {"type": "batchnorm"}
+
+
+def _res():
+    return {"type": "residual"}
+
+
 _KERAS_CIFAR10_CNN = [
     _conv(32, 3), R, _conv(32, 3, "valid"), R, _pool(), _drop(0.25),
     _conv(64, 3), R, _conv(64, 3, "valid"), R, _pool(), _drop(0.25),
@@ -49,6 +81,12 @@ _KERAS_CIFAR10_CNN = [
 ]
 
 PRESETS: dict[str, dict] = {
+    "resnet-cifar": {
+        "source": "featviz's default CIFAR-10/SVHN network, a small ResNet sized for CPU training: "
+                  "conv 32, pool, conv 64, residual 64, pool, conv 128, pool, residual 128, global average, fc",
+        "layers": [_conv(32, 3), _bn(), R, _pool(), _conv(64, 3), _bn(), R, _res(), _pool(),
+                   _conv(128, 3), _bn(), R, _pool(), _res(), {"type": "globalavgpool"}, F],
+    },
     "hvass-mnist": {
         "source": "seed 000 (Hvass-Labs TF tutorial 13-B): conv 16@5x5 same, pool 2, conv 36@5x5 same, pool 2, fc 128, fc 10",
         "layers": [_conv(16, 5), R, _pool(), _conv(36, 5), R, _pool(), FLAT, _fc(128), R, F],
@@ -71,9 +109,10 @@ PRESETS: dict[str, dict] = {
     },
 }
 
-LAYER_TYPES = ("conv", "relu", "maxpool", "avgpool", "dropout", "batchnorm", "flatten", "fc")
+LAYER_TYPES = ("conv", "relu", "maxpool", "avgpool", "dropout", "batchnorm", "flatten", "fc", "residual",
+               "globalavgpool")
 _PREFIX = {"conv": "conv", "relu": "relu", "maxpool": "pool", "avgpool": "pool", "dropout": "drop",
-           "batchnorm": "bn", "fc": "fc"}
+           "batchnorm": "bn", "fc": "fc", "residual": "res", "globalavgpool": "gap"}
 
 
 def resolve_layers(model_cfg: dict) -> list[dict]:
@@ -121,6 +160,16 @@ def build(layers: list[dict], input_shape: tuple[int, int, int], num_classes: in
             mod = nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])
         elif kind == "flatten":
             mod = nn.Flatten()
+        elif kind == "residual":
+            if x.dim() != 4:
+                raise FeatvizError(f"{where}: residual after flatten")
+            if spec.get("out") not in (None, x.shape[1]):
+                raise FeatvizError(f"{where}.out: a residual block keeps its input's {x.shape[1]} channels")
+            mod = Residual(x.shape[1], int(spec.get("kernel", 3)))
+        elif kind == "globalavgpool":
+            if x.dim() != 4:
+                raise FeatvizError(f"{where}: globalavgpool after flatten")
+            mod = GlobalAvgPool()
         else:  # fc
             out = spec.get("out")
             if last:
@@ -223,15 +272,21 @@ def load_weights(net: nn.Module, state: dict, source: Path) -> None:
 
 
 def load_model(model_dir: Path, trust: bool = False) -> LoadedModel:
-    """Load a model folder written by `save_model`."""
+    """Load a model folder written by `save_model` (trained or imported from a state_dict) or by
+    `featviz import-model` (a class, a TorchScript or a torch.export archive)."""
     model_dir = Path(model_dir)
     meta_path = model_dir / "model.json"
     if not meta_path.exists():
         raise FeatvizError(f"model folder {model_dir} has no model.json")
     meta = read_json(meta_path)
     shape = tuple(meta["input_shape"])
-    net = build(meta["layers"], shape, len(meta["classes"]))
-    load_weights(net, load_state_dict(model_dir / "model.pt", trust), model_dir / "model.pt")
+    if meta.get("format", "featviz-spec") == "featviz-spec":
+        net = build(meta["layers"], shape, len(meta["classes"]))
+        load_weights(net, load_state_dict(model_dir / "model.pt", trust), model_dir / "model.pt")
+    else:
+        from .byo import build_imported
+
+        net = build_imported(model_dir, meta, trust)
     net.eval()
     return LoadedModel(net, list(meta["classes"]), shape, meta["mean"], meta["std"], meta)
 

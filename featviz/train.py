@@ -31,30 +31,56 @@ def to_input(images_u8: torch.Tensor, model: LoadedModel, device) -> torch.Tenso
 
 
 def augment(x: torch.Tensor, cfg: dict, g: torch.Generator) -> torch.Tensor:
-    """Random crop (pad + shift) and horizontal flip, per batch element, on uint8 images."""
+    """Random crop (zero-pad by `crop_padding`, then a random window of the original size) and
+    random horizontal flip, drawn independently per image, on a uint8 (N, C, H, W) batch: one
+    gather for the whole batch, no per-image Python."""
     pad = int(cfg.get("crop_padding") or 0)
+    n, c, h, w = x.shape
     if pad:
-        n, _, h, w = x.shape
-        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect" if x.is_floating_point() else "constant")
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-        rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
-        cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
-        idx_n = torch.arange(n).view(n, 1, 1, 1)
-        idx_c = torch.arange(x.shape[1]).view(1, -1, 1, 1)
-        x = padded[idx_n, idx_c, rows, cols]
+        padded = F.pad(x, (pad, pad, pad, pad))  # zeros, as torchvision's RandomCrop(padding=...)
+        dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=g)
+        dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), generator=g)
+        hp, wp = h + 2 * pad, w + 2 * pad
+        # flat index of every output pixel's source in its padded plane
+        src = (dy + torch.arange(h).view(1, h, 1)) * wp + (dx + torch.arange(w).view(1, 1, w))
+        x = padded.reshape(n, c, hp * wp).gather(2, src.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
     if cfg.get("flip"):
-        flip = torch.rand(x.shape[0], generator=g) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        flip = torch.rand(n, generator=g) < 0.5
+        if flip.any():
+            x = x.clone() if not pad else x
+            x[flip] = x[flip].flip(3)
     return x
 
 
+def _precision(cfg: dict, dev: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16 where the hardware does it natively (`precision: auto`), or as
+    configured; None means plain float32."""
+    want = cfg.get("precision", "auto")
+    if want == "fp32":
+        return None
+    if dev.type == "cpu":
+        native = bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
+                      and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    elif dev.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = False
+    if want == "bf16" or (want == "auto" and native):
+        return torch.bfloat16
+    if want not in ("auto", "bf16"):
+        raise FeatvizError(f"train.precision: unknown precision '{want}' (known: auto, fp32, bf16)")
+    return None
+
+
 @torch.no_grad()
-def accuracy(model: LoadedModel, split: Split, device, batch_size: int = 1000) -> float:
+def accuracy(model: LoadedModel, split: Split, device, batch_size: int = 1000, dtype: torch.dtype | None = None,
+             memory_format=torch.contiguous_format) -> float:
     model.net.eval()
     correct = 0
     for i in range(0, len(split.labels), batch_size):
-        logits = model.net(to_input(split.images[i:i + batch_size], model, device))
+        x = to_input(split.images[i:i + batch_size], model, device).contiguous(memory_format=memory_format)
+        with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model.net(x)
         correct += (logits.argmax(1).cpu() == split.labels[i:i + batch_size]).sum().item()
     return correct / max(1, len(split.labels))
 
@@ -71,9 +97,13 @@ def make_optimizer(net, cfg: dict, steps_total: int):
     else:
         raise FeatvizError(f"train.optimizer: unknown optimizer '{name}' (known: adam, sgd)")
     schedule = cfg.get("schedule", "onecycle")
-    if schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_total,
-                                                    pct_start=float(cfg.get("warmup_fraction", 0.25)))
+    if schedule == "onecycle" and steps_total >= 3:
+        # OneCycleLR needs at least one step in each phase (tiny datasets have few steps)
+        pct = float(cfg.get("warmup_fraction", 0.25))
+        pct = min(max(pct, 1.5 / steps_total), 1.0 - 1.0 / steps_total)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_total, pct_start=pct)
+    elif schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     elif schedule == "constant":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     else:
@@ -82,8 +112,14 @@ def make_optimizer(net, cfg: dict, steps_total: int):
 
 
 def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int = 0,
-          device: str = "auto", run_name: str = "", progress: bool = True) -> dict:
-    """Train the configured network and write model.pt, model.json and metrics.json to out_dir."""
+          device: str = "auto", run_name: str = "", progress: bool = True, threads: int | None = None) -> dict:
+    """Train the configured network and write model.pt, model.json and metrics.json to out_dir.
+
+    Speed on CPU: data stays in memory as uint8 tensors (a batch is one gather), bf16 autocast where
+    the CPU does bf16 natively (`train.precision`), optional channels_last and torch.compile
+    (`train.channels_last`, `train.compile`; see docs/training.md for what each buys)."""
+    if threads:
+        torch.set_num_threads(int(threads))
     dev = resolve_device(device)
     info = load_info(data_dir)
     train_split = load_prepared(data_dir, train=True)
@@ -95,6 +131,10 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
     model = LoadedModel(net, info["classes"], shape, info["mean"], info["std"])
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
+    dtype = _precision(train_cfg, dev)
+    fmt = torch.channels_last if train_cfg.get("channels_last") else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    forward = torch.compile(net) if train_cfg.get("compile") else net
 
     epochs = int(train_cfg.get("epochs", 2))
     bs = int(train_cfg.get("batch_size", 128))
@@ -118,8 +158,9 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
             if aug:
                 xb = augment(xb, aug, g)
             yb = train_split.labels[idx].to(dev)
-            logits = net(to_input(xb, model, dev))
-            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = forward(to_input(xb, model, dev).contiguous(memory_format=fmt))
+                loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
             if not torch.isfinite(loss):
                 raise FeatvizError(
                     f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step + 1} "
@@ -134,7 +175,7 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         bar.close()
-        test_acc = accuracy(model, test_split, dev)
+        test_acc = accuracy(model, test_split, dev, dtype=dtype, memory_format=fmt)
         curves.append({
             "epoch": epoch,
             "train_loss": loss_sum / seen,
@@ -165,8 +206,10 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
         "train_wall_s": round(time.perf_counter() - started, 2),
         "device": str(dev),
         "parameters": sum(p.numel() for p in net.parameters()),
+        "precision": "bf16" if dtype is not None else "fp32",
+        "threads": torch.get_num_threads(),
     }
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", metrics)
-    save_model(out_dir, net.cpu(), meta)
+    save_model(out_dir, net.cpu().to(memory_format=torch.contiguous_format), meta)
     return metrics

@@ -1,3 +1,17 @@
+# One model per run: trained by featviz (rule train), or the user's own (rule import_model, when
+# the run's config has model.import). Both write the same three files.
+import re
+
+
+def _only(ids):
+    """A wildcard constraint matching exactly these run ids (nothing when there are none)."""
+    return "|".join(re.escape(i) for i in sorted(ids)) or "(?!)"
+
+
+TRAINED_RUNS = _only(r.id for r in RUNS.values() if not r.imported)
+IMPORTED_RUNS = _only(r.id for r in RUNS.values() if r.imported)
+
+
 rule train:
     input:
         train=lambda wildcards: f"{data_dir(wildcards)}/train.pt",
@@ -6,6 +20,8 @@ rule train:
         weights="results/{run}/model/model.pt",
         meta="results/{run}/model/model.json",
         metrics="results/{run}/model/metrics.json",
+    wildcard_constraints:
+        run=TRAINED_RUNS,
     params:
         data=data_dir,
         model=as_json("model"),
@@ -19,5 +35,28 @@ rule train:
         runtime=120,
     shell:
         "featviz train --data {params.data} --model {params.model:q} --train {params.train:q} "
-        "--seed {SEED} --device {DEVICE} --run {wildcards.run} --no-progress "
+        "--seed {SEED} --device {DEVICE} --run {wildcards.run} --threads {threads} --no-progress "
         "--out results/{wildcards.run}/model > {log} 2>&1"
+
+
+rule import_model:
+    input:
+        weights=lambda wildcards: RUNS[wildcards.run].model["import"]["path"],
+        test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
+        info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
+    output:
+        weights="results/{run}/model/model.pt",
+        meta="results/{run}/model/model.json",
+        metrics="results/{run}/model/metrics.json",
+    wildcard_constraints:
+        run=IMPORTED_RUNS,
+    params:
+        data=data_dir,
+        model=as_json("model"),
+    log:
+        "results/{run}/logs/import_model.log",
+    resources:
+        mem_mb=4000,
+    shell:
+        "featviz import-model --data {params.data} --model {params.model:q} --device {DEVICE} {TRUST} "
+        "--run {wildcards.run} --out results/{wildcards.run}/model > {log} 2>&1"

@@ -1,0 +1,438 @@
+"""Bring your own model: import a network trained elsewhere so that it is evaluated, enumerated,
+visualized and reported like one featviz trained.
+
+A run's `model.import` names one file and how to read it (`format`, `auto` by default):
+
+- `spec`: a state_dict for a featviz spec (`model.preset` or `model.layers` of the same run).
+  Keys may be featviz's names (conv1, fc1, ...) or any names in the same order with the same
+  shapes (e.g. a plain nn.Sequential's 0.weight, 3.weight, ...).
+- `class`: a state_dict plus `class: package.module:Class` (built with `kwargs`; `code_path` is
+  a folder put in front of sys.path to find the module).
+- `torchscript`: a `torch.jit.save` archive.
+- `export`: a `torch.export.save` archive (export with a dynamic batch dimension).
+
+State dicts are read with `torch.load(weights_only=True)`; a file that needs arbitrary unpickling
+is refused unless the config says `trust_checkpoint: true`.
+
+Hooks do not work on TorchScript modules (`register_forward_hook is not supported on
+ScriptModules`) and an exported program has no submodules at all, so both are turned into an eager
+`torch.fx.GraphModule`: TorchScript is converted to an ExportedProgram (torch's TS2EPConverter),
+and every `aten.conv2d` / `aten.linear` call whose weight is a parameter becomes a call of a real
+`nn.Conv2d` / `nn.Linear` holding that parameter, named after the module that owned it in the
+original network (`features.0`, `fc1`, ...). Units, probes and ascent then hook those modules like
+any other. Where the conversion fails, the scripted module is used as a black box: its accuracy
+and its classes are reported, and no hidden layer is listed.
+
+The imported file is copied into `results/<run>/model/model.pt` (a state_dict for `spec` and
+`class`; the archive itself for `torchscript` and `export`), `model.json` records the format, and
+`metrics.json` holds the test accuracy on the configured dataset (`epochs` is empty).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import shutil
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import FeatvizError
+from .io import atomic_path, write_json
+
+FORMATS = ("auto", "spec", "class", "torchscript", "export")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def detect_format(imp: dict, model_cfg: dict) -> str:
+    """The import format: as configured, or guessed from the config and the file."""
+    fmt = imp.get("format") or "auto"
+    if fmt not in FORMATS:
+        raise FeatvizError(f"model.import.format: unknown format '{fmt}' (known: {', '.join(FORMATS)})")
+    if fmt != "auto":
+        return fmt
+    if imp.get("class"):
+        return "class"
+    names = _zip_names(Path(imp["path"]))
+    if any(n.endswith("/models/model.json") or "serialized_exported_program" in n for n in names):
+        return "export"
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return "torchscript"
+    if model_cfg.get("preset") or model_cfg.get("layers"):
+        return "spec"
+    raise FeatvizError(
+        f"model.import: cannot tell how to read {imp['path']}: it is neither a TorchScript nor a "
+        f"torch.export archive. For a state_dict, give model.preset or model.layers (its featviz spec) "
+        f"or model.import.class (package.module:Class)")
+
+
+def _code_file(class_path: str, code_path: str | None) -> Path | None:
+    """The source file of `package.module` without importing it (for the run id)."""
+    module = class_path.split(":", 1)[0]
+    rel = Path(*module.split("."))
+    for base in ([Path(code_path)] if code_path else []) + [Path(p) for p in sys.path if p]:
+        for cand in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def identity(imp: dict, model_cfg: dict, where: str = "model.import") -> dict:
+    """What determines an imported model's weights, for the run id: the file's sha256 (and the
+    class's source file's), the format, the class and its kwargs, the spec, the normalization."""
+    path = Path(imp.get("path") or "")
+    if not imp.get("path") or not path.is_file():
+        raise FeatvizError(f"{where}.path: file '{imp.get('path')}' does not exist")
+    fmt = detect_format(imp, model_cfg)
+    ident = {"format": fmt, "sha256": file_sha256(path), "mean": imp.get("mean"), "std": imp.get("std")}
+    if fmt == "spec":
+        from .models import resolve_layers
+
+        ident["layers"] = resolve_layers(model_cfg)
+    if fmt == "class":
+        if not imp.get("class") or ":" not in imp["class"]:
+            raise FeatvizError(f"{where}.class: expected 'package.module:Class', got '{imp.get('class')}'")
+        ident["class"] = imp["class"]
+        ident["kwargs"] = imp.get("kwargs") or {}
+        src = _code_file(imp["class"], imp.get("code_path"))
+        ident["code_sha256"] = file_sha256(src) if src else None
+    return ident
+
+
+# --------------------------------------------------------------------------- loading each format
+
+
+def _import_class(class_path: str, code_path: str | None):
+    module_name, _, cls_name = class_path.partition(":")
+    if not module_name or not cls_name:
+        raise FeatvizError(f"model.import.class: expected 'package.module:Class', got '{class_path}'")
+    if code_path:
+        code_path = str(Path(code_path).resolve())
+        if code_path not in sys.path:
+            sys.path.insert(0, code_path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise FeatvizError(f"model.import.class: cannot import module '{module_name}': {exc} "
+                           f"(set model.import.code_path to the folder holding it)") from None
+    cls = module
+    for part in cls_name.split("."):
+        cls = getattr(cls, part, None)
+        if cls is None:
+            raise FeatvizError(f"model.import.class: module '{module_name}' has no '{cls_name}'")
+    return cls
+
+
+def build_class(class_path: str, kwargs: dict | None, code_path: str | None) -> nn.Module:
+    cls = _import_class(class_path, code_path)
+    try:
+        net = cls(**(kwargs or {}))
+    except Exception as exc:
+        raise FeatvizError(f"model.import.kwargs: {class_path}(**{kwargs or {}}) failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(net, nn.Module):
+        raise FeatvizError(f"model.import.class: {class_path} did not build an nn.Module")
+    return net
+
+
+def match_by_order(net: nn.Module, state: dict) -> dict:
+    """A state_dict under other names (e.g. a plain nn.Sequential's) renamed to `net`'s, when the
+    tensors line up one to one in order and shape; otherwise `state` unchanged."""
+    own = net.state_dict()
+    if set(own) == set(state) or len(own) != len(state):
+        return state
+    pairs = list(zip(own.items(), state.values()))
+    if all(a.shape == b.shape for (_, a), b in pairs):
+        return {k: v for (k, _), v in pairs}
+    return state
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise FeatvizError(f"model.import: {path} is not a readable TorchScript archive: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _load_export(path: Path):
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:
+        raise FeatvizError(f"model.import: {path} is not a readable torch.export archive: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _holder_is_plain(mod: nn.Module, names: set[str]) -> bool:
+    """True when `mod` holds only these parameters and nothing else (a placeholder that
+    ExportedProgram.module() makes to carry the original names)."""
+    own = {n for n, _ in mod.named_parameters(recurse=False)} | {n for n, _ in mod.named_buffers(recurse=False)}
+    return not list(mod.children()) and own <= names and type(mod) in (nn.Module,)
+
+
+def _set_submodule(root: nn.Module, name: str, mod: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, mod)
+
+
+def _tensor_attr(gm: nn.Module, target: str):
+    """The parameter or buffer at a dotted path (TorchScript's become buffers when converted)."""
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, torch.Tensor) else None
+
+
+def _as_parameter(t: torch.Tensor) -> nn.Parameter:
+    return t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach(), requires_grad=False)
+
+
+def modules_from_graph(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Rewrite a GraphModule from ExportedProgram.module(): each aten conv2d / linear call on
+    parameter weights becomes a call of a real nn.Conv2d / nn.Linear holding those parameters, so
+    that forward hooks see it. Shape guards of the export are dropped (the batch may vary)."""
+    aten = torch.ops.aten
+    graph = gm.graph
+    made: dict[str, str] = {}  # weight target -> module name
+    for node in list(graph.nodes):
+        if node.op == "call_module" and str(node.target).startswith("_guards"):
+            graph.erase_node(node)
+            continue
+        if node.op != "call_function":
+            continue
+        conv = node.target in (aten.conv2d.default, aten.conv2d.padding)
+        lin = node.target == aten.linear.default
+        if not (conv or lin):
+            continue
+        args = list(node.args) + [None] * 7
+        x, w, b = args[0], args[1], args[2]
+        if getattr(w, "op", None) != "get_attr" or (b is not None and getattr(b, "op", None) != "get_attr"):
+            continue
+        if node.kwargs:
+            continue
+        wt = str(w.target)
+        if wt not in made:
+            weight = _tensor_attr(gm, wt)
+            bias = _tensor_attr(gm, str(b.target)) if b is not None else None
+            if weight is None or (b is not None and bias is None):
+                continue
+            if conv:
+                stride = args[3] if args[3] is not None else 1
+                padding = args[4] if args[4] is not None else 0
+                dilation = args[5] if args[5] is not None else 1
+                groups = args[6] if args[6] is not None else 1
+                mod = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=stride,
+                                padding=padding, dilation=dilation, groups=groups, bias=bias is not None)
+            else:
+                mod = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+            mod.weight = _as_parameter(weight)
+            if bias is not None:
+                mod.bias = _as_parameter(bias)
+            owner, _, _ = wt.rpartition(".")
+            names = {wt.rpartition(".")[2]} | ({str(b.target).rpartition(".")[2]} if b is not None else set())
+            try:
+                holder = gm.get_submodule(owner) if owner else None
+            except AttributeError:
+                holder = None
+            same_owner = b is None or str(b.target).rpartition(".")[0] == owner
+            if owner and holder is not None and same_owner and _holder_is_plain(holder, names):
+                name = owner
+            else:
+                name = wt.replace(".", "_") + ("_conv" if conv else "_linear")
+            _set_submodule(gm, name, mod)
+            made[wt] = name
+        with graph.inserting_before(node):
+            new = graph.call_module(made[wt], (x,))
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+    for node in list(graph.nodes):
+        if node.op == "get_attr" and not node.users:
+            graph.erase_node(node)
+    out = torch.fx.GraphModule(gm, graph, class_name="ImportedNet")
+    out.recompile()
+    return out
+
+
+class BlackBox(nn.Module):
+    """A scripted network that could not be converted: callable, differentiable, but no hooks."""
+
+    def __init__(self, scripted):
+        super().__init__()
+        self.scripted = scripted
+
+    def forward(self, x):
+        return self.scripted(x)
+
+
+def _sample(input_shape) -> torch.Tensor:
+    return torch.zeros(2, *input_shape)
+
+
+def from_torchscript(path: Path, input_shape) -> tuple[nn.Module, str]:
+    """An eager, hookable module from a TorchScript archive, and how it was made."""
+    scripted = _load_torchscript(path)
+    scripted.eval()
+    try:
+        from torch._export.converter import TS2EPConverter
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = TS2EPConverter(scripted, (_sample(input_shape),)).convert()
+        net = modules_from_graph(ep.module())
+        with torch.no_grad():
+            want = scripted(_sample(input_shape) + 0.5)
+            got = net(_sample(input_shape) + 0.5)
+        if not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
+            raise RuntimeError("converted graph disagrees with the scripted module")
+        return net, "torchscript converted to an fx graph with nn.Conv2d/nn.Linear modules"
+    except Exception as exc:  # noqa: BLE001 - any conversion failure falls back to the black box
+        return BlackBox(scripted), (f"torchscript used as a black box (hidden layers not visualized): "
+                                    f"conversion failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+
+
+def from_export(path: Path, input_shape) -> tuple[nn.Module, str]:
+    ep = _load_export(path)
+    net = modules_from_graph(ep.module())
+    try:
+        with torch.no_grad():
+            net(torch.zeros(3, *input_shape))
+    except Exception as exc:
+        raise FeatvizError(
+            f"model.import: {path} does not run on a batch of 3 inputs of shape {tuple(input_shape)}: "
+            f"{str(exc).splitlines()[0][:200]}. Export it with a dynamic batch dimension, e.g. "
+            f"torch.export.export(net, (x,), dynamic_shapes={{'x': {{0: torch.export.Dim('batch')}}}})") from None
+    return net, "torch.export program as an fx graph with nn.Conv2d/nn.Linear modules"
+
+
+def build_imported(model_dir: Path, meta: dict, trust: bool = False) -> nn.Module:
+    """The network of a model folder written by `import_model` (any format but featviz-spec)."""
+    from .models import load_state_dict, load_weights
+
+    fmt = meta["format"]
+    weights = Path(model_dir) / "model.pt"
+    shape = tuple(meta["input_shape"])
+    if fmt == "class":
+        imp = meta["import"]
+        net = build_class(imp["class"], imp.get("kwargs"), imp.get("code_path"))
+        load_weights(net, load_state_dict(weights, trust), weights)
+    elif fmt == "torchscript":
+        net, _ = from_torchscript(weights, shape)
+    elif fmt == "export":
+        net, _ = from_export(weights, shape)
+    else:
+        raise FeatvizError(f"model folder {model_dir}: unknown model format '{fmt}' in model.json")
+    return net.eval()
+
+
+# --------------------------------------------------------------------------- the verb
+
+
+def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = False, device: str = "auto",
+                 run_name: str = "") -> dict:
+    """Read the configured model, check it against the dataset, evaluate it, and write model.pt,
+    model.json and metrics.json to out_dir like `train` does."""
+    from .data import load_info, load_prepared
+    from .models import LoadedModel, build, load_state_dict, load_weights, resolve_device, resolve_layers, save_model
+    from .train import accuracy
+
+    imp = dict(model_cfg.get("import") or {})
+    if not imp:
+        raise FeatvizError("model.import: not set (name the file to import in model.import.path)")
+    ident = identity(imp, model_cfg)
+    fmt = ident["format"]
+    path = Path(imp["path"])
+    info = load_info(data_dir)
+    shape = tuple(info["input_shape"])
+    classes = list(info["classes"])
+    mean = imp.get("mean") or info["mean"]
+    std = imp.get("std") or info["std"]
+    if len(mean) != shape[0] or len(std) != shape[0]:
+        raise FeatvizError(f"model.import.mean/std: need {shape[0]} values (one per channel), got {len(mean)} and {len(std)}")
+
+    started = time.perf_counter()
+    how = fmt
+    if fmt == "spec":
+        layers = resolve_layers(model_cfg)
+        net = build(layers, shape, len(classes))
+        load_weights(net, match_by_order(net, load_state_dict(path, trust)), path)
+    elif fmt == "class":
+        net = build_class(imp["class"], imp.get("kwargs"), imp.get("code_path"))
+        state = load_state_dict(path, trust)
+        load_weights(net, match_by_order(net, state), path)
+    elif fmt == "torchscript":
+        net, how = from_torchscript(path, shape)
+    else:
+        net, how = from_export(path, shape)
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(2, *shape))
+    except Exception as exc:
+        raise FeatvizError(f"model.import: the model does not take this dataset's inputs of shape {shape}: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, len(classes)):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise FeatvizError(f"model.import: the model outputs {got} for a batch of 2; the dataset has "
+                           f"{len(classes)} classes, so it must output (batch, {len(classes)}) logits")
+
+    dev = resolve_device(device)
+    model = LoadedModel(net.to(dev), classes, shape, list(mean), list(std))
+    test = load_prepared(data_dir, train=False)
+    acc = accuracy(model, test, dev)
+    net.cpu()
+
+    imported = {"path": str(path), "sha256": ident["sha256"], "format": fmt, "how": how}
+    meta = {
+        "format": "featviz-spec" if fmt == "spec" else fmt,
+        "run": run_name,
+        "dataset": info["dataset"],
+        "classes": classes,
+        "input_shape": list(shape),
+        "mean": list(mean),
+        "std": list(std),
+        "model": model_cfg,
+        "imported": imported,
+        "import": {k: imp.get(k) for k in ("class", "kwargs", "code_path") if imp.get(k) is not None},
+    }
+    out_dir = Path(out_dir)
+    if fmt == "spec":
+        meta["layers"] = layers
+    metrics = {
+        "epochs": [],
+        "final_test_accuracy": acc,
+        "train_wall_s": None,
+        "import_wall_s": round(time.perf_counter() - started, 2),
+        "device": str(dev),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "imported": imported,
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    if fmt in ("spec", "class"):
+        save_model(out_dir, net, meta)
+    else:
+        with atomic_path(out_dir / "model.pt") as tmp:
+            shutil.copyfile(path, tmp)
+        write_json(out_dir / "model.json", meta)
+    return metrics

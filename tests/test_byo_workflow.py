@@ -1,0 +1,73 @@
+"""A user's own TorchScript model and a class-path model through the whole Snakemake DAG (import,
+evaluate, units, ascent, report, archive) on a tiny synthetic image folder made here."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.test_byo import NET_SOURCE
+from tests.test_data_fixtures import image_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.workflow
+def test_imported_models_through_the_dag(tmp_path):
+    snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
+    if not Path(snakemake).exists():
+        pytest.skip("snakemake not installed")
+    image_folder(tmp_path / "imgs", classes=("a", "b", "c"), size=(8, 8), n_train=4, n_test=4)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "wf_tinynet.py").write_text(NET_SOURCE.replace("width * 16", "width * 16"))
+    sys.path.insert(0, str(code))
+    try:
+        from wf_tinynet import TinyNet
+    finally:
+        sys.path.remove(str(code))
+    net = TinyNet(width=2).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(net), str(tmp_path / "net.ts"))
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    data = {"path": str(tmp_path / "imgs")}
+    ascent = {"chunk_size": 64, "overrides": {"conv": {"steps": 2}, "dense": {"steps": 2}, "class": {"class_steps": 2}}}
+    cfg = {
+        "data_root": str(tmp_path), "device": "cpu", "seed": 0,
+        "runs": [
+            {"name": "scripted", "dataset": "imagefolder", "data": data,
+             "model": {"import": {"path": str(tmp_path / "net.ts")}}, "ascent": ascent},
+            {"name": "byclass", "dataset": "imagefolder", "data": data,
+             "model": {"import": {"path": str(tmp_path / "net.pt"), "class": "wf_tinynet:TinyNet",
+                                  "kwargs": {"width": 2}, "code_path": str(code)}}, "ascent": ascent},
+        ],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [snakemake, "-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", str(tmp_path / "config.yaml"),
+         "--directory", str(work), "--quiet", "rules"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = sorted(p for p in (work / "reports").iterdir() if p.is_dir())
+    assert [p.name.rsplit("-", 1)[0] for p in reports] == ["byclass", "scripted"]
+    for rep in reports:
+        run = rep.name
+        assert (rep / "index.html").exists() and (work / "reports" / f"{run}.tar.gz").exists()
+        units = json.loads((work / "results" / run / "units.json").read_text())
+        assert [layer["name"] for layer in units["layers"]] == ["features.0", "head", "fc1", "classes"]
+        assert (work / "results" / run / "ascent" / "features.0" / "0.npz").exists()
+        meta = json.loads((work / "results" / run / "model" / "model.json").read_text())
+        assert meta["imported"]["sha256"] and meta["format"] in ("torchscript", "class")
+        assert (work / "results" / run / "logs" / "import_model.log").exists()
+    assert (work / "reports" / "index.html").exists()
