@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def _json_arg(text: str) -> dict:
 def cmd_data(a):
     from .data import prepare
 
-    info = prepare(a.config, Path(a.data_root), Path(a.out))
+    from .config import ENV_DATA_ROOT
+
+    root = a.data_root or os.environ.get(ENV_DATA_ROOT) or "data"
+    info = prepare(a.config, Path(root), Path(a.out))
     print(f"prepared {info['dataset']}: {info['n_train']} train / {info['n_test']} test images of shape "
           f"{info['input_shape']}, {len(info['classes'])} classes")
 
@@ -153,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = verb("data", cmd_data, "prepare a dataset (download or import if needed) into tensors")
     s.add_argument("--config", type=_json_arg, required=True, help='dataset config, e.g. {"dataset": "mnist"}')
-    s.add_argument("--data-root", required=True)
+    s.add_argument("--data-root", help="dataset folder (default: $FEATVIZ_DATA_ROOT, else ./data)")
     s.add_argument("--out", required=True)
 
     s = verb("train", cmd_train, "train a network on a prepared dataset")

@@ -48,6 +48,14 @@ def data_root(config: dict) -> Path:
     return Path(os.environ.get(ENV_DATA_ROOT) or config.get("data_root") or "data")
 
 
+def export_data_root(config: dict) -> Path:
+    """Put the resolved data root in the environment, where every `featviz data` job (local, or
+    on Slurm, which exports the environment) reads it."""
+    root = data_root(config).resolve()
+    os.environ[ENV_DATA_ROOT] = str(root)
+    return root
+
+
 def _data_identity(run_cfg: dict) -> dict:
     data = {k: v for k, v in (run_cfg.get("data") or {}).items() if k not in _DATA_KEYS_NOT_HASHED}
     return {"dataset": run_cfg["dataset"], **data}

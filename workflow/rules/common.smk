@@ -1,12 +1,13 @@
 # Validation and input functions. Everything featviz-specific is delegated to featviz.config.
 import json
+import re
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import yaml
 
-from featviz.config import data_root, resolve_runs, schema_error
+from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.errors import FeatvizError
 from featviz.units import n_chunks, selected_units
 
@@ -22,7 +23,9 @@ except FeatvizError as exc:
     raise WorkflowError(f"featviz config error: {exc}") from None
 
 DATASETS = {run.data_key: run.data_config() for run in RUNS.values()}
-DATA_ROOT = str(data_root(config))
+# Jobs (local or Slurm, which exports the environment) read the data root from the environment,
+# so that moving the data does not change any rule's params and trigger recomputation.
+export_data_root(config)
 DEVICE = config["device"]
 SEED = config["seed"]
 TRUST = "--trust-checkpoint" if config["trust_checkpoint"] else ""
@@ -68,3 +71,12 @@ def ascent_results(wildcards):
         for layer in units["layers"]
         for chunk in range(n_chunks(len(selected_units(layer, ascent)), ascent["chunk_size"]))
     ]
+
+
+def _only(ids):
+    """A wildcard constraint matching exactly these run ids (nothing when there are none)."""
+    return "|".join(re.escape(i) for i in sorted(ids)) or "(?!)"
+
+
+TRAINED_RUNS = _only(r.id for r in RUNS.values() if not r.imported)
+IMPORTED_RUNS = _only(r.id for r in RUNS.values() if r.imported)

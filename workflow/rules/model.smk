@@ -1,17 +1,5 @@
 # One model per run: trained by featviz (rule train), or the user's own (rule import_model, when
 # the run's config has model.import). Both write the same three files.
-import re
-
-
-def _only(ids):
-    """A wildcard constraint matching exactly these run ids (nothing when there are none)."""
-    return "|".join(re.escape(i) for i in sorted(ids)) or "(?!)"
-
-
-TRAINED_RUNS = _only(r.id for r in RUNS.values() if not r.imported)
-IMPORTED_RUNS = _only(r.id for r in RUNS.values() if r.imported)
-
-
 rule train:
     input:
         train=lambda wildcards: f"{data_dir(wildcards)}/train.pt",
@@ -26,6 +14,10 @@ rule train:
         data=data_dir,
         model=as_json("model"),
         train=as_json("train"),
+        seed=SEED,
+        device=DEVICE,
+    conda:
+        "../envs/featviz.yaml"
     log:
         "results/{run}/logs/train.log",
     threads: 4
@@ -35,7 +27,7 @@ rule train:
         runtime=120,
     shell:
         "featviz train --data {params.data} --model {params.model:q} --train {params.train:q} "
-        "--seed {SEED} --device {DEVICE} --run {wildcards.run} --threads {threads} --no-progress "
+        "--seed {params.seed} --device {params.device} --run {wildcards.run} --threads {threads} --no-progress "
         "--out results/{wildcards.run}/model > {log} 2>&1"
 
 
@@ -53,10 +45,12 @@ rule import_model:
     params:
         data=data_dir,
         model=as_json("model"),
+    conda:
+        "../envs/featviz.yaml"
     log:
         "results/{run}/logs/import_model.log",
     resources:
         mem_mb=4000,
     shell:
-        "featviz import-model --data {params.data} --model {params.model:q} --device {DEVICE} {TRUST} "
+        "featviz import-model --data {params.data} --model {params.model:q} --device {params.device} {params.trust} "
         "--run {wildcards.run} --out results/{wildcards.run}/model > {log} 2>&1"
