@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from tests.snakemake_run import snakemake
 from tests.test_byo import NET_SOURCE
 from tests.test_data_fixtures import image_folder
 
@@ -22,9 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.workflow
 def test_imported_models_through_the_dag(tmp_path):
-    snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
-    if not Path(snakemake).exists():
-        pytest.skip("snakemake not installed")
     image_folder(tmp_path / "imgs", classes=("a", "b", "c"), size=(8, 8), n_train=4, n_test=4)
     code = tmp_path / "code"
     code.mkdir()
@@ -54,10 +50,7 @@ def test_imported_models_through_the_dag(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(
-        [snakemake, "-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", str(tmp_path / "config.yaml"),
-         "--directory", str(work), "--quiet", "rules"],
-        capture_output=True, text=True, env=env, timeout=600)
+    proc = snakemake(work, "--quiet", "rules", configfile=tmp_path / "config.yaml", env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     reports = sorted(p for p in (work / "reports").iterdir() if p.is_dir())
     assert [p.name.rsplit("-", 1)[0] for p in reports] == ["byclass", "scripted"]

@@ -118,7 +118,7 @@ def test_archive_roundtrip_and_tamper(tmp_path):
     (results / "model" / "model.pt").write_bytes(b"weights")
     out = tmp_path / "run-1.tar.gz"
     make_archive(report, results, out)
-    assert verify_archive(out) == 4  # 3 files + environment.json
+    assert verify_archive(out) == 5  # 3 files + environment.json + the landing page index.html
     # tamper: rewrite one member
     bad = tmp_path / "bad.tar.gz"
     with tarfile.open(out) as src, tarfile.open(bad, "w:gz") as dst:

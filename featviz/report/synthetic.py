@@ -90,7 +90,7 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
     write_json(run / "units.json", units)
     rng = np.random.default_rng(0)
     for layer in units["layers"]:
-        for c, unit_ids in enumerate(chunks(layer["units"], chunk_size)):
+        for c, unit_ids in enumerate(chunks(list(range(layer["units"])), chunk_size)):
             n = len(unit_ids)
             base = rng.random((n, 1, 3, 3)).astype(np.float32)
             img = np.kron(base, np.ones((1, 1, 4, 4), np.float32))
