@@ -45,6 +45,8 @@ rule import_model:
     params:
         data=data_dir,
         model=as_json("model"),
+        device=DEVICE,
+        trust=TRUST,
     conda:
         "../envs/featviz.yaml"
     log:
