@@ -54,10 +54,10 @@ def main() -> None:
     for key in ("epochs", "batch_size", "lr"):
         p.add_argument("--" + key.replace("_", "-"), type=float if key == "lr" else int)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is the default)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--preset", help="model preset instead of the default")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, = cores)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
@@ -67,7 +67,7 @@ def main() -> None:
     for key in ("epochs", "batch_size", "lr"):
         if getattr(a, key) is not None:
             cfg["train"][key] = getattr(a, key)
-    cfg["train"].update(precision=a.precision, channels_last=a.channels_last, compile=a.compile)
+    cfg["train"].update(precision=a.precision, channels_last=not a.no_channels_last, compile=a.compile)
     if a.preset:
         cfg["model"] = {"preset": a.preset}
 

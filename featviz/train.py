@@ -132,7 +132,7 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
     dtype = _precision(train_cfg, dev)
-    fmt = torch.channels_last if train_cfg.get("channels_last") else torch.contiguous_format
+    fmt = torch.channels_last if train_cfg.get("channels_last", True) else torch.contiguous_format
     net = net.to(memory_format=fmt)
     forward = torch.compile(net) if train_cfg.get("compile") else net
 
