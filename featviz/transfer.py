@@ -22,7 +22,7 @@ import torch
 from .errors import FeatvizError
 
 # Default of runs[i].ascent.transfer (config/README.md).
-DEFAULT_TRANSFER = {"preset": "auto", "seed": 1, "epochs": None}
+DEFAULT_TRANSFER = {"preset": "auto", "layers": None, "seed": 1, "epochs": None}
 
 # "auto" for inputs smaller than 16 px (where allibhai-mnist's two valid 5x5 convs do not fit):
 # two 3x3 convs, no hidden dense layer. Works down to 4x4 inputs.
@@ -36,6 +36,13 @@ SMALL_TRANSFER_LAYERS = [
     {"type": "flatten"},
     {"type": "fc"},
 ]
+
+
+def resolve_transfer(transfer_cfg) -> dict | None:
+    """runs[i].ascent.transfer with the defaults of missing keys filled; None = disabled."""
+    if transfer_cfg is None:
+        return None
+    return {**DEFAULT_TRANSFER, **transfer_cfg}
 
 
 def transfer_model_config(transfer_cfg: dict | None, run_model: dict | None = None,

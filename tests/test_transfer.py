@@ -207,3 +207,23 @@ def test_cli_transfer(run_dir, tmp_path, capsys):
     assert main(["transfer", "--results", str(run), "--transfer-model", str(tmp_path / "other"),
                  "--device", "cpu", "--out", str(out)]) == 2
     assert "classes differ" in capsys.readouterr().err
+
+
+def test_resolve_transfer_defaults_and_schema():
+    from snakemake.utils import validate
+
+    from featviz.transfer import DEFAULT_TRANSFER, resolve_transfer
+
+    assert resolve_transfer(None) is None
+    assert resolve_transfer({"seed": 3}) == {**DEFAULT_TRANSFER, "seed": 3}
+    from pathlib import Path
+
+    schema = str(Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
+    for transfer, want in ((None, None), ({"epochs": 1}, {"epochs": 1})):
+        cfg = {"runs": [{"dataset": "mnist", "ascent": {"transfer": transfer}}]}
+        validate(cfg, schema)  # null must not break snakemake's default filling
+        assert cfg["runs"][0]["ascent"]["transfer"] == want
+        assert cfg["runs"][0]["ascent"]["recipe"]["class"] == "lucid"
+    cfg = {"runs": [{"dataset": "mnist"}]}
+    validate(cfg, schema)
+    assert resolve_transfer(cfg["runs"][0]["ascent"]["transfer"]) == DEFAULT_TRANSFER

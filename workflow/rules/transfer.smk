@@ -3,13 +3,14 @@
 # results/<run>/transfer.json is the input the report takes; with `ascent.transfer: null` it is
 # still written, with the transfer fields null.
 from featviz.config import expected_input
-from featviz.transfer import DEFAULT_TRANSFER, check_transfer_config, transfer_model_config, transfer_train_config
+from featviz.transfer import (DEFAULT_TRANSFER, check_transfer_config, resolve_transfer, transfer_model_config,
+                              transfer_train_config)
 
 
 def _transfer_setup():
     out = {}
     for i, run in enumerate(RUNS.values()):
-        cfg = run.ascent.get("transfer", DEFAULT_TRANSFER)
+        cfg = resolve_transfer(run.ascent.get("transfer", DEFAULT_TRANSFER))
         expected = expected_input({"dataset": run.dataset, "data": run.data})
         shape, n_classes = expected if expected else (None, 2)
         try:
