@@ -99,6 +99,26 @@ def cmd_probe(a):
         print(f"{layer['name']:>16}  {layer['dead']} dead, {len(layer['redundant_pairs'])} near-duplicate pairs{extra}")
 
 
+def cmd_transfer(a):
+    from .gpu_lock import claim_device
+    from .transfer import run_transfer
+
+    run_transfer(Path(a.results), Path(a.out), Path(a.transfer_model) if a.transfer_model else None,
+                 device=claim_device(a.device), trust=a.trust_checkpoint, seed=a.seed, samples=a.samples)
+
+
+def cmd_search(a):
+    from .gpu_lock import claim_device
+    from .search import run_search
+
+    rec = run_search(Path(a.model), a.layer, a.recipe, a.trials, a.units, Path(a.out),
+                     transfer_model_dir=Path(a.transfer_model) if a.transfer_model else None,
+                     data_dir=Path(a.data) if a.data else None, seed=a.seed, max_steps=a.max_steps,
+                     device=claim_device(a.device), trust=a.trust_checkpoint)
+    print(f"best of {a.trials} trials: score {rec['best']['score']:.4f} with {json.dumps(rec['best']['overrides'])}"
+          f"; wrote {a.out}")
+
+
 def cmd_report(a):
     from .report import render_run
 
@@ -213,6 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corr-threshold", type=float, default=0.9, help="near-duplicate units: correlation above this")
     s.add_argument("--prune-images", type=int, default=2000, help="test images used for the pruning curves")
     s.add_argument("--prune-tolerance", type=float, default=0.005, help="accuracy drop allowed when pruning")
+
+    s = verb("transfer", cmd_transfer,
+             "score a run's class images on an independently trained model (writes transfer.json)")
+    s.add_argument("--results", required=True, help="results/<run> (units.json, model/, ascent/<classes>/)")
+    s.add_argument("--transfer-model", default=None, help="the independent model's folder (omit: no transfer score)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the robustness transforms")
+    s.add_argument("--samples", type=int, default=8, help="random jitter/rotations for robustness")
+    s.add_argument("--out", required=True, help="results/<run>/transfer.json")
+    device(s)
+    trust(s)
+
+    s = verb("search", cmd_search, "random search over a recipe's numeric parameters on a few units")
+    s.add_argument("--model", required=True)
+    s.add_argument("--layer", required=True, help="a layer name from units.json (classes for the classes)")
+    s.add_argument("--recipe", default="hvass")
+    s.add_argument("--trials", type=int, default=20, help="trial 0 is the recipe unchanged")
+    s.add_argument("--units", type=int, nargs="*", default=None, help="unit indices (default the first 4)")
+    s.add_argument("--transfer-model", default=None, help="classes: also score on this independent model")
+    s.add_argument("--data", default=None, help="prepared dataset folder: normalize objectives by real images")
+    s.add_argument("--max-steps", type=int, default=400)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="JSON file with the ranked trials and the best overrides")
     device(s)
     trust(s)
 

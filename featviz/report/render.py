@@ -58,9 +58,25 @@ def load_ascent(results: Path, units: dict) -> dict[str, dict]:
             continue
         steps = sorted(set.intersection(*(set(d) for d in snaps))) if snaps else []
         snapshots = {st: np.concatenate([d[st] for d in snaps]) for st in steps}
+        if layer["kind"] == "class":
+            _merge_transfer(results, stats)
         out[layer["name"]] = {"images": np.concatenate(images), "stats": stats, "jobs": jobs,
                               "recipe": jobs[0]["recipe"], "snapshots": snapshots}
     return out
+
+
+TRANSFER_KEYS = ("transfer_softmax", "transfer_predicted", "transfer_recognized", "robustness")
+
+
+def _merge_transfer(results: Path, stats: list[dict]) -> None:
+    """Add the transfer score (results/<run>/transfer.json) to the class images' stats."""
+    path = results / "transfer.json"
+    if not path.exists():
+        return
+    rows = {row["unit"]: row for row in read_json(path).get("images", [])}
+    for st in stats:
+        row = rows.get(st["unit"], {})
+        st.update({k: row[k] for k in TRANSFER_KEYS if row.get(k) is not None})
 
 
 def load_probe(results: Path) -> tuple[dict | None, dict]:

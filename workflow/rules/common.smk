@@ -80,3 +80,50 @@ def _only(ids):
 
 TRAINED_RUNS = _only(r.id for r in RUNS.values() if not r.imported)
 IMPORTED_RUNS = _only(r.id for r in RUNS.values() if r.imported)
+
+
+# ---- transfer score (workflow/rules/transfer.smk) ----
+from featviz.config import expected_input
+from featviz.transfer import (DEFAULT_TRANSFER, check_transfer_config, resolve_transfer, transfer_model_config,
+                              transfer_train_config)
+
+
+def _transfer_setup():
+    out = {}
+    for i, run in enumerate(RUNS.values()):
+        cfg = resolve_transfer(run.ascent.get("transfer", DEFAULT_TRANSFER))
+        expected = expected_input({"dataset": run.dataset, "data": run.data})
+        shape, n_classes = expected if expected else (None, 2)
+        try:
+            check_transfer_config(f"runs[{i}].ascent.transfer", cfg, shape, n_classes)
+        except FeatvizError as exc:
+            raise WorkflowError(f"featviz config error: {exc}") from None
+        model = transfer_model_config(cfg, run.model, shape)
+        out[run.id] = None if model is None else {
+            "model": model,
+            "train": transfer_train_config(cfg, run.train),
+            "seed": int(cfg.get("seed", 1)),
+        }
+    return out
+
+
+TRANSFER = _transfer_setup()
+
+
+def class_ascent_results(wildcards):
+    """The ascent jobs of a run's class layer (known once units.json exists)."""
+    with open(checkpoints.units.get(run=wildcards.run).output.units) as f:
+        units = json.load(f)
+    ascent = RUNS[wildcards.run].ascent
+    return [
+        f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.json"
+        for layer in units["layers"]
+        if layer["kind"] == "class"
+        for chunk in range(n_chunks(len(selected_units(layer, ascent)), ascent["chunk_size"]))
+    ]
+
+
+def transfer_model_input(wildcards):
+    return [f"results/{wildcards.run}/transfer_model/model.json"] if TRANSFER[wildcards.run] else []
+
+

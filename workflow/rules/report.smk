@@ -6,6 +6,7 @@ rule report_run:
         ascent=ascent_results,
         probe="results/{run}/probe/probe.json",
         probe_arrays="results/{run}/probe/probe.npz",
+        transfer="results/{run}/transfer.json",
     output:
         # the whole static site, so that Snakemake's --report embeds every page and picture
         site=report(
