@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corr-threshold", type=float, default=0.9, help="near-duplicate units: correlation above this")
     s.add_argument("--prune-images", type=int, default=2000, help="test images used for the pruning curves")
     s.add_argument("--prune-tolerance", type=float, default=0.005, help="accuracy drop allowed when pruning")
+    device(s)
+    trust(s)
 
     s = verb("transfer", cmd_transfer,
              "score a run's class images on an independently trained model (writes transfer.json)")

@@ -8,7 +8,7 @@ rule ascend:
     params:
         device=DEVICE,
         trust=TRUST,
-        cfg=as_json("ascent"),
+        cfg=ascent_params,
     conda:
         "../envs/featviz.yaml"
     log:

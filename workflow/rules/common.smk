@@ -61,6 +61,12 @@ def as_json(section):
     return lambda wildcards: json.dumps(getattr(RUNS[wildcards.run], section), sort_keys=True)
 
 
+def ascent_params(wildcards):
+    """The ascent settings one ascent job reads (not the transfer model's, which its own rules read)."""
+    ascent = {k: v for k, v in RUNS[wildcards.run].ascent.items() if k != "transfer"}
+    return json.dumps(ascent, sort_keys=True)
+
+
 def ascent_results(wildcards):
     """Every ascent job of a run, known once its units are enumerated (a checkpoint)."""
     with open(checkpoints.units.get(run=wildcards.run).output.units) as f:
