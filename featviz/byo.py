@@ -326,6 +326,18 @@ def from_export(path: Path, input_shape) -> tuple[nn.Module, str]:
     return net, "torch.export program as an fx graph with nn.Conv2d/nn.Linear modules"
 
 
+def _contiguous_inputs(module, args):
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def guard_inputs(net: nn.Module) -> nn.Module:
+    """Make the network's inputs contiguous NCHW before its forward: user code often calls
+    `x.view(...)`, which fails on a permuted or channels_last input (a pre-hook on the root, so
+    module names and the hooks of other stages are unchanged)."""
+    net.register_forward_pre_hook(_contiguous_inputs)
+    return net
+
+
 def build_imported(model_dir: Path, meta: dict, trust: bool = False) -> nn.Module:
     """The network of a model folder written by `import_model` (any format but featviz-spec)."""
     from .models import load_state_dict, load_weights
@@ -343,7 +355,7 @@ def build_imported(model_dir: Path, meta: dict, trust: bool = False) -> nn.Modul
         net, _ = from_export(weights, shape)
     else:
         raise FeatvizError(f"model folder {model_dir}: unknown model format '{fmt}' in model.json")
-    return net.eval()
+    return guard_inputs(net).eval()
 
 
 # --------------------------------------------------------------------------- the verb
@@ -385,6 +397,8 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
         net, how = from_torchscript(path, shape)
     else:
         net, how = from_export(path, shape)
+    if fmt != "spec":
+        guard_inputs(net)
     net.eval()
     try:
         with torch.no_grad():

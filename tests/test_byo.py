@@ -211,3 +211,15 @@ def test_cli_user_error_is_one_line(data_dir, tmp_path, capsys):
                "--model", '{"import": {"path": "%s"}}' % (tmp_path / "missing.pt")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("featviz: error: model.import.path: file") and "Traceback" not in err
+
+
+def test_imported_class_takes_non_contiguous_inputs(data_dir, tmp_path, tiny_cls):
+    code, TinyNet = tiny_cls
+    net = TinyNet()
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    import_model({"import": {"path": str(tmp_path / "w.pt"), "class": "byo_tinynet:TinyNet", "code_path": str(code)}},
+                 data_dir, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    x = _x().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # NCHW shape, channels_last strides
+    with torch.no_grad():
+        assert torch.allclose(loaded.net(x), net.eval()(x.contiguous()), atol=1e-5)  # TinyNet uses x.view
