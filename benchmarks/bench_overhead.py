@@ -64,16 +64,22 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="reuse a folder (keeps the trained model between runs)")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "quick.yaml")
+    ap.add_argument("--chunk-sizes", type=int, nargs="*", default=[],
+                    help="more chunk sizes to time (besides the config's and one unit per job)")
+    ap.add_argument("--skip-one-unit", action="store_true", help="do not time one unit per job")
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="featviz-overhead-"))
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load(args.config.read_text())
     default_cfg = workdir / "bench-default.yaml"
     default_cfg.write_text(yaml.safe_dump(cfg))
-    one = yaml.safe_load(args.config.read_text())
-    one["runs"][0].setdefault("ascent", {})["chunk_size"] = 1
-    one_cfg = workdir / "bench-one-unit.yaml"
-    one_cfg.write_text(yaml.safe_dump(one))
+
+    def with_chunk(size: int) -> Path:
+        c = yaml.safe_load(args.config.read_text())
+        c["runs"][0].setdefault("ascent", {})["chunk_size"] = size
+        path = workdir / f"bench-chunk-{size}.yaml"
+        path.write_text(yaml.safe_dump(c))
+        return path
 
     t = snakemake(workdir, default_cfg, args.cores)
     print(f"workdir {workdir}; full quick run (training included, untimed goal): {t:.0f} s; "
@@ -81,8 +87,11 @@ def main() -> None:
     chunk = cfg["runs"][0].get("ascent", {}).get("chunk_size", "schema default")
     print("\n| ascent stage | jobs | wall s | jobs' compute s | overhead | fixed cost per job s |")
     print("|---|---|---|---|---|---|")
-    stage(workdir, default_cfg, args.cores, f"chunk_size {chunk}")
-    stage(workdir, one_cfg, args.cores, "one unit per job")
+    stage(workdir, default_cfg, args.cores, f"chunk_size {chunk} (config)")
+    for size in args.chunk_sizes:
+        stage(workdir, with_chunk(size), args.cores, f"chunk_size {size}")
+    if not args.skip_one_unit:
+        stage(workdir, with_chunk(1), args.cores, "one unit per job")
     print(f"\nload after: {os.getloadavg()[0]:.1f}")
 
 

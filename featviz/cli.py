@@ -8,6 +8,9 @@ import argparse
 import json
 import os
 import sys
+import time
+
+_STARTED = time.perf_counter()
 from pathlib import Path
 
 from .errors import FeatvizError
@@ -287,7 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        import torch  # noqa: F401  (every verb needs it; imported here so its cost is measured apart)
+
+        imported = time.perf_counter()
         args.fn(args)
+        if args.verb not in ("recipes", "verify-archive"):
+            print(f"featviz {args.verb}: {time.perf_counter() - imported:.2f} s of work after "
+                  f"{imported - _STARTED:.2f} s of start-up (imports)", flush=True)
     except FeatvizError as exc:
         print(f"featviz: error: {exc}", file=sys.stderr)
         return 2
