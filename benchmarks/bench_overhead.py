@@ -2,8 +2,8 @@
 
 Runs the quick MNIST config once (training etc. untimed), then times the ascent stage alone
 (`--forcerun ascend --until ascend`) with the configured chunking and again with one unit per job,
-and prints for each: wall time, number of jobs, the sum of the jobs' compute (the time featviz
-spends inside the optimization, from each job's log), the overhead fraction
+and prints for each: wall time, number of jobs, the sum of the jobs' compute (the time each `featviz ascend`
+spends after its imports: loading the model, optimizing, writing; from each job's log), the overhead fraction
 1 - (compute / cores) / wall (core-time not spent computing: process start, imports, model load,
 Snakemake's bookkeeping, idle cores), and the fixed cost per job.
 
@@ -42,7 +42,7 @@ def ascent_compute(workdir: Path) -> tuple[int, float]:
     """(jobs, seconds of optimization) from the ascend logs written by the last run."""
     total, n = 0.0, 0
     for log in (workdir / "results").glob("mnist-*/logs/ascent/*/*.log"):
-        m = re.search(r"units with recipe \S+ in ([0-9.]+) s", log.read_text())
+        m = re.search(r"featviz ascend: ([0-9.]+) s of work", log.read_text())
         if m:
             total += float(m.group(1))
             n += 1
