@@ -31,3 +31,14 @@ def test_quick_mnist_report(mnist_root, tmp_path):
     assert page.count('alt="class ') == 10
     again = snakemake(tmp_path, "--dry-run", configfile=quick, env=env, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the real report in a real browser: every page, no broken link or missing image, fast
+    from tests.browser import browser_unavailable_reason, crawl
+
+    if browser_unavailable_reason() is None:
+        crawled = crawl(tmp_path / "reports" / "index.html")
+        print(crawled.summary())
+        crawled.assert_clean()
+        assert len(crawled.pages) > 190 and crawled.max_load_ms < 1000, crawled.summary()
+    from featviz.archive import verify_archive
+
+    assert verify_archive(tmp_path / "reports" / f"{run.name}.tar.gz") > 100
