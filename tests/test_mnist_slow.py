@@ -26,6 +26,8 @@ def test_quick_mnist_report(mnist_root, tmp_path):
     assert sum(len(c["stats"]) for c in conv) == 16 + 36
     classes = json.loads((run / "ascent" / "classes" / "0.json").read_text())["stats"]
     assert len(classes) == 10 and all(s["target_softmax"] >= 0.99 for s in classes)
+    transfer = json.loads((run / "transfer.json").read_text())["summary"]
+    assert transfer["n_transfer_recognized"] >= 8  # recognisable by an independently trained model
     page = (tmp_path / "reports" / run.name / "index.html").read_text()
     assert page.count('alt="conv1 filter') == 16 and page.count('alt="conv2 filter') == 36
     assert page.count('alt="class ') == 10
