@@ -47,3 +47,14 @@ def mnist_root() -> Path:
     if not (raw / "train-images-idx3-ubyte").exists():
         pytest.skip(f"real MNIST not present at {raw}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny ops on a shared 2-core machine are fastest single-threaded."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -51,3 +51,13 @@ TINY_LAYERS = [
     {"type": "relu"},
     {"type": "fc"},
 ]
+
+
+# the smallest useful net: one conv, pooled, straight to the class logits (8x8 inputs)
+MICRO_LAYERS = [
+    {"type": "conv", "out": 3, "kernel": 3, "padding": "same"},
+    {"type": "relu"},
+    {"type": "maxpool", "kernel": 2},
+    {"type": "flatten"},
+    {"type": "fc"},
+]

@@ -16,12 +16,7 @@ from featviz.ascent import optimize, param, regularizers, transforms
 from featviz.ascent.hooks import OUTPUT, ActivationReader
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(c=1, hw=12, seed=0):

@@ -13,16 +13,11 @@ from featviz.io import read_json, save_torch
 from featviz.models import build, save_model
 from featviz.search import (BLUR_SIGMA, DECAY, JITTERS, LR_FACTOR, MEDIAN_SIZES, run_search, sample_overrides,
                             score_trial)
+from tests.synthetic import MICRO_LAYERS
 
 SHAPE = (1, 8, 8)
 CLASSES = ["a", "b", "c"]
-LAYERS = [
-    {"type": "conv", "out": 3, "kernel": 3, "padding": "same"},
-    {"type": "relu"},
-    {"type": "maxpool", "kernel": 2},
-    {"type": "flatten"},
-    {"type": "fc"},
-]
+LAYERS = MICRO_LAYERS
 
 
 def _save(path, seed):

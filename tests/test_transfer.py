@@ -16,16 +16,11 @@ from featviz.transfer import (SMALL_TRANSFER_LAYERS, check_transfer_config, read
                               score_images, summarize, transfer_model_config, transfer_train_config)
 from featviz.units import enumerate_units
 from featviz.errors import FeatvizError
+from tests.synthetic import MICRO_LAYERS
 
 SHAPE = (1, 8, 8)
 CLASSES = ["a", "b", "c"]
-LAYERS = [
-    {"type": "conv", "out": 3, "kernel": 3, "padding": "same"},
-    {"type": "relu"},
-    {"type": "maxpool", "kernel": 2},
-    {"type": "flatten"},
-    {"type": "fc"},
-]
+LAYERS = MICRO_LAYERS
 
 
 def _save(path, net, layers=LAYERS):
