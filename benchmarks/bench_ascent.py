@@ -1,12 +1,13 @@
 """Benchmark of featviz.ascent on the seed-000 MNIST net (random weights).
 
-    /work/venv/bin/python benchmarks/bench_ascent.py [--layer conv2] [--steps 30]
+    python benchmarks/bench_ascent.py [--layer conv2] [--steps 30] [--threads 1]
 
 Prints, from one run:
  (a) time of one whole-layer batched job vs seed-style execution (one fresh
      python process per filter, same units, same steps), and the ratio;
  (b) image-steps/s and achieved GFLOP/s (conv/linear FLOPs, forward + backward
-     w.r.t. the input only) against a peak estimated by a large matmul.
+     w.r.t. the input only) against a peak estimated by a large matmul, and the same for the
+     net's kernels alone (the ceiling the engine's per-step work sits under).
 """
 from __future__ import annotations
 
@@ -89,6 +90,28 @@ def matmul_peak(n=2048, reps=3, trials=5):
     return best
 
 
+def kernel_ceiling(net, layer, batch, reps=50):
+    """GFLOP/s of the net's own conv/linear kernels up to ``layer`` alone: one forward and the
+    gradient w.r.t. the input of a batch, nothing of the engine (no transforms, step rule or
+    bookkeeping). What the engine could reach at best with PyTorch's kernels on this CPU."""
+    stop = None if layer == "output" else layer
+    names = [n for n, _ in net.named_children()]
+    upto = names[: names.index(stop) + 1] if stop else names
+    body = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in upto))
+    x = torch.rand(batch, 1, 28, 28, requires_grad=True)
+
+    def step():
+        (g,) = torch.autograd.grad(body(x).sum(), x)
+        return g
+
+    for _ in range(5):
+        step()
+    t = time.perf_counter()
+    for _ in range(reps):
+        step()
+    return batch * reps / (time.perf_counter() - t)
+
+
 def seed_style(layer, units, steps):
     """One fresh python process per filter, as the seed's notebook loop would."""
     t = time.perf_counter()
@@ -138,6 +161,9 @@ def main():
           f"(fwd {fwd / 1e6:.2f} + bwd-input {fwd / 1e6:.2f})")
     print(f"    achieved {achieved:.2f} GFLOP/s vs matmul peak {peak:.1f} GFLOP/s = {100 * achieved / peak:.1f}%"
           " (best-of timings on both sides)")
+    ceiling = kernel_ceiling(net, a.layer, n_units) * per_img_step / 1e9
+    print(f"    the same batch through the net's conv/linear kernels alone (forward + input gradient, no engine): "
+          f"{ceiling:.2f} GFLOP/s = {100 * ceiling / peak:.1f}% of peak")
     for mult in (4, 16):
         big = units * mult
         tb = min(run_job(net, a.layer, big, a.steps) for _ in range(2))

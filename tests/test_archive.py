@@ -84,3 +84,29 @@ def test_extracted_archive_verifies_and_tampering_is_detected(archive, tmp_path)
     (run / "report" / "index.html").write_text((run / "report" / "index.html").read_text().replace("featviz", "x", 1))
     with pytest.raises(FeatvizError, match="sha256 mismatch"):
         verify_archive(run)
+
+
+def test_file_only_verbs_do_not_import_torch(archive, tmp_path):
+    """report, index, archive and verify-archive end every report one after another; each skips
+    torch's import (about 2 s of start-up). A fresh interpreter shows what the verbs import."""
+    import subprocess
+    import sys
+
+    name = archive.name[: -len(".tar.gz")]
+    run_dir, report = archive.parent.parent / "results" / name, archive.parent / name
+    script = f"""
+import sys
+from featviz.cli import main
+verbs = [
+    ["report", "--results", {str(run_dir)!r}, "--config", "{{}}", "--out", {str(tmp_path / "site")!r}],
+    ["index", "--out", {str(tmp_path / "index.html")!r}, {str(report)!r}],
+    ["archive", "--report", {str(report)!r}, "--results", {str(run_dir)!r}, "--out", {str(tmp_path / "a.tar.gz")!r}],
+    ["verify-archive", {str(tmp_path / "a.tar.gz")!r}],
+]
+for argv in verbs:
+    assert main(argv) == 0, argv
+    assert "torch" not in sys.modules, f"featviz {{argv[0]}} imported torch"
+print("no torch")
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "no torch" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
