@@ -5,7 +5,9 @@ Runs the quick MNIST config once (training etc. untimed), then times the ascent 
 and prints for each: wall time, number of jobs, the sum of the jobs' compute (the time each `featviz ascend`
 spends after its imports: loading the model, optimizing, writing; from each job's log), the overhead fraction
 1 - (compute / cores) / wall (core-time not spent computing: process start, imports, model load,
-Snakemake's bookkeeping, idle cores), and the fixed cost per job.
+Snakemake's bookkeeping, idle cores), and the fixed cost per job. With `--whole`, also the whole
+report from the prepared dataset (every job's work from its own log line, weighted by its threads),
+`--repeats` times; `--no-stage` skips the ascent stage alone.
 
     FEATVIZ_DATA_ROOT=../shared/data python benchmarks/bench_overhead.py [--workdir DIR] [--cores 2]
 """
@@ -100,6 +102,8 @@ def main() -> None:
                     help="more chunk sizes to time (besides the config's and one unit per job)")
     ap.add_argument("--skip-one-unit", action="store_true", help="do not time one unit per job")
     ap.add_argument("--whole", action="store_true", help="also time the whole report (retrains the models)")
+    ap.add_argument("--no-stage", action="store_true", help="do not time the ascent stage alone")
+    ap.add_argument("--repeats", type=int, default=1, help="time the whole report this many times")
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="featviz-overhead-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -118,14 +122,15 @@ def main() -> None:
     print(f"workdir {workdir}; full quick run (training included, untimed goal): {t:.0f} s; "
           f"load {os.getloadavg()[0]:.1f}")
     chunk = cfg["runs"][0].get("ascent", {}).get("chunk_size", "schema default")
-    print("\n| ascent stage | jobs | wall s | jobs' compute s | overhead | fixed cost per job s |")
-    print("|---|---|---|---|---|---|")
-    stage(workdir, default_cfg, args.cores, f"chunk_size {chunk} (config)")
-    for size in args.chunk_sizes:
-        stage(workdir, with_chunk(size), args.cores, f"chunk_size {size}")
-    if not args.skip_one_unit:
-        stage(workdir, with_chunk(1), args.cores, "one unit per job")
-    if args.whole:
+    if not args.no_stage:
+        print("\n| ascent stage | jobs | wall s | jobs' compute s | overhead | fixed cost per job s |")
+        print("|---|---|---|---|---|---|")
+        stage(workdir, default_cfg, args.cores, f"chunk_size {chunk} (config)")
+        for size in args.chunk_sizes:
+            stage(workdir, with_chunk(size), args.cores, f"chunk_size {size}")
+        if not args.skip_one_unit:
+            stage(workdir, with_chunk(1), args.cores, "one unit per job")
+    for _ in range(args.repeats if args.whole else 0):
         whole_report(workdir, default_cfg, args.cores)
     print(f"\nload after: {os.getloadavg()[0]:.1f}")
 

@@ -169,6 +169,24 @@ def test_jitter_is_integer_shift():
     assert set(np.round(y[0, 0, 2:4, 2:4].numpy().ravel(), 6)) <= set(np.round(x.numpy().ravel(), 6))
 
 
+def test_batched_jitter_equals_per_element_crops():
+    """The one-gather jitter gives, element by element, the crop of the padded image at that
+    element's own offsets, and the gradient of a plain crop: nothing leaks between elements."""
+    x = torch.rand(4, 3, 9, 7, requires_grad=True)
+    d = 2
+    y = transforms._jitter(x, d, [torch.Generator().manual_seed(i) for i in range(4)], 0.5)
+    weights = torch.randn(y.shape)
+    (grad,) = torch.autograd.grad((y * weights).sum(), x)
+    padded = torch.nn.functional.pad(x.detach(), (d, d, d, d), value=0.5)
+    for k in range(4):
+        oy, ox = (int(v) for v in torch.randint(0, 2 * d + 1, (2,), generator=torch.Generator().manual_seed(k)))
+        assert torch.equal(y[k], padded[k, :, oy:oy + 9, ox:ox + 7])
+        expected = torch.zeros(3, 9 + 2 * d, 7 + 2 * d)
+        expected[:, oy:oy + 9, ox:ox + 7] = weights[k]
+        assert torch.equal(grad[k], expected[:, d:d + 9, d:d + 7])
+    assert y.is_contiguous()
+
+
 def test_unknown_transform_preset(net):
     from featviz.ascent import RecipeError
     with pytest.raises(RecipeError, match="preset"):

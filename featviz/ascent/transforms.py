@@ -97,24 +97,27 @@ class Compose:
 
 
 def _jitter(x, d, gens, value):
+    """Shift element k by its own (oy, ox) in [0, 2d]² of the padded image: one gather for the
+    whole batch (per-element slices cost a full-batch gradient each in backward)."""
     if d <= 0:
         return x
     h, w = x.shape[-2:]
     xp = F.pad(x, (d, d, d, d), mode="constant", value=value)
-    out = []
-    for k, g in enumerate(gens):
-        oy, ox = (int(v) for v in torch.randint(0, 2 * d + 1, (2,), generator=g))
-        out.append(xp[k, :, oy:oy + h, ox:ox + w])
-    return torch.stack(out)
+    offsets = torch.stack([torch.randint(0, 2 * d + 1, (2,), generator=g) for g in gens]).to(x.device)
+    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (N, h)
+    cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # (N, w)
+    batch = torch.arange(len(gens), device=x.device)[:, None, None, None]
+    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return xp[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]  # (N, C, h, w)
 
 
 def _affine(x, scales, angles, value):
     n, _, h, w = x.shape
-    theta = torch.zeros(n, 2, 3, dtype=x.dtype)
-    for k, (s, a) in enumerate(zip(scales, angles)):
+    rows = []
+    for s, a in zip(scales, angles):
         c, sn = math.cos(math.radians(a)), math.sin(math.radians(a))
-        theta[k, 0, 0], theta[k, 0, 1] = c / s, sn * h / w / s
-        theta[k, 1, 0], theta[k, 1, 1] = -sn * w / h / s, c / s
+        rows.append([c / s, sn * h / w / s, 0.0, -sn * w / h / s, c / s, 0.0])
+    theta = torch.tensor(rows, dtype=x.dtype).view(n, 2, 3)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x - value, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + value
 
