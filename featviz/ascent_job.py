@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .ascent import RecipeError, get_recipe, visualize
+from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .errors import FeatvizError
 from .io import read_json, write_json, write_npz
 from .models import load_model, resolve_device
@@ -39,12 +39,15 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     model = load_model(model_dir, trust).to(dev)
     recipe, overrides = recipe_for(layer["kind"], ascent_cfg)
     seed = int(ascent_cfg.get("seed", 0))
+    target = None if layer["kind"] == "class" else layer_name
+    # units per batch: the config's ascent.batch_size, else as many as fit this device's memory
+    batch = int(ascent_cfg.get("batch_size") or auto_chunk_size(model.net, target, tuple(model.input_shape), dev))
     torch.manual_seed(seed)
     started = time.perf_counter()
     result = visualize(
-        model.net, None if layer["kind"] == "class" else layer_name, units, layer["kind"],
+        model.net, target, units, layer["kind"],
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
-        seed=seed, device=str(dev), progress=False)
+        seed=seed, device=str(dev), progress=False, max_batch=batch)
     wall = time.perf_counter() - started
     snapshots = {f"snapshot_{step:05d}": arr for step, arr in sorted(result.snapshots.items())}
     write_npz(out_npz, images=result.images.astype(np.float32), objective=result.objective.astype(np.float32),
@@ -57,11 +60,12 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "recipe": result.recipe,
         "seed": seed,
         "device": str(dev),
+        "batch_size": min(batch, len(units)),
         "stats": result.stats,
     }
     write_json(out_json, record)
     print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
-          f"on {dev}", flush=True)
+          f"on {dev}, batches of at most {batch}", flush=True)
     # where the job ran: read by the Slurm CI check, useful to anyone reading the log
     print(f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', 'none')} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'none')}", flush=True)

@@ -39,6 +39,7 @@ CASES = {
     "zero epochs": ("runs.0.train.epochs", 0, "runs[0].train.epochs: 0 is less than the minimum of 1"),
     "negative lr": ("runs.0.train.lr", -0.1, "runs[0].train.lr: -0.1 is less than or equal to the minimum of 0"),
     "zero chunk size": ("runs.0.ascent.chunk_size", 0, "runs[0].ascent.chunk_size: 0 is less than the minimum of 1"),
+    "zero batch size": ("runs.0.ascent.batch_size", 0, "runs[0].ascent.batch_size: 0 is less than the minimum of 1"),
     "wrong type": ("runs.0.train.epochs", "three", "runs[0].train.epochs: 'three' is not of type 'integer'"),
     "misspelt key": ("runs.0.train.epoch", 3, "runs[0].train: Additional properties are not allowed ('epoch' was unexpected)"),
     "bad device": ("device", "gpu", "device: 'gpu' does not match"),

@@ -56,13 +56,19 @@ def _finite_or_none(v):
 
 
 def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvass",
-              overrides=None, seed=0, device="cpu", progress=False) -> AscentResult:
+              overrides=None, seed=0, device="cpu", progress=False, max_batch=None) -> AscentResult:
     """Activation maximization of ``units`` of ``layer`` (see docs/ascent.md).
 
     Batch element ``i`` maximizes unit ``units[i]``; images are optimized in
-    [0, 1] pixel space and ``normalize(x)`` is fed to ``net``.
+    [0, 1] pixel space and ``normalize(x)`` is fed to ``net``. With ``max_batch``, the units
+    are optimized in batches of at most that many (e.g. ``auto_chunk_size``, to fit memory),
+    except with a diversity term, which needs the whole batch at once.
     """
     rec = get_recipe(recipe, overrides)
+    if max_batch is not None and 0 < int(max_batch) < len(units) and rec["diversity"] == 0:
+        step = int(max_batch)
+        return _concat([visualize(net, layer, units[s:s + step], kind, input_shape, normalize, recipe, overrides,
+                                  seed, device, progress) for s in range(0, len(units), step)])
     if kind not in KINDS:
         raise ValueError(f"unknown unit kind {kind!r} (known: {', '.join(KINDS)})")
     units = [int(u) for u in units]
@@ -130,6 +136,13 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
     snaps = {int(k): v.cpu().numpy().astype(np.float32) for k, v in sorted(best["snapshots"].items())}
     return AscentResult(images.cpu().numpy().astype(np.float32), final.astype(np.float32),
                         stats, snaps, rec)
+
+
+def _concat(parts: list[AscentResult]) -> AscentResult:
+    """One result from the results of consecutive batches of units."""
+    snapshots = {k: np.concatenate([p.snapshots[k] for p in parts]) for k in parts[0].snapshots}
+    return AscentResult(np.concatenate([p.images for p in parts]), np.concatenate([p.objective for p in parts]),
+                        [s for p in parts for s in p.stats], snapshots, parts[0].recipe)
 
 
 def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress):
