@@ -35,13 +35,17 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     if not 0 <= chunk < len(all_chunks):
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
+    batch_size = ascent_cfg.get("batch_size")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise FeatvizError(f"ascent.batch_size: {batch_size!r} is not a positive integer (leave it unset for "
+                           "as many units as fit the device's memory)")
     dev = resolve_device(device)
     model = load_model(model_dir, trust).to(dev)
     recipe, overrides = recipe_for(layer["kind"], ascent_cfg)
     seed = int(ascent_cfg.get("seed", 0))
     target = None if layer["kind"] == "class" else layer_name
     # units per batch: the config's ascent.batch_size, else as many as fit this device's memory
-    batch = int(ascent_cfg.get("batch_size") or auto_chunk_size(model.net, target, tuple(model.input_shape), dev))
+    batch = batch_size or auto_chunk_size(model.net, target, tuple(model.input_shape), dev)
     torch.manual_seed(seed)
     started = time.perf_counter()
     result = visualize(

@@ -109,6 +109,10 @@ def test_ascent_job_chunks(trained_shapes, tmp_path):
     assert all(0 <= s["target_softmax"] <= 1 for s in rec["stats"])
     with pytest.raises(FeatvizError, match="unknown layer 'nope'"):
         run_chunk(trained_shapes, tmp_path / "units.json", "nope", 0, cfg, tmp_path / "x.npz", tmp_path / "x.json")
+    for bad in (0, -1, "abc", 2.5):
+        with pytest.raises(FeatvizError, match="ascent.batch_size: .* is not a positive integer"):
+            run_chunk(trained_shapes, tmp_path / "units.json", "conv1", 0, {**cfg, "batch_size": bad},
+                      tmp_path / "x.npz", tmp_path / "x.json")
     with pytest.raises(FeatvizError, match="no chunk 9"):
         run_chunk(trained_shapes, tmp_path / "units.json", "conv1", 9, cfg, tmp_path / "x.npz", tmp_path / "x.json")
     assert not (tmp_path / "x.npz").exists()
