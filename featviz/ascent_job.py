@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
+from .ascent.render import batch_size as batch_used
 from .errors import FeatvizError
 from .io import read_json, write_json, write_npz
 from .models import load_model, resolve_device
@@ -64,7 +65,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "recipe": result.recipe,
         "seed": seed,
         "device": str(dev),
-        "batch_size": min(batch, len(units)),
+        "batch_size": batch_used(result.recipe, len(units), batch),
         "stats": result.stats,
     }
     write_json(out_json, record)

@@ -65,8 +65,8 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
     except with a diversity term, which needs the whole batch at once.
     """
     rec = get_recipe(recipe, overrides)
-    if max_batch is not None and 0 < int(max_batch) < len(units) and rec["diversity"] == 0:
-        step = int(max_batch)
+    step = batch_size(rec, len(units), max_batch)
+    if step < len(units):
         return _concat([visualize(net, layer, units[s:s + step], kind, input_shape, normalize, recipe, overrides,
                                   seed, device, progress) for s in range(0, len(units), step)])
     if kind not in KINDS:
@@ -136,6 +136,14 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
     snaps = {int(k): v.cpu().numpy().astype(np.float32) for k, v in sorted(best["snapshots"].items())}
     return AscentResult(images.cpu().numpy().astype(np.float32), final.astype(np.float32),
                         stats, snaps, rec)
+
+
+def batch_size(rec: dict, n_units: int, max_batch=None) -> int:
+    """Units optimized at once: at most ``max_batch``, except that a diversity term couples the
+    batch and keeps all ``n_units`` together."""
+    if max_batch is None or rec["diversity"] > 0:
+        return n_units
+    return max(1, min(int(max_batch), n_units))
 
 
 def _concat(parts: list[AscentResult]) -> AscentResult:
