@@ -47,7 +47,7 @@ def lay_out(workdir: Path, cfg: dict) -> int:
     """Create the files upstream of the ascent jobs, oldest first; return the number of units."""
     from featviz.config import expected_input, resolve_runs
     from featviz.io import write_json
-    from featviz.models import build, resolve_layers
+    from featviz.model import build, resolve_layers
     from featviz.units import enumerate_units
 
     from snakemake.utils import validate

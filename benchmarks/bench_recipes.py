@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featviz.ascent import list_recipes, visualize  # noqa: E402
 from featviz.ascent.recipes import get_recipe  # noqa: E402
-from featviz.models import load_model  # noqa: E402
+from featviz.model import load_model  # noqa: E402
 from featviz.transfer import score_images  # noqa: E402
 
 

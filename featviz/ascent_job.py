@@ -13,7 +13,8 @@ from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
 from .errors import FeatvizError
 from .io import read_json, write_json, write_npz
-from .models import load_model, resolve_device
+from .device import resolve_device
+from .model import load_model
 from .units import chunks, find_layer, selected_units
 
 

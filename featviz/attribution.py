@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models import LoadedModel
+from .model import LoadedModel
 
 
 def saliency(model: LoadedModel, images_u8: torch.Tensor, device, target: torch.Tensor | None = None,

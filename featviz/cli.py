@@ -51,7 +51,7 @@ def cmd_train(a):
 
 
 def cmd_import_model(a):
-    from .byo import import_model
+    from .import_model import import_model
 
     metrics = import_model(a.model, Path(a.data), Path(a.out), trust=a.trust_checkpoint, device=a.device,
                            run_name=a.run)
@@ -62,7 +62,7 @@ def cmd_import_model(a):
 
 def cmd_evaluate(a):
     from .evaluate import evaluate
-    from .models import load_model
+    from .model import load_model
 
     m = evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), a.device)
     print(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images")
@@ -70,7 +70,7 @@ def cmd_evaluate(a):
 
 def cmd_units(a):
     from .io import write_json
-    from .models import load_model
+    from .model import load_model
     from .units import enumerate_units
 
     model = load_model(Path(a.model), a.trust_checkpoint)
@@ -82,7 +82,7 @@ def cmd_units(a):
 
 def cmd_ascend(a):
     from .ascent_job import run_chunk
-    from .gpu_lock import claim_device
+    from .device import claim_device
 
     run_chunk(Path(a.model), Path(a.units), a.layer, a.chunk, a.config, Path(a.out_npz), Path(a.out_json),
               device=claim_device(a.device), trust=a.trust_checkpoint)
@@ -90,7 +90,7 @@ def cmd_ascend(a):
 
 def cmd_probe(a):
     from .io import read_json
-    from .models import load_model
+    from .model import load_model
     from .probe import probe
 
     s = probe(load_model(Path(a.model), a.trust_checkpoint), read_json(a.units), Path(a.data), Path(a.out),
@@ -103,7 +103,7 @@ def cmd_probe(a):
 
 
 def cmd_transfer(a):
-    from .gpu_lock import claim_device
+    from .device import claim_device
     from .transfer import run_transfer
 
     run_transfer(Path(a.results), Path(a.out), Path(a.transfer_model) if a.transfer_model else None,
@@ -111,7 +111,7 @@ def cmd_transfer(a):
 
 
 def cmd_search(a):
-    from .gpu_lock import claim_device
+    from .device import claim_device
     from .search import run_search
 
     rec = run_search(Path(a.model), a.layer, a.recipe, a.trials, a.units, Path(a.out),

@@ -92,7 +92,7 @@ def expected_input(r: dict) -> tuple[tuple[int, int, int], int] | None:
 
 def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
     """ascent.layers / ascent.units name layers and units that exist in the network."""
-    from .models import build, resolve_layers
+    from .model import build, resolve_layers
     from .units import enumerate_units, find_layer
 
     shape = expected_input(r)
@@ -123,7 +123,7 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
 def _check_run(i: int, r: dict) -> None:
     from .ascent import RecipeError, get_recipe
     from .data import DATASET_NAMES
-    from .models import PRESETS
+    from .model import PRESETS
 
     where = f"runs[{i}]"
     if r["dataset"] not in DATASET_NAMES:
@@ -162,11 +162,11 @@ def resolve_runs(config: dict) -> list[Run]:
         if name in seen:
             raise FeatvizError(f"runs[{i}].name: duplicate run name '{name}' (also runs[{seen[name]}]); give each run its own name")
         seen[name] = i
-        from .models import resolve_layers
+        from .model import resolve_layers
 
         model = dict(r.get("model") or {})
         if model.get("import"):
-            from .byo import identity as import_identity
+            from .model.formats import identity as import_identity
 
             # the imported file's sha256 (and its class's source) decide the weights
             model_id = {"import": import_identity(model["import"], model, f"runs[{i}].model.import")}

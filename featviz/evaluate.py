@@ -9,27 +9,17 @@ import torch
 from .data import load_prepared
 from .figures import confusion_png, image_grid_png
 from .io import write_json, write_npz
-from .models import LoadedModel, resolve_device
-from .train import to_input
+from .device import resolve_device
+from .model import LoadedModel
 
 MAX_MISCLASSIFIED = 64
-
-
-@torch.no_grad()
-def predict(model: LoadedModel, images: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
-    """Softmax probabilities for uint8 images, in batches."""
-    model.net.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        out.append(torch.softmax(model.net(to_input(images[i:i + batch_size], model, device)), 1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(model.classes))
 
 
 def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "auto") -> dict:
     dev = resolve_device(device)
     model.to(dev)
     test = load_prepared(data_dir, train=False)
-    probs = predict(model, test.images, dev)
+    probs = model.predict(test.images, dev)
     pred = probs.argmax(1)
     true = test.labels
     k = len(model.classes)

@@ -31,8 +31,8 @@ from .attribution import saliency
 from .data import load_prepared
 from .errors import FeatvizError
 from .io import write_json, write_npz
-from .models import LoadedModel, resolve_device
-from .train import to_input
+from .device import resolve_device
+from .model import LoadedModel
 
 PASSTHROUGH = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Dropout2d,
                nn.BatchNorm2d, nn.Identity)
@@ -170,7 +170,7 @@ def _accuracy(model, images, labels, dev, module=None, removed=(), batch_size=10
     try:
         correct = 0
         for s in range(0, len(images), batch_size):
-            out = model.net(to_input(images[s:s + batch_size], model, dev))
+            out = model.net(model.to_input(images[s:s + batch_size], dev))
             correct += int((out.argmax(1).cpu() == labels[s:s + batch_size]).sum())
     finally:
         if h is not None:
@@ -260,7 +260,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     try:
         with torch.no_grad():
             for s in range(0, n, batch_size):
-                out = net(to_input(images[s:s + batch_size], model, dev))
+                out = net(model.to_input(images[s:s + batch_size], dev))
                 correct += int((out.argmax(1).cpu() == labels[s:s + batch_size]).sum())
                 for j, layer in enumerate(layers):
                     a = captured[j].detach().float().cpu()
@@ -285,7 +285,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
         sample_idx = _pick_samples(labels, min(samples, n))
         sample_maps = {}
         with torch.no_grad():
-            logits = net(to_input(images[sample_idx], model, dev))
+            logits = net(model.to_input(images[sample_idx], dev))
             for j, layer in enumerate(layers):
                 if layer["kind"] == "conv":
                     sample_maps[j] = captured[j].detach().float().cpu()

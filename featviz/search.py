@@ -111,7 +111,8 @@ def run_search(model_dir: Path, layer: str, recipe: str, trials: int, units: lis
                baseline_images: int = 256) -> dict:
     from .ascent import RecipeError, get_recipe, visualize
     from .io import write_json
-    from .models import load_model, resolve_device
+    from .device import resolve_device
+    from .model import load_model
     from .units import enumerate_units, find_layer
 
     if trials < 1:
@@ -154,9 +155,7 @@ def run_search(model_dir: Path, layer: str, recipe: str, trials: int, units: lis
         tsoft = None
         recognized = None
         if tmodel is not None:
-            with torch.no_grad():
-                q = torch.softmax(tmodel.net(tmodel.normalize(torch.as_tensor(r.images, device=dev))).float(), 1)
-            q = q.cpu().numpy()
+            q = tmodel.predict(torch.as_tensor(r.images), dev, batch_size=max(1, len(r.images))).numpy()
             tsoft = q[np.arange(len(units)), units]
             recognized = int((q.argmax(1) == np.asarray(units)).sum())
         score, metrics = score_trial(kind, r.stats, r.objective.astype(np.float64), baseline, tsoft)

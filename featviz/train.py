@@ -14,20 +14,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import Split, load_info, load_prepared
+from .data import load_info, load_prepared
 from .errors import FeatvizError
 from .io import write_json
-from .models import LoadedModel, build, resolve_device, resolve_layers, save_model
+from .device import resolve_device
+from .model import LoadedModel, build, resolve_layers, save_model
 
 
 def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def to_input(images_u8: torch.Tensor, model: LoadedModel, device) -> torch.Tensor:
-    x = images_u8.to(device, non_blocking=True).float().div_(255.0)
-    return model.normalize(x)
 
 
 def augment(x: torch.Tensor, cfg: dict, g: torch.Generator) -> torch.Tensor:
@@ -70,19 +66,6 @@ def _precision(cfg: dict, dev: torch.device) -> torch.dtype | None:
     if want not in ("auto", "bf16"):
         raise FeatvizError(f"train.precision: unknown precision '{want}' (known: auto, fp32, bf16)")
     return None
-
-
-@torch.no_grad()
-def accuracy(model: LoadedModel, split: Split, device, batch_size: int = 1000, dtype: torch.dtype | None = None,
-             memory_format=torch.contiguous_format) -> float:
-    model.net.eval()
-    correct = 0
-    for i in range(0, len(split.labels), batch_size):
-        x = to_input(split.images[i:i + batch_size], model, device).contiguous(memory_format=memory_format)
-        with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model.net(x)
-        correct += (logits.argmax(1).cpu() == split.labels[i:i + batch_size]).sum().item()
-    return correct / max(1, len(split.labels))
 
 
 def make_optimizer(net, cfg: dict, steps_total: int):
@@ -159,7 +142,7 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
                 xb = augment(xb, aug, g)
             yb = train_split.labels[idx].to(dev)
             with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = forward(to_input(xb, model, dev).contiguous(memory_format=fmt))
+                logits = forward(model.to_input(xb, dev).contiguous(memory_format=fmt))
                 loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
             if not torch.isfinite(loss):
                 raise FeatvizError(
@@ -175,7 +158,7 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         bar.close()
-        test_acc = accuracy(model, test_split, dev, dtype=dtype, memory_format=fmt)
+        test_acc = model.accuracy(test_split.images, test_split.labels, dev, dtype=dtype, memory_format=fmt)
         curves.append({
             "epoch": epoch,
             "train_loss": loss_sum / seen,

@@ -112,11 +112,8 @@ def read_class_images(run_dir: Path) -> tuple[np.ndarray, list[int], list[dict],
     return (np.concatenate(images) if images else np.zeros(shape, np.float32)), units, stats, recipe
 
 
-@torch.no_grad()
 def _softmax(model, images: np.ndarray, device) -> np.ndarray:
-    x = torch.as_tensor(images, dtype=torch.float32, device=device)
-    out = [torch.softmax(model.net(model.normalize(x[s:s + 256])).float(), 1) for s in range(0, len(x), 256)]
-    return torch.cat(out).cpu().numpy() if out else np.zeros((0, len(model.classes)), np.float32)
+    return model.predict(torch.as_tensor(images, dtype=torch.float32), device, batch_size=256).numpy()
 
 
 def class_robustness(model, images: np.ndarray, targets, seed: int = 0, samples: int = 8, device="cpu"):
@@ -188,7 +185,8 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
                  trust: bool = False, seed: int = 0, samples: int = 8) -> dict:
     """Score every class image of `run_dir` (results/<run>) and write `out` (transfer.json)."""
     from .io import read_json, write_json
-    from .models import load_model, resolve_device
+    from .device import resolve_device
+    from .model import load_model
 
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -231,7 +229,7 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
 def check_transfer_config(where: str, transfer_cfg: dict | None, input_shape=None, num_classes: int = 2) -> None:
     """Config checks for runs[i].ascent.transfer that need featviz's knowledge: preset names,
     and (where the input shape is known) that the network builds."""
-    from .models import PRESETS, build
+    from .model import PRESETS, build
 
     if not transfer_cfg:
         return

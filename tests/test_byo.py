@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from featviz.byo import import_model
+from featviz.import_model import import_model
 from featviz.config import resolve_runs
 from featviz.data import prepare
 from featviz.errors import FeatvizError
 from featviz.io import read_json
-from featviz.models import build, load_model
+from featviz.model import build, load_model
 from featviz.units import enumerate_units
 from tests.test_data_fixtures import image_folder
 

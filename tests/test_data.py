@@ -2,7 +2,6 @@
 files can be wrong. All data here is synthetic and tiny."""
 from __future__ import annotations
 
-import gzip
 import pickle
 from pathlib import Path
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from featviz.errors import FeatvizError
-from featviz.models import PRESETS, build, resolve_layers
+from featviz.model import PRESETS, build, resolve_layers
 from featviz.units import enumerate_units
 
 

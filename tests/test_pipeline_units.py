@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from torch import nn
 
 from featviz.data import load_prepared, load_info
 from featviz.errors import FeatvizError
-from featviz.models import PRESETS, build, load_model, resolve_layers
+from featviz.model import PRESETS, build, load_model, resolve_layers
 from featviz.units import enumerate_units
 
 

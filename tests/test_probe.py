@@ -11,7 +11,7 @@ from torch import nn
 
 from featviz.attribution import saliency
 from featviz.errors import FeatvizError
-from featviz.models import load_model
+from featviz.model import load_model
 from featviz.probe import _receptive_field_empirical, module_of, probe, receptive_field
 from featviz.report.synthetic import make_run
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from featviz.errors import FeatvizError
-from featviz.models import load_model
+from featviz.model import load_model
 
 
 def _copy(trained, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from featviz.ascent import get_recipe
 from featviz.cli import main
 from featviz.io import read_json, save_torch
-from featviz.models import build, save_model
+from featviz.model import build, save_model
 from featviz.search import (BLUR_SIGMA, DECAY, JITTERS, LR_FACTOR, MEDIAN_SIZES, run_search, sample_overrides,
                             score_trial)
 from tests.synthetic import MICRO_LAYERS
@@ -110,7 +110,7 @@ def test_cli_search_conv_with_baseline(tmp_path, capsys):
     d = read_json(out)
     assert d["kind"] == "conv" and len(d["baseline"]) == 2
     # the baseline is each unit's largest channel mean over the real images
-    from featviz.models import load_model
+    from featviz.model import load_model
     model = load_model(m)
     with torch.no_grad():
         imgs = torch.load(data / "test.pt")["images"].float() / 255

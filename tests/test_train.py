@@ -7,7 +7,7 @@ import torch
 
 from featviz.data import prepare
 from featviz.io import read_json
-from featviz.models import load_model
+from featviz.model import load_model
 from featviz.train import augment, train
 from tests.test_data_fixtures import image_folder
 

@@ -11,7 +11,7 @@ import torch
 from featviz.ascent_job import run_chunk
 from featviz.cli import main
 from featviz.io import read_json, write_json
-from featviz.models import build, load_model, save_model
+from featviz.model import build, load_model, save_model
 from featviz.transfer import (SMALL_TRANSFER_LAYERS, check_transfer_config, read_class_images, run_transfer,
                               score_images, summarize, transfer_model_config, transfer_train_config)
 from featviz.units import enumerate_units
@@ -126,11 +126,9 @@ def test_robustness_is_fraction_of_logit_kept():
         net[1].weight[0, 4 * 8 + 4] = 1.0
         net[1].bias.zero_()
 
-    class M:
-        pass
+    from featviz.model import LoadedModel
 
-    m = M()
-    m.net, m.normalize, m.classes = net, (lambda v: v), CLASSES
+    m = LoadedModel(net, list(CLASSES), (1, 8, 8), [0.0], [1.0])
     flat = np.full((1, 1, 8, 8), 0.7, np.float32)   # any shift / small rotation keeps the pixel
     spot = np.zeros((1, 1, 8, 8), np.float32)        # a lone bright pixel moves away
     spot[0, 0, 4, 4] = 1.0

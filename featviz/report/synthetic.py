@@ -14,7 +14,7 @@ import torch
 
 from ..evaluate import evaluate
 from ..io import write_json, write_npz
-from ..models import build, load_model, save_model
+from ..model import build, load_model, save_model
 from ..probe import probe
 from ..units import chunks, enumerate_units
 

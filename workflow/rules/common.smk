@@ -8,6 +8,7 @@ from snakemake.utils import validate
 import yaml
 
 from featviz.config import export_data_root, resolve_runs, schema_error
+from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
 from featviz.units import n_chunks, selected_units
 
@@ -31,17 +32,7 @@ SEED = config["seed"]
 TRUST = "--trust-checkpoint" if config["trust_checkpoint"] else ""
 
 
-def _wants_gpu():
-    if DEVICE.startswith("cuda"):
-        return 1
-    if DEVICE == "auto":
-        import torch
-
-        return int(torch.cuda.is_available())
-    return 0
-
-
-GPU = _wants_gpu()
+GPU = int(wants_gpu(DEVICE))
 
 
 wildcard_constraints:

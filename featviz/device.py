@@ -1,4 +1,9 @@
-"""One GPU per job on a local multi-GPU machine.
+"""The one place that decides which device a job computes on.
+
+`resolve_device`: `auto` is cuda, then mps, then cpu; anything else as given, checked.
+`wants_gpu`: whether jobs with this device setting should declare a `gpu` resource.
+
+One GPU per job on a local multi-GPU machine:
 
 Snakemake's `gpu` resource is only a counter: it never sets CUDA_VISIBLE_DEVICES, so two jobs
 started at once would both use cuda:0. `claim_device` picks the first GPU whose lock file is free
@@ -12,6 +17,10 @@ import fcntl
 import os
 import tempfile
 from pathlib import Path
+
+import torch
+
+from .errors import FeatvizError
 
 _held = []  # open lock files, kept for the life of the process
 
@@ -42,10 +51,31 @@ def claim_device(device: str) -> str:
     locked `cuda:i`. Anything else: unchanged."""
     if device not in ("auto", "cuda") or os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         return device
-    import torch
-
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n <= 1:
         return device
     i = claim_gpu(n)
     return f"cuda:{i}" if i is not None else device
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise FeatvizError(f"device: unknown device '{device}' (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FeatvizError(f"device: '{device}' requested but CUDA is not available here (use auto or cpu)")
+    return dev
+
+
+def wants_gpu(device: str) -> bool:
+    """True when jobs configured with `device` compute on a GPU (declare a `gpu` resource)."""
+    if device.startswith("cuda"):
+        return True
+    return device == "auto" and torch.cuda.is_available()

@@ -4,13 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from featviz import gpu_lock
+from featviz import device as gpu_lock
 
 
 def test_two_claims_get_two_gpus_and_a_third_gets_none(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from featviz.gpu_lock import claim_gpu; "
+         "import sys, time; from pathlib import Path; from featviz.device import claim_gpu; "
          f"print(claim_gpu(2, Path({str(tmp_path)!r})), flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:

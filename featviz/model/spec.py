@@ -1,4 +1,4 @@
-"""Spec-driven CNN builder, the seeds' networks as named presets, and checkpoints.
+"""Spec-driven CNN builder and the seeds' networks as named presets.
 
 A spec is a list of layers, each a dict with a `type`:
   conv (out, kernel, padding: same|valid|int, stride), relu, maxpool (kernel), avgpool (kernel),
@@ -7,22 +7,16 @@ A spec is a list of layers, each a dict with a `type`:
   kernel, default 3), globalavgpool (mean over the spatial positions).
 Modules are named by type and count (conv1, relu1, pool1, drop1, bn1, flatten, fc1, ...), so layer
 names in configs and reports are the same for every network built from a spec.
-
-A model on disk is a folder: `model.pt` (a plain state_dict, loaded with weights_only=True) and
-`model.json` (spec, classes, input shape and the input normalization the net expects).
 """
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import FeatvizError
-from .io import read_json, save_torch, write_json
+from ..errors import FeatvizError
 
 
 def _conv(out, kernel, padding="same", stride=1):
@@ -197,111 +191,3 @@ def build(layers: list[dict], input_shape: tuple[int, int, int], num_classes: in
         if x.numel() == 0:
             raise FeatvizError(f"{where} ({kind}): output is empty for input shape {tuple(input_shape)}")
     return nn.Sequential(mods)
-
-
-@dataclass
-class LoadedModel:
-    """A network plus what it needs to be fed: it takes inputs normalized with mean/std."""
-
-    net: nn.Module
-    classes: list[str]
-    input_shape: tuple[int, int, int]
-    mean: list[float]
-    std: list[float]
-    meta: dict = field(default_factory=dict)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
-
-    def to(self, device) -> "LoadedModel":
-        self.net.to(device)
-        return self
-
-
-def save_model(out_dir: Path, net: nn.Module, meta: dict) -> None:
-    """Write model.pt (state_dict) and model.json atomically; model.json last, so that a folder
-    with model.json is complete."""
-    out_dir = Path(out_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_torch(out_dir / "model.pt", state)
-    write_json(out_dir / "model.json", meta)
-
-
-def load_state_dict(path: Path, trust: bool = False) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise FeatvizError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        if not trust:
-            raise FeatvizError(
-                f"checkpoint {path} cannot be loaded safely ({str(exc).splitlines()[0][:200]}). If it is "
-                f"corrupt, re-create it; if it needs arbitrary unpickling and you trust its source, set "
-                f"trust_checkpoint: true") from None
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:
-            raise FeatvizError(f"checkpoint {path} is corrupt or not a PyTorch file: {exc2}") from None
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise FeatvizError(f"checkpoint {path} does not hold a state_dict (a dict of tensors)")
-    return obj
-
-
-def load_weights(net: nn.Module, state: dict, source: Path) -> None:
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise FeatvizError(
-            f"checkpoint {source} does not match the architecture: "
-            + (f"missing keys {missing[:5]}" if missing else "")
-            + ("; " if missing and unexpected else "")
-            + (f"unexpected keys {unexpected[:5]}" if unexpected else ""))
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if state[k].shape != v.shape]
-    if wrong:
-        k, got, want = wrong[0]
-        raise FeatvizError(f"checkpoint {source} does not match the architecture: '{k}' has shape {got}, the model expects {want}")
-    net.load_state_dict(state)
-
-
-def load_model(model_dir: Path, trust: bool = False) -> LoadedModel:
-    """Load a model folder written by `save_model` (trained or imported from a state_dict) or by
-    `featviz import-model` (a class, a TorchScript or a torch.export archive)."""
-    model_dir = Path(model_dir)
-    meta_path = model_dir / "model.json"
-    if not meta_path.exists():
-        raise FeatvizError(f"model folder {model_dir} has no model.json")
-    meta = read_json(meta_path)
-    shape = tuple(meta["input_shape"])
-    if meta.get("format", "featviz-spec") == "featviz-spec":
-        net = build(meta["layers"], shape, len(meta["classes"]))
-        load_weights(net, load_state_dict(model_dir / "model.pt", trust), model_dir / "model.pt")
-    else:
-        from .byo import build_imported
-
-        net = build_imported(model_dir, meta, trust)
-    net.eval()
-    return LoadedModel(net, list(meta["classes"]), shape, meta["mean"], meta["std"], meta)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise FeatvizError(f"device: unknown device '{device}' (use auto, cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FeatvizError(f"device: '{device}' requested but CUDA is not available here (use auto or cpu)")
-    return dev

@@ -1,0 +1,64 @@
+"""The loaded model every stage uses to feed images to a network: normalization, batching,
+predictions and accuracy live here and nowhere else."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LoadedModel:
+    """A network plus what it needs to be fed: it takes inputs in [0, 1] normalized with mean/std
+    (per channel, in the order of `input_shape`'s channels)."""
+
+    net: nn.Module
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    mean: list[float]
+    std: list[float]
+    meta: dict = field(default_factory=dict)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def to_input(self, images: torch.Tensor, device) -> torch.Tensor:
+        """Images (N, C, H, W), uint8 in [0, 255] or float in [0, 1] -> the normalized float input
+        the network takes, on `device`."""
+        if images.dtype == torch.uint8:
+            x = images.to(device, non_blocking=True).float().div_(255.0)
+        else:
+            x = images.to(device, non_blocking=True).float()
+        return self.normalize(x)
+
+    def to(self, device) -> "LoadedModel":
+        self.net.to(device)
+        return self
+
+    @torch.no_grad()
+    def logits(self, images_u8: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
+        """Class logits (N, classes) of images (uint8, or float in [0, 1]), in batches, on the CPU."""
+        self.net.eval()
+        out = [self.net(self.to_input(images_u8[i:i + batch_size], device)).float().cpu()
+               for i in range(0, len(images_u8), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def predict(self, images_u8: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
+        """Softmax probabilities (N, classes) of images (uint8, or float in [0, 1]), on the CPU."""
+        return torch.softmax(self.logits(images_u8, device, batch_size), 1)
+
+    @torch.no_grad()
+    def accuracy(self, images_u8: torch.Tensor, labels: torch.Tensor, device, batch_size: int = 1000,
+                 dtype: torch.dtype | None = None, memory_format=torch.contiguous_format) -> float:
+        """Top-1 accuracy on uint8 images; optionally under autocast and in a memory format."""
+        self.net.eval()
+        correct = 0
+        for i in range(0, len(labels), batch_size):
+            x = self.to_input(images_u8[i:i + batch_size], device).contiguous(memory_format=memory_format)
+            with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = self.net(x)
+            correct += int((out.argmax(1).cpu() == labels[i:i + batch_size]).sum())
+        return correct / max(1, len(labels))
