@@ -74,10 +74,18 @@ def cmd_units(a):
     from .units import enumerate_units
 
     model = load_model(Path(a.model), a.trust_checkpoint)
-    units = enumerate_units(model.net, model.input_shape, model.classes)
-    write_json(a.out, units)
-    for layer in units["layers"]:
-        print(f"{layer['name']:>16}  {layer['kind']:<6} {layer['units']} units")
+    family = "torchvision" if model.meta.get("format") == "torchvision" else "spec"
+    units = enumerate_units(model.net, model.input_shape, model.classes, a.targets, family=family)
+    if a.out:
+        write_json(a.out, units)
+    chosen = {layer["name"] for layer in units["layers"]} | {n for layer in units["layers"] for n in layer.get("aliases", [])}
+    print(f"{'module':<40} {'type':<22} {'role':<10} {'output':<18} selected")
+    for e in units["available"]:
+        shape = "x".join(str(d) for d in e["output_shape"])
+        calls = f" (called {e['calls']}x: first call)" if e.get("calls", 1) > 1 else ""
+        print(f"{e['name']:<40} {e['module_type']:<22} {e['role']:<10} {shape:<18} {'yes' if e['name'] in chosen else ''}{calls}")
+    n = sum(layer["units"] for layer in units["layers"])
+    print(f"{len(units['layers'])} layers selected (with the classes), {n} units")
 
 
 def cmd_ascend(a):
@@ -210,9 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     device(s)
     trust(s)
 
-    s = verb("units", cmd_units, "list every conv layer, dense layer and the classes of a model")
+    s = verb("units", cmd_units, "list every module a model's units can be read from (with output shapes) and "
+             "write the selected layers and the classes to units.json")
     s.add_argument("--model", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--targets", type=_json_arg, default=None,
+                   help='ascent.targets: a JSON list of module names/globs, {"type": ..., "name": ...} objects or '
+                        '"default" (default: the default targets)')
+    s.add_argument("--out", default=None, help="units.json (omit: only list)")
     trust(s)
 
     s = verb("ascend", cmd_ascend, "activation maximization for one chunk of units of one layer")

@@ -17,6 +17,8 @@ from .errors import FeatvizError
 ENV_DATA_ROOT = "FEATVIZ_DATA_ROOT"
 # Options that decide where bytes come from, not what they are: they stay out of the hash.
 _DATA_KEYS_NOT_HASHED = ("download", "source")
+# Keys added after run ids existed: hashed only when set, so that older configs keep their ids.
+_DATA_KEYS_HASHED_WHEN_SET = ("resize",)
 
 
 def short_hash(obj) -> str:
@@ -38,7 +40,8 @@ class Run:
 
     @property
     def imported(self) -> bool:
-        return bool(self.model.get("import"))
+        """The run's network comes from elsewhere (a file, or torchvision's pretrained weights)."""
+        return bool(self.model.get("import") or self.model.get("weights"))
 
     def data_config(self) -> dict:
         return {"dataset": self.dataset, **self.data}
@@ -57,7 +60,8 @@ def export_data_root(config: dict) -> Path:
 
 
 def _data_identity(run_cfg: dict) -> dict:
-    data = {k: v for k, v in (run_cfg.get("data") or {}).items() if k not in _DATA_KEYS_NOT_HASHED}
+    data = {k: v for k, v in (run_cfg.get("data") or {}).items()
+            if k not in _DATA_KEYS_NOT_HASHED and not (k in _DATA_KEYS_HASHED_WHEN_SET and v is None)}
     return {"dataset": run_cfg["dataset"], **data}
 
 
@@ -91,39 +95,58 @@ def expected_input(r: dict) -> tuple[tuple[int, int, int], int] | None:
 
 
 def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
-    """ascent.layers / ascent.units name layers and units that exist in the network."""
-    from .model import build, resolve_layers
-    from .units import enumerate_units, find_layer
+    """ascent.targets / ascent.layers / ascent.units name modules, layers and units that exist in
+    the network (built here, untrained, for a network featviz trains; an imported network's layers
+    are only known once it is imported: the workflow checks them when units.json exists)."""
+    from .model.architecture import build_architecture, describe, is_torchvision
+    from .units import check_selection, enumerate_units
 
     shape = expected_input(r)
-    if shape is None or model_cfg.get("import"):
+    if shape is None or model_cfg.get("import") or model_cfg.get("weights"):
         return
     try:
-        net = build(resolve_layers(model_cfg), shape[0], shape[1])
+        net = build_architecture(describe(model_cfg), shape[0], shape[1])
     except FeatvizError as exc:
         raise FeatvizError(f"{where}.{exc}") from None
-    units = enumerate_units(net, shape[0], [str(i) for i in range(shape[1])])
     ascent = r.get("ascent") or {}
-    for name in ascent.get("layers") or []:
+    try:
+        units = enumerate_units(net, shape[0], [str(i) for i in range(shape[1])], ascent.get("targets"),
+                                family="torchvision" if is_torchvision(model_cfg) else "spec")
+    except FeatvizError as exc:
+        raise FeatvizError(f"{where}.{exc}") from None
+    check_selection(units, ascent, f"{where}.ascent")
+
+
+def _check_model(where: str, model: dict) -> None:
+    """One way to name the network: a preset, a layer list or a torchvision architecture."""
+    from .model import PRESETS
+    from .model.torchvision_archs import build_kwargs, check_name
+
+    given = [k for k in ("preset", "layers", "torchvision") if model.get(k)]
+    if len(given) > 1:
+        raise FeatvizError(f"{where}.model: give one of preset, layers or torchvision, not {' and '.join(given)}")
+    if model.get("torchvision"):
+        check_name(model["torchvision"], f"{where}.model.torchvision")
         try:
-            find_layer(units, name)
+            build_kwargs(model["torchvision"], model.get("kwargs"))
         except FeatvizError as exc:
-            raise FeatvizError(f"{where}.ascent.layers: {exc}") from None
-    for name, picked in (ascent.get("units") or {}).items():
-        try:
-            layer = find_layer(units, name)
-        except FeatvizError as exc:
-            raise FeatvizError(f"{where}.ascent.units: {exc}") from None
-        bad = [u for u in picked if not 0 <= u < layer["units"]]
-        if bad:
-            raise FeatvizError(f"{where}.ascent.units.{name}: unit {bad[0]} is out of range "
-                               f"({name} has {layer['units']} units: 0..{layer['units'] - 1})")
+            raise FeatvizError(f"{where}.{exc}") from None
+    else:
+        for key in ("kwargs", "weights"):
+            if model.get(key):
+                raise FeatvizError(f"{where}.model.{key}: only for a torchvision architecture (model.torchvision)")
+        if model.get("class_names", "auto") == "imagenet":
+            raise FeatvizError(f"{where}.model.class_names: imagenet is for torchvision architectures")
+    if model.get("weights") and model.get("import"):
+        raise FeatvizError(f"{where}.model: give weights (torchvision's pretrained) or import (your file), not both")
+    if not model.get("import") and not model.get("layers") and not model.get("torchvision"):
+        if model.get("preset") not in PRESETS:
+            raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")
 
 
 def _check_run(i: int, r: dict) -> None:
     from .ascent import RecipeError, get_recipe
     from .data import DATASET_NAMES
-    from .model import PRESETS
 
     where = f"runs[{i}]"
     if r["dataset"] not in DATASET_NAMES:
@@ -133,14 +156,18 @@ def _check_run(i: int, r: dict) -> None:
         raise FeatvizError(f"{where}.data.path: required for dataset imagefolder (a folder with train/<class>/ images)")
     if data.get("path") and not Path(data["path"]).is_dir():
         raise FeatvizError(f"{where}.data.path: folder {data['path']} does not exist")
+    if data.get("resize") is not None:
+        size = data.get("image_size")
+        if not size:
+            raise FeatvizError(f"{where}.data.resize: needs data.image_size (the centre crop taken after resizing)")
+        if data["resize"] < max(size):
+            raise FeatvizError(f"{where}.data.resize: {data['resize']} is smaller than the crop data.image_size "
+                               f"{list(size)}; resize the shorter side to at least {max(size)}")
     if data.get("source") and not Path(data["source"]).is_dir():
         raise FeatvizError(f"{where}.data.source: folder {data['source']} does not exist")
     model = r.get("model") or {}
-    if not model.get("import") and not model.get("layers"):
-        if model.get("preset") not in PRESETS:
-            raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")
-    if not model.get("import"):
-        _check_selection(where, r, model)
+    _check_model(where, model)
+    _check_selection(where, r, model)
     ascent = r.get("ascent") or {}
     for kind, name in (ascent.get("recipe") or {}).items():
         try:
@@ -162,20 +189,26 @@ def resolve_runs(config: dict) -> list[Run]:
         if name in seen:
             raise FeatvizError(f"runs[{i}].name: duplicate run name '{name}' (also runs[{seen[name]}]); give each run its own name")
         seen[name] = i
-        from .model import resolve_layers
-
         model = dict(r.get("model") or {})
         if model.get("import"):
             from .model.formats import identity as import_identity
 
             # the imported file's sha256 (and its class's source) decide the weights
             model_id = {"import": import_identity(model["import"], model, f"runs[{i}].model.import")}
+        elif model.get("weights"):
+            from .model.architecture import describe
+
+            model_id = {"pretrained": {**describe(model), "weights": model["weights"]}}
         else:
-            model_id = {"layers": resolve_layers(model)}
+            from .model.architecture import describe
+
+            arch = describe(model)
+            # a spec's id is its layer list alone, as before torchvision architectures existed
+            model_id = {"layers": arch["layers"]} if arch["format"] == "featviz-spec" else {"architecture": arch}
         identity = {
             "data": _data_identity(r),
             "model": model_id,
-            "train": None if model.get("import") else r.get("train"),
+            "train": None if model.get("import") or model.get("weights") else r.get("train"),
             "seed": config.get("seed", 0),
         }
         data_id = _data_identity(r)

@@ -270,9 +270,26 @@ def _class_folders(split_dir: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _read_images(files: list[Path], channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """Decode (and resize) images into one uint8 (N, C, H, W) tensor; PIL releases the GIL while
-    decoding, so a few threads read a large folder (CIFAR-10's 50,000 JPEGs) in parallel."""
+def resize_center_crop(im, resize: int, size: tuple[int, int]):
+    """torchvision's `Resize(resize)` then `CenterCrop(size)` on a PIL image: the shorter side
+    becomes `resize` (bilinear, antialiased), then the centre `size` (h, w) is cut out."""
+    from PIL import Image
+
+    w, h = im.size
+    if w <= h:
+        nw, nh = resize, max(1, int(resize * h / w))
+    else:
+        nw, nh = max(1, int(resize * w / h)), resize
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BILINEAR)
+    top, left = int(round((nh - size[0]) / 2.0)), int(round((nw - size[1]) / 2.0))
+    return im.crop((left, top, left + size[1], top + size[0]))
+
+
+def _read_images(files: list[Path], channels: int, size: tuple[int, int], resize: int | None = None) -> torch.Tensor:
+    """Decode (and resize, or resize and centre-crop) images into one uint8 (N, C, H, W) tensor;
+    PIL releases the GIL while decoding, so a few threads read a large folder (CIFAR-10's 50,000
+    JPEGs) in parallel."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
@@ -285,7 +302,9 @@ def _read_images(files: list[Path], channels: int, size: tuple[int, int]) -> tor
         try:
             with Image.open(f) as im:
                 im = im.convert(mode)
-                if im.size != (size[1], size[0]):
+                if resize:
+                    im = resize_center_crop(im, resize, size)
+                elif im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 out[i] = np.asarray(im, dtype=np.uint8).reshape(size[0], size[1], channels)
         except (OSError, ValueError, SyntaxError) as exc:
@@ -315,7 +334,8 @@ def _probe_format(first: Path, channels: int | None, size) -> tuple[int, tuple[i
     return channels, (int(size[0]), int(size[1]))
 
 
-def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_fraction: float, seed: int) -> Split:
+def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_fraction: float, seed: int,
+                     resize: int | None = None) -> Split:
     path = Path(path)
     if not (path / "train").is_dir():
         raise FeatvizError(f"data.path: {path} has no train/ folder (expected {path}/train/<class>/<image>)")
@@ -343,7 +363,7 @@ def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_f
         idx = sorted(perm[n_test:] if train else perm[:n_test])
         files = [files_all[i] for i in idx]
         labels = [labels_all[i] for i in idx]
-    images = _read_images(files, channels, size)
+    images = _read_images(files, channels, size, resize)
     return Split(images, torch.tensor(labels, dtype=torch.int64), names)
 
 
@@ -363,7 +383,7 @@ def load_split(data_cfg: dict, data_root: Path, train: bool) -> Split:
     if name == "imagefolder":
         split = load_imagefolder(
             Path(data_cfg["path"]), train, data_cfg.get("channels"), data_cfg.get("image_size"),
-            data_cfg.get("test_fraction", 0.1), data_cfg.get("split_seed", 0))
+            data_cfg.get("test_fraction", 0.1), data_cfg.get("split_seed", 0), data_cfg.get("resize"))
     elif name in BUILTINS:
         source = data_cfg.get("source")
         split = load_builtin(name, Path(data_root), train, data_cfg.get("download", True),

@@ -18,7 +18,9 @@ from .data import load_info, load_prepared
 from .errors import FeatvizError
 from .io import write_json
 from .device import resolve_device
-from .model import LoadedModel, build, resolve_layers, save_model
+from .model import LoadedModel, input_description, save_model
+from .model.architecture import build_architecture, describe
+from .model.torchvision_archs import main_output
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -108,9 +110,9 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
     train_split = load_prepared(data_dir, train=True)
     test_split = load_prepared(data_dir, train=False)
     g = seed_everything(seed)
-    layers = resolve_layers(model_cfg)
+    arch = describe(model_cfg)
     shape = tuple(info["input_shape"])
-    net = build(layers, shape, len(info["classes"])).to(dev)
+    net = build_architecture(arch, shape, len(info["classes"])).to(dev)
     model = LoadedModel(net, info["classes"], shape, info["mean"], info["std"])
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
@@ -142,7 +144,7 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
                 xb = augment(xb, aug, g)
             yb = train_split.labels[idx].to(dev)
             with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = forward(model.to_input(xb, dev).contiguous(memory_format=fmt))
+                logits = main_output(forward(model.to_input(xb, dev).contiguous(memory_format=fmt)))
                 loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
             if not torch.isfinite(loss):
                 raise FeatvizError(
@@ -171,14 +173,15 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
 
     net.eval()
     meta = {
-        "format": "featviz-spec",
+        **arch,
         "run": run_name,
         "dataset": info["dataset"],
         "classes": info["classes"],
         "input_shape": list(shape),
         "mean": info["mean"],
         "std": info["std"],
-        "layers": layers,
+        "input": input_description(shape[0], info["mean"], info["std"], "dataset",
+                                   arch["format"] == "torchvision" and shape[0] == 1),
         "model": model_cfg,
         "train": train_cfg,
         "seed": seed,

@@ -64,3 +64,25 @@ def test_imported_models_through_the_dag(tmp_path):
         assert meta["imported"]["sha256"] and meta["format"] in ("torchscript", "class")
         assert (work / "results" / run / "logs" / "import_model.log").exists()
     assert (work / "reports" / "index.html").exists()
+
+
+@pytest.mark.workflow
+def test_imported_model_selection_naming_a_missing_layer_stops_before_any_ascent(tmp_path):
+    """An imported network's layers are known only once units.json exists: a layer selection naming
+    one it lacks stops there, with one message naming the key and the layers that exist."""
+    image_folder(tmp_path / "imgs", classes=("a", "b", "c"), size=(8, 8), n_train=4, n_test=2)
+    from tests.synthetic import MICRO_LAYERS
+    from featviz.model import build
+
+    torch.jit.save(torch.jit.script(build(MICRO_LAYERS, (3, 8, 8), 3).eval()), str(tmp_path / "micro.ts"))
+    cfg = {"data_root": str(tmp_path), "device": "cpu", "seed": 0,
+           "runs": [{"name": "micro", "dataset": "imagefolder", "data": {"path": str(tmp_path / "imgs")},
+                     "model": {"import": {"path": str(tmp_path / "micro.ts")}},
+                     "ascent": {"layers": ["conv2", "classes"], "transfer": None}}]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    proc = snakemake(work, "--quiet", "rules", configfile=tmp_path / "config.yaml", timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "featviz config error: runs[0].ascent.layers: unknown layer 'conv2' (known: conv1, classes)" in out, out[-3000:]
+    assert not list((work / "results").glob("*/ascent/*"))

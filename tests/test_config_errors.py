@@ -45,6 +45,13 @@ CASES = {
     "bad device": ("device", "gpu", "device: 'gpu' does not match"),
     "data_root missing": ("data_root", "no/such/folder", "data_root: folder 'no/such/folder' does not exist"),
     "imagefolder without path": ("runs.0.data.path", _DELETE, "runs[0].data.path: required for dataset imagefolder"),
+    "unknown torchvision architecture": ("runs.0.model", {"torchvision": "resnet51"},
+                                         "runs[0].model.torchvision: 'resnet51' is not a classification architecture"),
+    "torchvision and a spec at once": ("runs.0.model", {"torchvision": "resnet18", "preset": "hvass-mnist"},
+                                       "runs[0].model: give one of preset, layers or torchvision, not preset and torchvision"),
+    "target matching nothing": ("runs.0.ascent.targets", ["conv1", "layer9*"],
+                                "runs[0].ascent.targets[1]: layer9* matches no module"),
+    "resize without image_size": ("runs.0.data.resize", 16, "runs[0].data.resize: needs data.image_size"),
     "network does not fit input": ("runs.0.model.layers.0", {"type": "conv", "out": 4, "kernel": 30, "padding": "valid"},
                                    "runs[0].model.layers[0] (conv): does not fit"),
 }

@@ -10,8 +10,8 @@ No stage reaches around this package to build or feed a network.
 """
 from .checkpoint import load_state_dict, load_weights, save_model
 from .load import build_network, load_model
-from .loaded import LoadedModel
+from .loaded import LoadedModel, input_description
 from .spec import LAYER_TYPES, PRESETS, build, resolve_layers
 
-__all__ = ["LoadedModel", "load_model", "build_network", "save_model", "load_state_dict", "load_weights",
+__all__ = ["LoadedModel", "input_description", "load_model", "build_network", "save_model", "load_state_dict", "load_weights",
            "build", "resolve_layers", "PRESETS", "LAYER_TYPES"]

@@ -28,8 +28,10 @@ The imported file is copied into `results/<run>/model/model.pt` (a state_dict fo
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import logging
 import sys
 import warnings
 import zipfile
@@ -40,7 +42,7 @@ from torch import nn
 
 from ..errors import FeatvizError
 
-FORMATS = ("auto", "spec", "class", "torchscript", "export")
+FORMATS = ("auto", "spec", "torchvision", "class", "torchscript", "export")
 
 
 def file_sha256(path: Path) -> str:
@@ -73,12 +75,14 @@ def detect_format(imp: dict, model_cfg: dict) -> str:
         return "export"
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         return "torchscript"
+    if model_cfg.get("torchvision"):
+        return "torchvision"
     if model_cfg.get("preset") or model_cfg.get("layers"):
         return "spec"
     raise FeatvizError(
         f"model.import: cannot tell how to read {imp['path']}: it is neither a TorchScript nor a "
-        f"torch.export archive. For a state_dict, give model.preset or model.layers (its featviz spec) "
-        f"or model.import.class (package.module:Class)")
+        f"torch.export archive. For a state_dict, give model.torchvision (a torchvision architecture), "
+        f"model.preset or model.layers (its featviz spec) or model.import.class (package.module:Class)")
 
 
 def _code_file(class_path: str, code_path: str | None) -> Path | None:
@@ -104,6 +108,12 @@ def identity(imp: dict, model_cfg: dict, where: str = "model.import") -> dict:
         from .spec import resolve_layers
 
         ident["layers"] = resolve_layers(model_cfg)
+    if fmt == "torchvision":
+        if not model_cfg.get("torchvision"):
+            raise FeatvizError(f"{where}.format: torchvision needs model.torchvision (the architecture's name)")
+        from .architecture import describe
+
+        ident.update(describe(model_cfg), format="torchvision")
     if fmt == "class":
         if not imp.get("class") or ":" not in imp["class"]:
             raise FeatvizError(f"{where}.class: expected 'package.module:Class', got '{imp.get('class')}'")
@@ -170,9 +180,27 @@ def _load_torchscript(path: Path) -> nn.Module:
             raise FeatvizError(f"model.import: {path} is not a readable TorchScript archive: {str(exc).splitlines()[0][:200]}") from None
 
 
+@contextlib.contextmanager
+def quiet_torch_logs():
+    """Silence torch's own logging (export and the TorchScript converter log warnings and even
+    tracebacks) while featviz reads a foreign format: featviz reports problems itself, in one line."""
+    loggers = [logging.getLogger(n) for n in ("torch", "torch._export", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
 def _load_export(path: Path):
     try:
-        return torch.export.load(str(path))
+        with quiet_torch_logs():
+            return torch.export.load(str(path))
     except Exception as exc:
         raise FeatvizError(f"model.import: {path} is not a readable torch.export archive: {str(exc).splitlines()[0][:200]}") from None
 
@@ -204,11 +232,32 @@ def _as_parameter(t: torch.Tensor) -> nn.Parameter:
     return t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach(), requires_grad=False)
 
 
+def _conv_or_linear(node):
+    """(is_conv, input, weight, bias, (stride, padding, dilation, groups)) of an aten 2-d
+    convolution or linear call, in any of the forms that export and the TorchScript converter
+    produce (a traced net gives `_convolution_mode`, older graphs `convolution`/`_convolution`);
+    None for anything else (transposed convolutions included)."""
+    aten = torch.ops.aten
+    t = node.target
+    if node.kwargs:
+        return None
+    a = list(node.args) + [None] * 9
+    if t == aten.linear.default:
+        return False, a[0], a[1], a[2], None
+    if t in (aten.conv2d.default, aten.conv2d.padding, aten._convolution_mode.default):
+        return True, a[0], a[1], a[2], (a[3] if a[3] is not None else 1, a[4] if a[4] is not None else 0,
+                                        a[5] if a[5] is not None else 1, a[6] if a[6] is not None else 1)
+    if t in (aten.convolution.default, aten._convolution.default):
+        if a[6]:  # transposed
+            return None
+        return True, a[0], a[1], a[2], (a[3], a[4], a[5], a[8])
+    return None
+
+
 def modules_from_graph(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Rewrite a GraphModule from ExportedProgram.module(): each aten conv2d / linear call on
     parameter weights becomes a call of a real nn.Conv2d / nn.Linear holding those parameters, so
     that forward hooks see it. Shape guards of the export are dropped (the batch may vary)."""
-    aten = torch.ops.aten
     graph = gm.graph
     made: dict[str, str] = {}  # weight target -> module name
     for node in list(graph.nodes):
@@ -217,27 +266,20 @@ def modules_from_graph(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
             continue
         if node.op != "call_function":
             continue
-        conv = node.target in (aten.conv2d.default, aten.conv2d.padding)
-        lin = node.target == aten.linear.default
-        if not (conv or lin):
+        call = _conv_or_linear(node)
+        if call is None:
             continue
-        args = list(node.args) + [None] * 7
-        x, w, b = args[0], args[1], args[2]
+        conv, x, w, b, conv_args = call
         if getattr(w, "op", None) != "get_attr" or (b is not None and getattr(b, "op", None) != "get_attr"):
-            continue
-        if node.kwargs:
             continue
         wt = str(w.target)
         if wt not in made:
             weight = _tensor_attr(gm, wt)
             bias = _tensor_attr(gm, str(b.target)) if b is not None else None
-            if weight is None or (b is not None and bias is None):
+            if weight is None or (b is not None and bias is None) or (conv and weight.dim() != 4):
                 continue
             if conv:
-                stride = args[3] if args[3] is not None else 1
-                padding = args[4] if args[4] is not None else 0
-                dilation = args[5] if args[5] is not None else 1
-                groups = args[6] if args[6] is not None else 1
+                stride, padding, dilation, groups = conv_args
                 mod = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=stride,
                                 padding=padding, dilation=dilation, groups=groups, bias=bias is not None)
             else:
@@ -293,10 +335,9 @@ def from_torchscript(path: Path, input_shape) -> tuple[nn.Module, str]:
     try:
         from torch._export.converter import TS2EPConverter
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_torch_logs():
             ep = TS2EPConverter(scripted, (_sample(input_shape),)).convert()
-        net = modules_from_graph(ep.module())
+            net = modules_from_graph(ep.module())
         with torch.no_grad():
             want = scripted(_sample(input_shape) + 0.5)
             got = net(_sample(input_shape) + 0.5)

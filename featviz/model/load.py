@@ -7,16 +7,20 @@ from torch import nn
 
 from ..errors import FeatvizError
 from ..io import read_json
+from . import torchvision_archs
 from .checkpoint import load_state_dict, load_weights
 from .formats import build_class, from_export, from_torchscript, guard_inputs
+from .hookable import no_inplace
 from .loaded import LoadedModel
+from .logits import strip_softmax
 from .spec import build
 
-MODEL_FORMATS = ("featviz-spec", "class", "torchscript", "export")
+MODEL_FORMATS = ("featviz-spec", "torchvision", "class", "torchscript", "export")
 
 
 def build_network(model_dir: Path, meta: dict, trust: bool = False) -> nn.Module:
-    """The network of a model folder, weights loaded, in eval mode."""
+    """The network of a model folder, weights loaded, in eval mode, safe to hook (no in-place
+    activations; a final softmax removed as at import)."""
     model_dir = Path(model_dir)
     fmt = meta.get("format", "featviz-spec")
     weights = model_dir / "model.pt"
@@ -24,7 +28,13 @@ def build_network(model_dir: Path, meta: dict, trust: bool = False) -> nn.Module
     if fmt == "featviz-spec":
         net = build(meta["layers"], shape, len(meta["classes"]))
         load_weights(net, load_state_dict(weights, trust), weights)
-        return net.eval()
+        return no_inplace(net).eval()
+    if fmt == "torchvision":
+        net = torchvision_archs.build(meta["torchvision"], int(meta.get("num_outputs") or len(meta["classes"])),
+                                      meta.get("kwargs"))
+        load_weights(net, load_state_dict(weights, trust), weights)
+        torchvision_archs.adapt_channels(net, shape[0])
+        return no_inplace(net).eval()
     if fmt == "class":
         imp = meta["import"]
         net = build_class(imp["class"], imp.get("kwargs"), imp.get("code_path"))
@@ -36,7 +46,10 @@ def build_network(model_dir: Path, meta: dict, trust: bool = False) -> nn.Module
     else:
         raise FeatvizError(f"model folder {model_dir}: unknown model format '{fmt}' in model.json "
                            f"(known: {', '.join(MODEL_FORMATS)})")
-    return guard_inputs(net).eval()
+    net = no_inplace(guard_inputs(net)).eval()
+    if (meta.get("output") or {}).get("softmax_removed"):
+        strip_softmax(net, shape)
+    return net
 
 
 def load_model(model_dir: Path, trust: bool = False) -> LoadedModel:

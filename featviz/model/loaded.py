@@ -62,3 +62,10 @@ class LoadedModel:
                 out = self.net(x)
             correct += int((out.argmax(1).cpu() == labels[i:i + batch_size]).sum())
         return correct / max(1, len(labels))
+
+
+def input_description(channels: int, mean, std, normalization: str, gray_to_rgb: bool) -> dict:
+    """What the network takes, for model.json and the run page."""
+    return {"channel_order": "RGB" if channels == 3 else "gray", "value_range": [0.0, 1.0],
+            "mean": list(mean), "std": list(std), "normalization": normalization,
+            "formula": "(x - mean) / std per channel, x in [0, 1]", "gray_to_rgb": bool(gray_to_rgb)}

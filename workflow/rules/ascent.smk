@@ -13,6 +13,8 @@ rule ascend:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/ascent/{layer}/{chunk}.log",
+    benchmark:
+        "results/{run}/benchmarks/ascent/{layer}/{chunk}.tsv"
     resources:
         gpu=GPU,
         mem_mb=2000,

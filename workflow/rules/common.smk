@@ -10,7 +10,7 @@ import yaml
 from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
-from featviz.units import n_chunks, selected_units
+from featviz.units import check_selection, n_chunks, selected_units
 
 
 with open(workflow.source_path("../schemas/config.schema.yaml")) as f:
@@ -58,10 +58,22 @@ def ascent_params(wildcards):
     return json.dumps(ascent, sort_keys=True)
 
 
+def checked_units(run_id):
+    """units.json of a run (a checkpoint), with ascent.layers / ascent.units checked against it:
+    an imported network's layers are only known here, before any ascent job."""
+    with open(checkpoints.units.get(run=run_id).output.units) as f:
+        units = json.load(f)
+    where = f"runs[{list(RUNS).index(run_id)}].ascent"
+    try:
+        check_selection(units, RUNS[run_id].ascent, where)
+    except FeatvizError as exc:
+        raise WorkflowError(f"featviz config error: {exc}") from None
+    return units
+
+
 def ascent_results(wildcards):
     """Every ascent job of a run, known once its units are enumerated (a checkpoint)."""
-    with open(checkpoints.units.get(run=wildcards.run).output.units) as f:
-        units = json.load(f)
+    units = checked_units(wildcards.run)
     ascent = RUNS[wildcards.run].ascent
     return [
         f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.json"
@@ -109,8 +121,7 @@ TRANSFER = _transfer_setup()
 
 def class_ascent_results(wildcards):
     """The ascent jobs of a run's class layer (known once units.json exists)."""
-    with open(checkpoints.units.get(run=wildcards.run).output.units) as f:
-        units = json.load(f)
+    units = checked_units(wildcards.run)
     ascent = RUNS[wildcards.run].ascent
     return [
         f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.json"

@@ -25,6 +25,8 @@ rule evaluate:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/evaluate.log",
+    benchmark:
+        "results/{run}/benchmarks/evaluate.tsv"
     resources:
         mem_mb=2000,
     shell:

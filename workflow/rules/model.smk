@@ -20,6 +20,8 @@ rule train:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/train.log",
+    benchmark:
+        "results/{run}/benchmarks/train.tsv"
     threads: 4
     resources:
         gpu=GPU,
@@ -33,7 +35,7 @@ rule train:
 
 rule import_model:
     input:
-        weights=lambda wildcards: RUNS[wildcards.run].model["import"]["path"],
+        weights=lambda wildcards: [RUNS[wildcards.run].model["import"]["path"]] if RUNS[wildcards.run].model.get("import") else [],
         test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
         info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
     output:
@@ -51,6 +53,8 @@ rule import_model:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/import_model.log",
+    benchmark:
+        "results/{run}/benchmarks/import_model.tsv"
     resources:
         mem_mb=4000,
     shell:

@@ -26,6 +26,8 @@ rule probe:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/probe.log",
+    benchmark:
+        "results/{run}/benchmarks/probe.tsv"
     resources:
         mem_mb=3000,
     shell:

@@ -21,6 +21,8 @@ rule report_run:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/report.log",
+    benchmark:
+        "results/{run}/benchmarks/report.tsv"
     localrule: True
     shell:
         "featviz report --results results/{wildcards.run} --config {params.cfg:q} "
@@ -37,6 +39,8 @@ rule archive:
         "../envs/featviz.yaml"
     log:
         "results/logs/archive/{run}.log",
+    benchmark:
+        "results/{run}/benchmarks/archive.tsv"
     localrule: True
     shell:
         "featviz archive --report {input.site} --results results/{wildcards.run} "

@@ -21,6 +21,8 @@ rule transfer_train:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/transfer_train.log",
+    benchmark:
+        "results/{run}/benchmarks/transfer_train.tsv"
     threads: 4
     resources:
         gpu=GPU,
@@ -50,6 +52,8 @@ rule transfer:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/transfer.log",
+    benchmark:
+        "results/{run}/benchmarks/transfer.tsv"
     resources:
         mem_mb=2000,
     shell:
