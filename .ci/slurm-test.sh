@@ -11,7 +11,7 @@
 #     under `timeout`, RESULTS_DIR being a fresh temporary directory (kept for inspection),
 # (c) checks
 #     1. snakemake exited 0 and a dry run afterwards has nothing left to do;
-#     2. every job of the GPU rules (default: ascend, ascend_classes) that Snakemake submitted
+#     2. every job of the GPU rules (default: ascend) that Snakemake submitted
 #        (per its logs in RESULTS_DIR/.snakemake/slurm_logs/rule_<rule>/) is known to Slurm,
 #        COMPLETED, and was submitted with a GPU request (squeue tres-per-job/-node has "gpu");
 #        at least one such job exists;
@@ -27,7 +27,7 @@
 #                             (sbatch --export=ALL), so the `featviz` console script of the
 #                             same venv is found inside the jobs.
 #   FEATVIZ_SLURM_TIMEOUT     seconds before snakemake is killed (default 1800)
-#   FEATVIZ_SLURM_GPU_RULES   space-separated rule names to check (default "ascend ascend_classes")
+#   FEATVIZ_SLURM_GPU_RULES   space-separated rule names to check (default "ascend")
 #   FEATVIZ_SLURM_RESULTS     results dir to use instead of a fresh temporary one
 #   FEATVIZ_SLURM_KEEP=1      leave the cluster running afterwards
 # Extra arguments after CONFIGFILE are passed to snakemake.
@@ -44,7 +44,7 @@ shift 2
 
 PROFILE=$REPO/profiles/slurm-ci
 TIMEOUT=${FEATVIZ_SLURM_TIMEOUT:-1800}
-GPU_RULES=${FEATVIZ_SLURM_GPU_RULES:-ascend ascend_classes}
+GPU_RULES=${FEATVIZ_SLURM_GPU_RULES:-ascend}
 SNAKEMAKE=${SNAKEMAKE:-$(command -v snakemake || true)}
 [[ -n $SNAKEMAKE && -x $SNAKEMAKE ]] || { echo "snakemake not found (set SNAKEMAKE=...)" >&2; exit 2; }
 SNAKEMAKE=$(realpath -s "$SNAKEMAKE")

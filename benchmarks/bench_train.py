@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py mnist --threads 1            # seed 000's net, 2 epochs
     python benchmarks/bench_train.py cifar10 --folder /work/cifar10-jpg --threads 1
+    python benchmarks/bench_train.py cifar10 --torchvision resnet18 --epochs 15   # torchvision's resnet18
 
 mnist reads ../shared/data/MNIST (the real files); cifar10 reads the CIFAR-10 JPEG training
 images as an image folder and holds out `--test-fraction` of them (seeded) as the test split, so
@@ -58,6 +59,7 @@ def main() -> None:
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is the default)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--preset", help="model preset instead of the default")
+    p.add_argument("--torchvision", help="a torchvision architecture (e.g. resnet18) instead of the preset")
     p.add_argument("--crop-padding", type=int, help="augment.crop_padding instead of the default")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, = cores)")
     p.add_argument("--seed", type=int, default=0)
@@ -74,6 +76,8 @@ def main() -> None:
         cfg["train"].setdefault("augment", {})["crop_padding"] = a.crop_padding
     if a.preset:
         cfg["model"] = {"preset": a.preset}
+    if a.torchvision:
+        cfg["model"] = {"torchvision": a.torchvision}
 
     key = hashlib.sha256(json.dumps(cfg["data"], sort_keys=True).encode()).hexdigest()[:8]
     data_dir = Path(a.cache) / f"{a.which}-{key}"

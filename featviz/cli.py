@@ -43,17 +43,19 @@ def cmd_data(a):
 
 
 def cmd_train(a):
+    from .device import claim_device
     from .train import train
 
-    metrics = train(Path(a.data), a.model, a.train, Path(a.out), seed=a.seed, device=a.device,
+    metrics = train(Path(a.data), a.model, a.train, Path(a.out), seed=a.seed, device=claim_device(a.device),
                     run_name=a.run, progress=not a.no_progress, threads=a.threads)
     print(f"trained in {metrics['train_wall_s']} s: test accuracy {metrics['final_test_accuracy']:.4f}")
 
 
 def cmd_import_model(a):
+    from .device import claim_device
     from .import_model import import_model
 
-    metrics = import_model(a.model, Path(a.data), Path(a.out), trust=a.trust_checkpoint, device=a.device,
+    metrics = import_model(a.model, Path(a.data), Path(a.out), trust=a.trust_checkpoint, device=claim_device(a.device),
                            run_name=a.run)
     imp = metrics["imported"]
     print(f"imported {imp['path']} ({imp['format']}: {imp['how']}): test accuracy "
@@ -61,10 +63,11 @@ def cmd_import_model(a):
 
 
 def cmd_evaluate(a):
+    from .device import claim_device
     from .evaluate import evaluate
     from .model import load_model
 
-    m = evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), a.device)
+    m = evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), claim_device(a.device))
     print(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images")
 
 
@@ -97,12 +100,13 @@ def cmd_ascend(a):
 
 
 def cmd_probe(a):
+    from .device import claim_device
     from .io import read_json
     from .model import load_model
     from .probe import probe
 
     s = probe(load_model(Path(a.model), a.trust_checkpoint), read_json(a.units), Path(a.data), Path(a.out),
-              device=a.device, top_k=a.top_k, samples=a.samples, corr_threshold=a.corr_threshold,
+              device=claim_device(a.device), top_k=a.top_k, samples=a.samples, corr_threshold=a.corr_threshold,
               prune_images=a.prune_images, prune_tolerance=a.prune_tolerance)
     for layer in s["layers"]:
         p = layer.get("pruning")

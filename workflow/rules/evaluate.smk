@@ -28,6 +28,7 @@ rule evaluate:
     benchmark:
         "results/{run}/benchmarks/evaluate.tsv"
     resources:
+        gpu=GPU,
         mem_mb=2000,
     shell:
         "featviz evaluate --model results/{wildcards.run}/model --data {params.data} "

@@ -56,6 +56,7 @@ rule import_model:
     benchmark:
         "results/{run}/benchmarks/import_model.tsv"
     resources:
+        gpu=GPU,
         mem_mb=4000,
     shell:
         "featviz import-model --data {params.data} --model {params.model:q} --device {params.device} {params.trust} "

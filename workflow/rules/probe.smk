@@ -29,6 +29,7 @@ rule probe:
     benchmark:
         "results/{run}/benchmarks/probe.tsv"
     resources:
+        gpu=GPU,
         mem_mb=3000,
     shell:
         "featviz probe --model results/{wildcards.run}/model --units {input.units} --data {params.data} "

@@ -55,6 +55,7 @@ rule transfer:
     benchmark:
         "results/{run}/benchmarks/transfer.tsv"
     resources:
+        gpu=GPU,
         mem_mb=2000,
     shell:
         "featviz transfer --results results/{wildcards.run} {params.tmodel} --seed {params.seed} "
