@@ -121,6 +121,70 @@ def load_times(report: Path) -> dict:
     return out
 
 
+def unit_step_flops(arch: str, size: int, targets: str) -> list[tuple[str, int, float]]:
+    """(layer, units, FLOPs of one unit-step: the forward up to the layer plus the gradient with
+    respect to the input, as the ascent computes it) for every selected layer at `size` px."""
+    import torch
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from featviz.ascent.hooks import ActivationReader
+    from featviz.units import enumerate_units
+
+    net = torchvision.models.get_model(arch, weights=None).eval().requires_grad_(False)
+    units = enumerate_units(net, (3, size, size), [str(i) for i in range(1000)],
+                            [{"type": "conv"}] if targets == "conv" else None, family="torchvision")
+    rows = []
+    for layer in units["layers"]:
+        name = None if layer["kind"] == "class" else layer["name"]
+        x = torch.rand(1, 3, size, size, requires_grad=True)
+        with FlopCounterMode(display=False) as fc:
+            with ActivationReader(net, [name]) as reader:
+                a = reader(x)[name]
+            a.flatten(1)[:, 0].sum().backward()
+        rows.append((layer["name"], layer["units"], float(fc.get_total_flops())))
+    return rows
+
+
+def measured_cpu_rate(arch: str, size: int, layer: str, units: int = 4, steps: int = 3) -> float:
+    """Achieved GFLOP/s of featviz's lucid ascent on this CPU for a few units of one layer."""
+    import torch
+    import torchvision
+
+    from featviz.ascent import visualize
+
+    net = torchvision.models.get_model(arch, weights=None).eval()
+    flops = dict((n, f) for n, _, f in unit_step_flops(arch, size, "default"))
+    ov = {"steps": steps, "snapshots": 0, "robustness_samples": 0, "dead_retries": 0}
+    visualize(net, layer, list(range(units)), "conv", (3, size, size), recipe="lucid", overrides={**ov, "steps": 1})
+    t = time.perf_counter()
+    visualize(net, layer, list(range(units)), "conv", (3, size, size), recipe="lucid", overrides=ov)
+    wall = time.perf_counter() - t
+    return flops[layer] * units * steps / wall / 1e9, units * steps / wall, torch.get_num_threads()
+
+
+def project(arch: str, size: int, steps: int, targets: str, job_overhead_s: float, chunk: int) -> None:
+    """The wall time of the full report at `steps` steps, from FLOP counts and throughputs."""
+    rows = unit_step_flops(arch, size, targets)
+    n = sum(u for _, u, _ in rows)
+    total = sum(u * f for _, u, f in rows) * steps
+    jobs = sum(-(-u // chunk) for _, u, _ in rows)
+    print(f"\n== projection: {arch} at {size} px, {len(rows)} layers, {n} units, {steps} steps, "
+          f"{jobs} ascent jobs of <= {chunk} units")
+    print(f"FLOPs: {total / 1e15:.1f} PFLOP in all, {total / n / steps / 1e9:.2f} GFLOP per unit-step on average")
+    gflops, rate, threads = measured_cpu_rate(arch, size, "layer3.1" if "resnet" in arch else rows[len(rows) // 2][0])
+    print(f"this CPU ({threads} threads), measured: {gflops:.1f} GFLOP/s achieved ({rate:.2f} unit-steps/s on layer3.1)")
+    cases = [("this CPU, 1 process", gflops * 1e9, 1)]
+    for eff in (0.10, 0.30):
+        cases.append((f"1 H200 at {eff:.0%} of 989 TFLOP/s bf16 (assumed, not measured)", 989e12 * eff, 1))
+        cases.append((f"8 H200 via Slurm at {eff:.0%} (assumed)", 989e12 * eff, 8))
+    for what, rate_flops, gpus in cases:
+        compute = total / rate_flops / gpus
+        overhead = jobs * job_overhead_s / gpus
+        print(f"  {what:<62} compute {compute / 3600:>9.2f} h + job start-up {overhead / 3600:.2f} h "
+              f"= {(compute + overhead) / 3600:.2f} h")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", nargs="+", default=["resnet18", "resnet50"])
@@ -132,7 +196,15 @@ def main() -> None:
     p.add_argument("--targets", choices=("conv", "default"), default="conv")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--workdir", default="/tmp/featviz-scale")
+    p.add_argument("--project", metavar="ARCH", help="only print the projection of the full report of ARCH at "
+                   "--project-size px and --project-steps steps (no workflow run)")
+    p.add_argument("--project-size", type=int, default=224)
+    p.add_argument("--project-steps", type=int, default=512)
+    p.add_argument("--job-overhead", type=float, default=5.0, help="seconds of start-up per ascent job (from a rehearsal)")
     a = p.parse_args()
+    if a.project:
+        project(a.project, a.project_size, a.project_steps, a.targets, a.job_overhead, a.chunk_size)
+        return
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     folder = workdir / "imagenet-synth"

@@ -1,0 +1,71 @@
+"""config/README.md documents every key of the schema, with the schema's default (one source of
+config truth: the schema; this test keeps the key reference from drifting)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MISSING = object()
+
+
+CONTAINER = object()
+
+
+def schema_keys(node: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> default (MISSING where the schema has none; CONTAINER for an object whose keys
+    are documented one by one) of every key: objects are walked, the runs as runs[i], other arrays
+    (layer specs, targets) are leaves."""
+    out = {}
+    for key, sub in (node.get("properties") or {}).items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        out[dotted] = CONTAINER if sub.get("properties") and key != "transfer" else sub.get("default", MISSING)
+        if key == "runs":
+            out.update(schema_keys(sub["items"], "runs[i]"))
+        elif "object" in (sub.get("type") if isinstance(sub.get("type"), list) else [sub.get("type")]):
+            out.update(schema_keys(sub, dotted))
+    return out
+
+
+def readme_keys(text: str) -> dict[str, str]:
+    """Dotted key -> the README's default cell, from its `| key | default | meaning |` tables under
+    headings naming the section (`## Top level`, `### \\`runs[i].data\\``)."""
+    out, section = {}, None
+    for line in text.splitlines():
+        h = re.match(r"^#{2,3} (.*)", line)
+        if h:
+            m = re.search(r"`([^`]+)`", h.group(1))
+            section = "" if "Top level" in h.group(1) else (m.group(1) if m else None)
+            continue
+        if section is None or not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        keys = re.findall(r"`([^`]+)`", cells[0])
+        defaults = re.findall(r"`([^`]*)`", cells[1]) or [cells[1]]
+        if len(defaults) == 1:
+            defaults = defaults * len(keys)
+        for key, default in zip(keys, defaults):
+            out[f"{section}.{key}" if section else key] = default
+    return out
+
+
+def test_readme_lists_every_schema_key_with_its_default():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    keys = schema_keys(schema)
+    want = {k: v for k, v in keys.items() if v is not CONTAINER}
+    have = readme_keys((ROOT / "config" / "README.md").read_text())
+    assert not sorted(set(want) - set(have)), f"keys in the schema, not in config/README.md: {sorted(set(want) - set(have))}"
+    assert not sorted(set(have) - set(keys)), f"keys in config/README.md, not in the schema: {sorted(set(have) - set(keys))}"
+    wrong = []
+    for key, default in want.items():
+        if default is MISSING:
+            continue
+        try:
+            documented = yaml.safe_load(have[key])
+        except yaml.YAMLError:
+            documented = have[key]
+        if documented != default:
+            wrong.append(f"{key}: schema {default!r}, README {have[key]!r}")
+    assert not wrong, "defaults differ:\n" + "\n".join(wrong)
