@@ -12,10 +12,24 @@ import torch
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
 from .errors import FeatvizError
-from .io import read_json, write_json, write_npz
+from .io import pack_images, read_json, write_json, write_npz
 from .device import resolve_device
 from .model import load_model
 from .units import chunks, find_layer, selected_units
+
+
+SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
+
+
+def small_snapshot(images: np.ndarray, size: int = SNAPSHOT_SIZE) -> np.ndarray:
+    """(N, C, H, W) float -> uint8, area-downscaled so that the longer side is at most `size`."""
+    h, w = images.shape[-2:]
+    if max(h, w) > size:
+        factor = max(h, w) / size
+        out = (max(1, round(h / factor)), max(1, round(w / factor)))
+        images = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(images, np.float32)),
+                                                 size=out, mode="area").numpy()
+    return pack_images(images)
 
 
 def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
@@ -55,8 +69,8 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
         seed=seed, device=str(dev), progress=False, max_batch=batch)
     wall = time.perf_counter() - started
-    snapshots = {f"snapshot_{step:05d}": arr for step, arr in sorted(result.snapshots.items())}
-    write_npz(out_npz, images=result.images.astype(np.float32), objective=result.objective.astype(np.float32),
+    snapshots = {f"snapshot_{step:05d}": small_snapshot(arr) for step, arr in sorted(result.snapshots.items())}
+    write_npz(out_npz, images=pack_images(result.images), objective=result.objective.astype(np.float32),
               units=np.asarray(units, dtype=np.int64), **snapshots)
     record = {
         "layer": layer_name,
@@ -67,6 +81,9 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "seed": seed,
         "device": str(dev),
         "batch_size": batch_used(result.recipe, len(units), batch),
+        "wall_s": round(wall, 3),
+        # unit-steps per second: units x optimization steps actually taken, over the optimization's wall time
+        "unit_steps_per_s": round(sum(int(s.get("steps", 0)) for s in result.stats) / max(wall, 1e-9), 2),
         "stats": result.stats,
     }
     write_json(out_json, record)

@@ -34,6 +34,31 @@ def save_png(path: Path, image: np.ndarray, scale: int = 1) -> None:
     write_bytes(path, png_bytes(image, scale))
 
 
+PIXEL_ART = 64  # images this size or smaller are shown as crisp upscaled PNGs; larger ones as JPEGs
+
+
+def save_image(stem: Path, image: np.ndarray, target: int) -> str:
+    """Write one picture for display about `target` pixels high; returns the file name written.
+
+    Small images (<= 64 px: MNIST, CIFAR) become PNGs upscaled by whole pixels (nearest), so every
+    pixel stays visible; larger ones (ImageNet-sized) become JPEGs (quality 90), downscaled to `target`
+    when they are larger: ~10x smaller than a PNG of a noisy 224 px visualization."""
+    stem = Path(stem)
+    h = image.shape[-2]
+    if h <= PIXEL_ART:
+        path = stem.with_name(stem.name + ".png")
+        write_bytes(path, png_bytes(image, display_scale(h, target)))
+        return path.name
+    pil = Image.fromarray(to_uint8(image))
+    if pil.height > target:
+        pil = pil.resize((max(1, round(pil.width * target / pil.height)), target), Image.BOX)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=90)
+    path = stem.with_name(stem.name + ".jpg")
+    write_bytes(path, buf.getvalue())
+    return path.name
+
+
 def display_scale(height: int, target: int = 112) -> int:
     return max(1, target // max(1, height))
 

@@ -66,6 +66,19 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def pack_images(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] (N, C, H, W) -> uint8, as a picture stores them (4x smaller than float32)."""
+    x = np.clip(np.nan_to_num(np.asarray(images, dtype=np.float32)), 0.0, 1.0)
+    return (x * 255.0 + 0.5).astype(np.uint8)
+
+
+def unpack_images(images: np.ndarray) -> np.ndarray:
+    """uint8 (or, from older chunks, float) images -> float32 in [0, 1]."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return np.asarray(images, dtype=np.float32)
+
+
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     import torch
 

@@ -88,7 +88,7 @@ def class_layer(units_info: dict) -> dict:
 
 def read_class_images(run_dir: Path) -> tuple[np.ndarray, list[int], list[dict], dict]:
     """All class images of a run, in unit order: (images (N, C, H, W), units, stats, recipe)."""
-    from .io import read_json
+    from .io import read_json, unpack_images
 
     run_dir = Path(run_dir)
     layer = class_layer(read_json(run_dir / "units.json"))
@@ -101,7 +101,7 @@ def read_class_images(run_dir: Path) -> tuple[np.ndarray, list[int], list[dict],
         if not npz.is_file():
             raise FeatvizError(f"{f}: the images file {npz.name} is missing (rerun the ascent job)")
         with np.load(npz) as z:
-            imgs, us = z["images"], [int(u) for u in z["units"]]
+            imgs, us = unpack_images(z["images"]), [int(u) for u in z["units"]]
         if us != [int(u) for u in rec["units"]]:
             raise FeatvizError(f"{f}: units differ from those in {npz.name}")
         images.append(imgs)

@@ -95,13 +95,13 @@ def test_ascent_job_chunks(trained_shapes, tmp_path):
     assert rec["batch_size"] == 2  # a 12x12 net: the whole chunk fits the memory budget
     with np.load(tmp_path / "c.npz") as z:
         assert z["images"].shape == (2, 1, 12, 12)
-        assert z["images"].min() >= 0 and z["images"].max() <= 1
+        assert z["images"].dtype == np.uint8  # stored as the pictures will be: 4x smaller than float32
         one_batch = z["images"]
     rec = run_chunk(trained_shapes, tmp_path / "units.json", "conv2", 1, {**cfg, "batch_size": 1},
                     tmp_path / "c1.npz", tmp_path / "c1.json", device="cpu")
     assert rec["batch_size"] == 1
     with np.load(tmp_path / "c1.npz") as z:
-        np.testing.assert_allclose(z["images"], one_batch, atol=1e-5)
+        assert np.abs(z["images"].astype(int) - one_batch.astype(int)).max() <= 1
     rec = run_chunk(trained_shapes, tmp_path / "units.json", "classes", 0, cfg, tmp_path / "k.npz", tmp_path / "k.json",
                     device="cpu")
     assert [s["unit"] for s in rec["stats"]] == [0, 1, 2]

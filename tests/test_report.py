@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from featviz.report import render_index, render_run
@@ -110,9 +111,26 @@ def test_dead_and_weak_are_marked(site):
 
 def test_unit_page_has_everything(site):
     html = (site / "units/conv2/1.html").read_text()
-    for what in ("1-evo.png", "1-top.png", "1-crops.png", "<svg class=\"hist\"", "robustness", "seed",
+    for what in ("1-evo.png", 'src="../../top/', "1-crops.png", "<svg class=\"hist\"", "robustness", "seed",
                  '"name": "synthetic"', "after step 1, 10, 100, final"):
         assert what in html, what
+    # the top test images are shared thumbnails of the probe's bank, one file per test image
+    for src in re.findall(r'src="\.\./\.\./(top/[^"]+)"', html):
+        assert (site / src).is_file(), src
+
+
+def test_pictures_are_png_when_small_and_jpeg_when_large(tmp_path):
+    from featviz.figures import save_image
+
+    rng = np.random.default_rng(0)
+    small = save_image(tmp_path / "s", rng.random((1, 28, 28), dtype=np.float32), 112)
+    large = save_image(tmp_path / "l", rng.random((3, 224, 224), dtype=np.float32), 112)
+    assert small == "s.png" and large == "l.jpg"
+    from PIL import Image
+
+    assert Image.open(tmp_path / small).size == (112, 112)  # whole-pixel upscaling, crisp
+    assert Image.open(tmp_path / large).size == (112, 112)  # downscaled to the display size
+    assert (tmp_path / large).stat().st_size < 224 * 224 * 3 / 4
 
 
 def test_report_without_probe_or_snapshots_still_renders(tmp_path, site):

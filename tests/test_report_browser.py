@@ -110,3 +110,35 @@ def test_mnist_report_pages_load_fast():
         report.assert_clean()
     assert len(report.pages) > 100
     assert report.max_load_ms < 1000, report.summary()
+
+
+def test_wide_layer_report_pages_stay_light(tmp_path):
+    """A scaled-down rehearsal of a 2048-channel layer: 600 units on one layer page. The grid shows
+    one page of cells at a time (lazy thumbnails: hidden cells fetch nothing), the pager walks the
+    rest, and the heaviest pages open with no console error."""
+    run = make_run(tmp_path, steps=20, n_test=60, chunk_size=64, conv_channels=(4, 300))
+    reports = tmp_path / "reports"
+    render_run(run, reports / run.name, {"name": "wide"})
+    render_index([reports / run.name], reports / "index.html")
+    site = reports / run.name
+    with Browser() as browser:
+        report = crawl(reports / "index.html", browser=browser)
+        print(report.summary())
+        report.assert_clean()
+        driver = browser.driver
+        driver.get((site / "layer-conv2.html").as_uri())
+        visible = driver.find_elements("css selector", "#grid > .cell:not([hidden])")
+        assert len(visible) == 256
+        fetched = driver.execute_script(
+            "return performance.getEntriesByType('resource').filter(function (e) {"
+            " return e.name.indexOf('/units/conv2/') >= 0; }).length;")
+        assert fetched <= 256, fetched
+        driver.find_element("id", "next").click()
+        units = [int(c.get_attribute("data-unit"))
+                 for c in driver.find_elements("css selector", "#grid > .cell:not([hidden])")]
+        assert units == list(range(256, 300))
+        assert driver.find_element("id", "page").text == "page 2 of 2"
+        errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not errors, errors
+    html = (site / "index.html").read_text()
+    assert "all of them on the layer page" in html  # the run page shows the first cells of a wide layer

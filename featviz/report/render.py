@@ -16,7 +16,7 @@ import jinja2
 import numpy as np
 
 from ..errors import FeatvizError
-from ..io import read_json, write_text
+from ..io import read_json, unpack_images, write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -38,31 +38,43 @@ def environment() -> jinja2.Environment:
 
 
 def load_ascent(results: Path, units: dict) -> dict[str, dict]:
-    """Per layer: images (N, C, H, W), per-unit stats, per-unit job settings (recipe, seed, device,
-    chunk) and the evolution snapshots {step: (N, C, H, W)} when every chunk has them."""
+    """Per layer: per-unit stats, per-unit job settings (recipe, seed, device, chunk), the chunk
+    files in unit order and the snapshot steps every chunk has. No pixels: `ascent_pixels` reads a
+    layer's images when its pages are written, so a report holds one layer's pictures at a time."""
     out = {}
     for layer in units["layers"]:
         folder = results / "ascent" / layer["name"]
         if not folder.is_dir():
             continue
-        images, stats, jobs, snaps = [], [], [], []
+        stats, jobs, files, steps = [], [], [], None
         for js in sorted(folder.glob("*.json"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem)):
             rec = read_json(js)
-            with np.load(js.with_suffix(".npz")) as z:
-                images.append(z["images"])
-                snaps.append({int(k.split("_")[1]): z[k] for k in z.files if k.startswith("snapshot_")})
+            npz = js.with_suffix(".npz")
+            with np.load(npz) as z:  # the zip directory only: no arrays are read here
+                have = {int(k.split("_")[1]) for k in z.files if k.startswith("snapshot_")}
+            steps = have if steps is None else steps & have
+            files.append(npz)
             stats.extend(rec["stats"])
             job = {k: rec.get(k) for k in ("recipe", "seed", "device", "chunk")}
             jobs.extend([job] * len(rec["stats"]))
-        if not images:
+        if not files:
             continue
-        steps = sorted(set.intersection(*(set(d) for d in snaps))) if snaps else []
-        snapshots = {st: np.concatenate([d[st] for d in snaps]) for st in steps}
         if layer["kind"] == "class":
             _merge_transfer(results, stats)
-        out[layer["name"]] = {"images": np.concatenate(images), "stats": stats, "jobs": jobs,
-                              "recipe": jobs[0]["recipe"], "snapshots": snapshots}
+        out[layer["name"]] = {"files": files, "stats": stats, "jobs": jobs, "recipe": jobs[0]["recipe"],
+                              "snapshot_steps": sorted(steps or ())}
     return out
+
+
+def ascent_pixels(data: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """One layer's final images (N, C, H, W) float32 in [0, 1] and its snapshots {step: images}."""
+    images, snaps = [], {st: [] for st in data["snapshot_steps"]}
+    for npz in data["files"]:
+        with np.load(npz) as z:
+            images.append(unpack_images(z["images"]))
+            for st in snaps:
+                snaps[st].append(unpack_images(z[f"snapshot_{st:05d}"]))
+    return np.concatenate(images), {st: np.concatenate(v) for st, v in snaps.items()}
 
 
 TRANSFER_KEYS = ("transfer_softmax", "transfer_predicted", "transfer_recognized", "robustness")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..figures import curves_png, display_scale, montage, normalize_maps, save_png
+from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
 from ..io import write_json, write_text
-from .render import STATIC, environment, slug
+from .render import STATIC, ascent_pixels, environment, slug
 
 # stats that are not metrics to sort by
 NOT_METRICS = {"unit", "predicted"}
@@ -89,6 +89,51 @@ def _metrics(stats: dict, base: dict | None) -> dict:
     return m
 
 
+RUN_PAGE_CELLS = 64  # per conv layer on the run page (the layer page has them all)
+RUN_PAGE_CLASSES = 100
+LAYER_PAGE = 256  # cells per page of a layer page's grid
+SAMPLE_MAPS = 64  # activation maps per layer and sample on the run page
+HERO, THUMB, TOP = 224, 112, 64  # display heights: unit page, grids, top test images and crops
+
+
+def _unit_pictures(site: Path, folder: str, u: int, image: np.ndarray) -> tuple[str, str]:
+    """The unit's final image for its page, and a thumbnail for grids (the same file when small)."""
+    hero = save_image(_inside(site, f"{folder}/{u}"), image, HERO)
+    thumb = hero if image.shape[-2] <= THUMB else save_image(_inside(site, f"{folder}/{u}-thumb"), image, THUMB)
+    return f"{folder}/{hero}", f"{folder}/{thumb}"
+
+
+def _bank_thumbnails(site: Path, arrays: dict) -> list[str]:
+    """Each probe top-k test image once (`top/<row>`), shared by every unit page that shows it."""
+    bank = arrays.get("topk_bank")
+    if bank is None:
+        return []
+    return [f"top/{save_image(_inside(site, f'top/{r}'), _u8_to_float(img), TOP)}" for r, img in enumerate(bank)]
+
+
+def _layer_cells(layer: dict, lslug: str, data: dict, pe: dict | None, classes: list[str]) -> list[dict]:
+    cells = []
+    for i, (st, job) in enumerate(zip(data["stats"], data["jobs"])):
+        u = int(st["unit"])
+        base = pe["per_unit"][u] if pe and u < len(pe["per_unit"]) else None
+        folder = f"units/{lslug}"
+        dead = bool(base["dead"]) if base else bool(st.get("dead"))
+        weak = bool(base and not dead and st.get("objective") is not None and st["objective"] < base["max"])
+        flags = [f for f, on in (("dead", dead), ("weak", weak), ("nonfinite", st.get("nonfinite")),
+                                 ("unconverged", st.get("converged") is False),
+                                 ("redundant", base and base.get("max_corr", 0) > pe["corr_threshold"]))
+                 if on]
+        cell = {"unit": u, "image": None, "thumb": None, "page": f"{folder}/{u}.html", "stats": st, "job": job,
+                "base": base, "dead": dead, "weak": weak, "flags": flags, "row": i, "top_thumbs": [],
+                "metrics": _metrics(st, base), "label": None, "predicted_label": None}
+        if layer["kind"] == "class":
+            cell["label"] = classes[u] if u < len(classes) else str(u)
+            p = st.get("predicted")
+            cell["predicted_label"] = classes[p] if isinstance(p, int) and 0 <= p < len(classes) else None
+        cells.append(cell)
+    return cells
+
+
 def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_metrics: dict | None, ev: dict,
                units: dict, ascent: dict, probe: dict | None, arrays: dict, config: dict) -> None:
     env = environment()
@@ -106,38 +151,16 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     probe_layers = {e["name"]: e for e in (probe or {}).get("layers", [])}
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
-    # ------------------------------------------------------------------ layers and units
+    # ------------------------------------------------------------------ layers and their units (no pixels yet)
     layers = []
-    for j, (layer, lslug) in enumerate(zip(units["layers"], slugs)):
+    for layer, lslug in zip(units["layers"], slugs):
         data = ascent.get(layer["name"])
         pe = probe_layers.get(layer["name"])
-        pj = pe["index"] if pe else None
         entry = dict(layer, slug=lslug, page=f"layer-{lslug}.html", cells=[], recipe=None, complete=False,
-                     probe=pe, metric_keys=[], n_dead=0, n_weak=0)
-        by_unit = {}
+                     probe=pe, metric_keys=[], n_dead=pe["dead"] if pe else 0, n_weak=0, snapshot_steps=[],
+                     pj=pe["index"] if pe else None, data=data)
         if data is not None:
-            scale = display_scale(data["images"].shape[-2])
-            for i, (img, st, job) in enumerate(zip(data["images"], data["stats"], data["jobs"])):
-                u = int(st["unit"])
-                base = pe["per_unit"][u] if pe and u < len(pe["per_unit"]) else None
-                folder = f"units/{lslug}"
-                rel = f"{folder}/{u}.png"
-                save_png(_inside(site, rel), img, scale)
-                dead = bool(base["dead"]) if base else bool(st.get("dead"))
-                weak = bool(base and not dead and st.get("objective") is not None and st["objective"] < base["max"])
-                flags = [f for f, on in (("dead", dead), ("weak", weak), ("nonfinite", st.get("nonfinite")),
-                                         ("unconverged", st.get("converged") is False),
-                                         ("redundant", base and base.get("max_corr", 0) > pe["corr_threshold"]))
-                         if on]
-                cell = {"unit": u, "image": rel, "page": f"{folder}/{u}.html", "stats": st, "job": job,
-                        "base": base, "dead": dead, "weak": weak, "flags": flags, "row": i,
-                        "metrics": _metrics(st, base), "label": None, "predicted_label": None}
-                if layer["kind"] == "class":
-                    cell["label"] = classes[u] if u < len(classes) else str(u)
-                    p = st.get("predicted")
-                    cell["predicted_label"] = classes[p] if isinstance(p, int) and 0 <= p < len(classes) else None
-                entry["cells"].append(cell)
-                by_unit[u] = cell
+            entry["cells"] = _layer_cells(layer, lslug, data, pe, classes)
             entry["recipe"] = data["recipe"]
             entry["complete"] = len(entry["cells"]) == layer["units"]
             keys = []
@@ -146,12 +169,8 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
             entry["metric_keys"] = keys
             entry["n_dead"] = sum(c["dead"] for c in entry["cells"])
             entry["n_weak"] = sum(c["weak"] for c in entry["cells"])
-            entry["snapshot_steps"] = sorted(data["snapshots"])
-        elif pe:
-            entry["n_dead"] = pe["dead"]
-        entry["by_unit"] = by_unit
-        entry["pj"] = pj
-        entry["data"] = data
+            entry["snapshot_steps"] = data["snapshot_steps"]
+        entry["by_unit"] = {c["unit"]: c for c in entry["cells"]}
         layers.append(entry)
 
     # ------------------------------------------------------------------ run-page pictures
@@ -160,21 +179,21 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         imgs = _u8_to_float(arrays["sample_images"])
         sal = arrays.get("saliency")
         for s, meta in enumerate(probe["samples"]):
-            sc = display_scale(imgs.shape[-2], 84)
-            save_png(_inside(site, f"samples/{s}.png"), imgs[s], sc)
-            row = dict(meta, image=f"samples/{s}.png", maps=[], saliency=None)
+            row = dict(meta, image=f"samples/{save_image(_inside(site, f'samples/{s}'), imgs[s], 84)}", maps=[],
+                       saliency=None)
             if sal is not None:
-                save_png(_inside(site, f"samples/{s}-saliency.png"), _colormap(sal[s][None])[0], sc)
-                row["saliency"] = f"samples/{s}-saliency.png"
+                name = save_image(_inside(site, f"samples/{s}-saliency"), _colormap(sal[s][None])[0], 84)
+                row["saliency"] = f"samples/{name}"
             for layer in layers:
                 key = f"maps_{layer['pj']}"
                 if layer["kind"] != "conv" or layer["pj"] is None or key not in arrays:
                     continue
-                maps = _colormap(normalize_maps(arrays[key][s].astype(np.float32)))
+                shown = arrays[key][s][:SAMPLE_MAPS].astype(np.float32)
+                maps = _colormap(normalize_maps(shown))
                 h = maps.shape[-2]
                 rel = f"samples/{s}-{layer['slug']}.png"
-                save_png(_inside(site, rel), montage(maps, cols=min(len(maps), 12), gap=1, scale=max(1, 28 // h)))
-                row["maps"].append({"layer": layer["name"], "image": rel, "units": len(maps)})
+                save_png(_inside(site, rel), montage(maps, cols=min(len(maps), 16), gap=1, scale=max(1, 28 // h)))
+                row["maps"].append({"layer": layer["name"], "image": rel, "units": len(maps), "of": layer["units"]})
             samples.append(row)
     first = None
     if probe is not None and "conv1_weights" in arrays and probe.get("first_layer"):
@@ -201,55 +220,16 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         with np.load(npz) as z:
             mimg = z["images"]
         for i, (m, img) in enumerate(zip(ev.get("misclassified", []), mimg)):
-            rel = f"misclassified/{i}.png"
-            save_png(_inside(site, rel), img, display_scale(img.shape[-2], 56))
-            misclassified.append(dict(m, image=rel))
+            name = save_image(_inside(site, f"misclassified/{i}"), img, 56)
+            misclassified.append(dict(m, image=f"misclassified/{name}"))
 
-    # ------------------------------------------------------------------ unit pages
+    # ------------------------------------------------------------------ unit pictures and pages, a layer at a time
+    bank_thumbs = _bank_thumbnails(site, arrays)
     class_layer = next((layer for layer in layers if layer["kind"] == "class"), None)
     for layer in layers:
-        cells = layer["cells"]
-        pj = layer["pj"]
-        for n, cell in enumerate(cells):
-            u, lslug = cell["unit"], layer["slug"]
-            folder = f"units/{lslug}"
-            data = layer["data"]
-            evo = None
-            if layer.get("snapshot_steps"):
-                frames = [data["snapshots"][st][cell["row"]] for st in layer["snapshot_steps"]] + [data["images"][cell["row"]]]
-                frames = np.stack(frames)
-                sc = display_scale(frames.shape[-2], 84)
-                save_png(_inside(site, f"{folder}/{u}-evo.png"), montage(frames, cols=len(frames), gap=2, scale=sc))
-                evo = {"image": f"{u}-evo.png", "steps": layer["snapshot_steps"] + ["final"]}
-            top = None
-            hist = None
-            if pj is not None and f"topimg_{pj}" in arrays and cell["base"]:
-                t = _u8_to_float(arrays[f"topimg_{pj}"][u])
-                sc = display_scale(t.shape[-2], 56)
-                save_png(_inside(site, f"{folder}/{u}-top.png"), montage(t, cols=len(t), gap=2, scale=sc))
-                crops = None
-                if f"crops_{pj}" in arrays:
-                    c = _u8_to_float(arrays[f"crops_{pj}"][u])
-                    csc = display_scale(c.shape[-2], 56)
-                    save_png(_inside(site, f"{folder}/{u}-crops.png"), montage(c, cols=len(c), gap=2, scale=csc))
-                    crops = f"{u}-crops.png"
-                b = cell["base"]
-                top = {"image": f"{u}-top.png", "crops": crops,
-                       "rows": [{"rank": r + 1, "index": i, "label": classes[lab] if lab < len(classes) else lab, "value": v}
-                                for r, (i, lab, v) in enumerate(zip(b["top_index"], b["top_label"], b["top_value"]))]}
-                hist = _hist_svg(arrays[f"hist_{pj}"][u], arrays[f"edges_{pj}"][u],
-                                 {"ascent objective": cell["stats"].get("objective"), "dataset max": b["max"]})
-            partner = None
-            if cell["base"] and layer["units"] > 1 and cell["base"].get("max_corr", 0) > 0:
-                pc = layer["by_unit"].get(cell["base"]["partner"])
-                partner = {"unit": cell["base"]["partner"], "corr": cell["base"]["max_corr"],
-                           "page": f"{pc['unit']}.html" if pc else None}
-            prev_c = cells[n - 1] if n > 0 else None
-            next_c = cells[n + 1] if n + 1 < len(cells) else None
-            html = env.get_template("unit.html").render(
-                run_id=run_id, layer=layer, cell=cell, evo=evo, top=top, hist=hist, partner=partner,
-                prev=prev_c, next=next_c, root="../../", classes=classes, generated=generated)
-            write_text(_inside(site, cell["page"]), html)
+        if not layer["cells"]:
+            continue
+        _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)
 
     # ------------------------------------------------------------------ run, layer, class pages
     per_class = [(c, ev["per_class_accuracy"].get(c)) for c in ev["classes"]]
@@ -260,6 +240,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         "first": first, "misclassified": misclassified, "confusion": conf,
         "confusion_max": max((max(r) for r in conf if r), default=0), "class_layer": class_layer,
         "model_id": run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id,
+        "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "run_page_classes": RUN_PAGE_CLASSES,
     }
     write_text(site / "index.html", env.get_template("run.html").render(**ctx, root=""))
     for layer in layers:
@@ -279,3 +260,59 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         "weak": sum(layer["n_weak"] for layer in layers),
         "archive": f"{run_id}.tar.gz",
     })
+
+
+def _unit_pages(env, site: Path, layer: dict, arrays: dict, bank_thumbs: list[str], classes: list[str],
+                run_id: str, generated: str) -> None:
+    """Every picture and page of one layer's units; the layer's pixels are dropped when it returns."""
+    images, snapshots = ascent_pixels(layer["data"])
+    cells, pj, lslug = layer["cells"], layer["pj"], layer["slug"]
+    folder = f"units/{lslug}"
+    bank_rows = arrays.get(f"topk_{pj}") if pj is not None else None
+    rf = (layer["probe"] or {}).get("receptive_field")
+    for n, cell in enumerate(cells):
+        u = cell["unit"]
+        cell["image"], cell["thumb"] = _unit_pictures(site, folder, u, images[cell["row"]])
+        evo = None
+        if layer["snapshot_steps"]:
+            frames = np.stack([snapshots[st][cell["row"]] for st in layer["snapshot_steps"]]
+                              + [_shrink_like(images[cell["row"]], snapshots[layer["snapshot_steps"][0]].shape[-2:])])
+            name = save_image(_inside(site, f"{folder}/{u}-evo"), montage(frames, cols=len(frames), gap=2), 84)
+            evo = {"image": name, "steps": layer["snapshot_steps"] + ["final"]}
+        top = hist = None
+        b = cell["base"]
+        if b and bank_rows is not None and u < len(bank_rows):
+            rows = bank_rows[u]
+            cell["top_thumbs"] = [bank_thumbs[r] for r in rows]
+            crops = None
+            if rf is not None and "top_pos" in layer["probe"]:
+                from ..probe import top_crops
+
+                c = top_crops(arrays["topk_bank"], rows, layer["probe"]["top_pos"][u], layer["output_shape"][-1], rf)
+                crops = save_image(_inside(site, f"{folder}/{u}-crops"), montage(_u8_to_float(c), cols=len(c), gap=2), TOP)
+            top = {"thumbs": cell["top_thumbs"], "crops": crops,
+                   "rows": [{"rank": r + 1, "index": i, "label": classes[lab] if lab < len(classes) else lab, "value": v}
+                            for r, (i, lab, v) in enumerate(zip(b["top_index"], b["top_label"], b["top_value"]))]}
+        if b and pj is not None and f"hist_{pj}" in arrays:
+            hist = _hist_svg(arrays[f"hist_{pj}"][u], arrays[f"edges_{pj}"][u],
+                             {"ascent objective": cell["stats"].get("objective"), "dataset max": b["max"]})
+        partner = None
+        if b and layer["units"] > 1 and b.get("max_corr", 0) > 0:
+            pc = layer["by_unit"].get(b["partner"])
+            partner = {"unit": b["partner"], "corr": b["max_corr"], "page": f"{pc['unit']}.html" if pc else None}
+        prev_c = cells[n - 1] if n > 0 else None
+        next_c = cells[n + 1] if n + 1 < len(cells) else None
+        html = env.get_template("unit.html").render(
+            run_id=run_id, layer=layer, cell=cell, evo=evo, top=top, hist=hist, partner=partner,
+            prev=prev_c, next=next_c, root="../../", classes=classes, generated=generated)
+        write_text(_inside(site, cell["page"]), html)
+
+
+def _shrink_like(image: np.ndarray, size) -> np.ndarray:
+    """The final image at the snapshots' (downscaled) size, for the evolution strip."""
+    h, w = image.shape[-2:]
+    if (h, w) == tuple(size):
+        return image
+    import torch
+
+    return torch.nn.functional.interpolate(torch.from_numpy(image[None]), size=tuple(size), mode="area")[0].numpy()

@@ -40,11 +40,12 @@ def _images(n: int, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Ten
 
 def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None = None, n_train: int = 300,
              n_test: int = 200, steps: int = 60, chunk_size: int = 5, snapshots: bool = True,
-             layer_rename: dict[str, str] | None = None) -> Path:
+             layer_rename: dict[str, str] | None = None, conv_channels: tuple[int, int] = (4, 6)) -> Path:
     """Write `root/results/<name>/...` and `root/results/data/<name>/` and return the run folder.
 
     layer_rename: rename layers in units.json, ascent/ and probe.json after the fact (to test
-    hostile layer names a real module tree may carry)."""
+    hostile layer names a real module tree may carry). conv_channels: the widths of the two conv
+    layers (a wide second layer rehearses the layer page of a 2048-channel network)."""
     root = Path(root)
     classes = list(classes or ["bar0", "bar1", "bar2"])
     k = len(classes)
@@ -59,7 +60,9 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
     run = root / "results" / name
     shape = (1, 12, 12)
     mean, std = [float(xtr.float().mean() / 255)], [float(xtr.float().std() / 255)]
-    net = build(LAYERS, shape, k)
+    layers = [dict(spec) for spec in LAYERS]
+    layers[0]["out"], layers[3]["out"] = conv_channels
+    net = build(layers, shape, k)
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
     norm = lambda x: (x.float() / 255 - mean[0]) / std[0]  # noqa: E731
     curves = []
@@ -79,7 +82,7 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
                            "test_accuracy": te})
     net.eval()
     meta = {"format": "featviz-spec", "run": name, "dataset": "synthetic", "classes": classes,
-            "input_shape": list(shape), "mean": mean, "std": std, "layers": LAYERS, "model": {"layers": LAYERS},
+            "input_shape": list(shape), "mean": mean, "std": std, "layers": layers, "model": {"layers": layers},
             "train": {"steps": steps}, "seed": 0}
     save_model(run / "model", net, meta)
     write_json(run / "model" / "metrics.json", {"epochs": curves, "final_test_accuracy": curves[-1]["test_accuracy"],
