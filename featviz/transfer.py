@@ -22,7 +22,12 @@ import torch
 from .errors import FeatvizError
 
 # Default of runs[i].ascent.transfer (config/README.md).
-DEFAULT_TRANSFER = {"preset": "auto", "layers": None, "seed": 1, "epochs": None}
+# the transfer model's own optimizer settings: they train the small no-batch-norm presets on every
+# dataset featviz ships (the run's own settings need not: SGD at lr 0.2, right for a ResNet, leaves
+# allibhai-mnist at chance on CIFAR-10). Epochs, batch size, augmentation and precision are the run's.
+TRANSFER_TRAIN = {"optimizer": "adam", "lr": 0.001, "schedule": "onecycle", "warmup_fraction": 0.25,
+                  "weight_decay": 0.0, "label_smoothing": 0.0}
+DEFAULT_TRANSFER = {"preset": "auto", "layers": None, "seed": 1, "epochs": None, "train": TRANSFER_TRAIN}
 
 # "auto" for inputs smaller than 16 px (where allibhai-mnist's two valid 5x5 convs do not fit):
 # two 3x3 convs, no hidden dense layer. Works down to 4x4 inputs.
@@ -72,8 +77,9 @@ def transfer_model_config(transfer_cfg: dict | None, run_model: dict | None = No
 
 
 def transfer_train_config(transfer_cfg: dict, run_train: dict | None) -> dict:
-    """The run's training settings, with `epochs` replaced where the transfer config sets it."""
-    cfg = dict(run_train or {})
+    """The run's training settings with the transfer model's optimizer settings (`transfer.train`,
+    TRANSFER_TRAIN for the keys it leaves out) and `epochs` replaced where the transfer config sets it."""
+    cfg = {**dict(run_train or {}), **TRANSFER_TRAIN, **dict(transfer_cfg.get("train") or {})}
     if transfer_cfg.get("epochs") is not None:
         cfg["epochs"] = int(transfer_cfg["epochs"])
     return cfg
@@ -207,6 +213,10 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
         metrics = read_json(metrics_file) if metrics_file.is_file() else {}
         tinfo = {"model": meta.get("model"), "seed": meta.get("seed"),
                  "test_accuracy": metrics.get("final_test_accuracy")}
+        tinfo.update(transfer_validity(tinfo["test_accuracy"], len(model.classes)))
+        if not tinfo["valid"]:
+            print(f"transfer: {tinfo['invalid_reason']}: its scores are not used", flush=True)
+            tmodel = None
     images, units, stats, recipe = read_class_images(run_dir)
     rows = score_images(model, tmodel, images, units, seed, samples, dev)
     record = {
@@ -224,6 +234,18 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
         line += f"; independent model recognizes {s['n_transfer_recognized']}/{s['n']}"
     print(line, flush=True)
     return record
+
+
+def transfer_validity(test_accuracy, num_classes: int) -> dict:
+    """A transfer model scores class images only when it classifies real images well above chance
+    (at least twice chance accuracy on the held-out test set)."""
+    chance = 1.0 / max(1, num_classes)
+    if test_accuracy is None:
+        return {"valid": False, "invalid_reason": "the transfer model has no test accuracy in metrics.json"}
+    if float(test_accuracy) < 2 * chance:
+        return {"valid": False, "invalid_reason": f"the transfer model's test accuracy {float(test_accuracy):.3f} is "
+                                                  f"not well above chance ({chance:.3f})"}
+    return {"valid": True, "invalid_reason": None}
 
 
 def check_transfer_config(where: str, transfer_cfg: dict | None, input_shape=None, num_classes: int = 2) -> None:

@@ -12,7 +12,7 @@ from featviz.ascent_job import run_chunk
 from featviz.cli import main
 from featviz.io import read_json, write_json
 from featviz.model import build, load_model, save_model
-from featviz.transfer import (SMALL_TRANSFER_LAYERS, check_transfer_config, read_class_images, run_transfer,
+from featviz.transfer import (TRANSFER_TRAIN, SMALL_TRANSFER_LAYERS, check_transfer_config, read_class_images, run_transfer,
                               score_images, summarize, transfer_model_config, transfer_train_config)
 from featviz.units import enumerate_units
 from featviz.errors import FeatvizError
@@ -23,11 +23,11 @@ CLASSES = ["a", "b", "c"]
 LAYERS = MICRO_LAYERS
 
 
-def _save(path, net, layers=LAYERS):
+def _save(path, net, layers=LAYERS, accuracy=0.9):
     meta = {"format": "featviz-spec", "classes": CLASSES, "input_shape": list(SHAPE), "mean": [0.5],
             "std": [0.25], "layers": layers, "model": {"layers": layers}, "seed": 7}
     save_model(path, net, meta)
-    write_json(path / "metrics.json", {"final_test_accuracy": 0.5})
+    write_json(path / "metrics.json", {"final_test_accuracy": accuracy})
 
 
 def _net(seed, layers=LAYERS):
@@ -90,7 +90,7 @@ def test_transfer_same_and_permuted_model(run_dir, tmp_path):
         assert r["transfer_softmax"] == pytest.approx(float(own[i, i]), abs=1e-5)
         assert r["transfer_predicted"] == i and r["transfer_recognized"] is True
     assert rec["summary"]["n_transfer_recognized"] == 3
-    assert rec["transfer_model"]["seed"] == 7 and rec["transfer_model"]["test_accuracy"] == 0.5
+    assert rec["transfer_model"]["seed"] == 7 and rec["transfer_model"]["test_accuracy"] == 0.9
     assert read_json(tmp_path / "same.json") == json.loads(json.dumps(rec))
 
     # a second model whose classes are rotated: it calls image k class perm^-1(argmax) != k
@@ -167,8 +167,12 @@ def test_transfer_model_config_auto():
     assert transfer_model_config({"preset": None}) is None
     assert transfer_model_config({"preset": "tf-cifar10"}) == {"preset": "tf-cifar10"}
     assert transfer_model_config({"preset": "auto", "layers": LAYERS}) == {"layers": LAYERS}
-    assert transfer_train_config({"epochs": 5}, {"epochs": 2, "lr": 0.01}) == {"epochs": 5, "lr": 0.01}
-    assert transfer_train_config({"epochs": None}, {"epochs": 2}) == {"epochs": 2}
+    # the run's epochs, batch size and augmentation; the transfer model's own optimizer settings
+    run_train = {"epochs": 2, "lr": 0.2, "optimizer": "sgd", "batch_size": 64, "augment": {"flip": True}}
+    assert transfer_train_config({"epochs": 5}, run_train) == {
+        **TRANSFER_TRAIN, "epochs": 5, "batch_size": 64, "augment": {"flip": True}}
+    assert transfer_train_config({"epochs": None, "train": {"lr": 0.01}}, {"epochs": 2})["lr"] == 0.01
+    assert transfer_train_config({"epochs": None}, {"epochs": 2})["epochs"] == 2
 
 
 def test_check_transfer_config():
@@ -220,3 +224,12 @@ def test_resolve_transfer_defaults_and_schema():
     cfg = {"runs": [{"dataset": "mnist"}]}
     validate(cfg, schema)
     assert resolve_transfer(cfg["runs"][0]["ascent"]["transfer"]) == DEFAULT_TRANSFER
+
+
+def test_a_transfer_model_at_chance_is_not_used(run_dir, tmp_path):
+    run, net = run_dir
+    _save(tmp_path / "weak", net, accuracy=0.34)  # 3 classes: chance is 0.333
+    rec = run_transfer(run, tmp_path / "weak.json", tmp_path / "weak", device="cpu", samples=2)
+    assert rec["transfer_model"]["valid"] is False
+    assert "not well above chance" in rec["transfer_model"]["invalid_reason"]
+    assert all(r.get("transfer_softmax") is None for r in rec["images"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
-from ..io import write_json, write_text
+from ..io import read_json, write_json, write_text
 from .render import STATIC, ascent_pixels, environment, slug
 
 # stats that are not metrics to sort by
@@ -233,6 +233,8 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
 
     # ------------------------------------------------------------------ run, layer, class pages
     per_class = [(c, ev["per_class_accuracy"].get(c)) for c in ev["classes"]]
+    transfer_file = results / "transfer.json"
+    transfer_model = read_json(transfer_file).get("transfer_model") if transfer_file.is_file() else None
     conf = ev.get("confusion") or []
     ctx = {
         "run_id": run_id, "model": model_meta, "train": train_metrics, "eval": ev, "per_class": per_class,
@@ -240,7 +242,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         "first": first, "misclassified": misclassified, "confusion": conf,
         "confusion_max": max((max(r) for r in conf if r), default=0), "class_layer": class_layer,
         "model_id": run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id,
-        "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "run_page_classes": RUN_PAGE_CLASSES,
+        "transfer_model": transfer_model, "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "run_page_classes": RUN_PAGE_CLASSES,
     }
     write_text(site / "index.html", env.get_template("run.html").render(**ctx, root=""))
     for layer in layers:
