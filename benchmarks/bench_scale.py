@@ -146,24 +146,47 @@ def unit_step_flops(arch: str, size: int, targets: str) -> list[tuple[str, int, 
     return rows
 
 
-def measured_cpu_rate(arch: str, size: int, layer: str, units: int = 4, steps: int = 3) -> float:
-    """Achieved GFLOP/s of featviz's lucid ascent on this CPU for a few units of one layer."""
+MODES = (("fp32", False), ("fp32", True), ("bf16", True))
+
+
+def measured_rates(arch: str, size: int, layer: str, device: str = "cpu", units: int = 4, steps: int = 3,
+                   rounds: int = 2) -> list[dict]:
+    """Unit-steps/s and achieved GFLOP/s of featviz's lucid ascent for a few units of one layer, in
+    each execution mode (precision x memory format), alternated over `rounds` in one process."""
     import torch
     import torchvision
 
     from featviz.ascent import visualize
 
-    net = torchvision.models.get_model(arch, weights=None).eval()
     flops = dict((n, f) for n, _, f in unit_step_flops(arch, size, "default"))
     ov = {"steps": steps, "snapshots": 0, "robustness_samples": 0, "dead_retries": 0}
-    visualize(net, layer, list(range(units)), "conv", (3, size, size), recipe="lucid", overrides={**ov, "steps": 1})
-    t = time.perf_counter()
-    visualize(net, layer, list(range(units)), "conv", (3, size, size), recipe="lucid", overrides=ov)
-    wall = time.perf_counter() - t
-    return flops[layer] * units * steps / wall / 1e9, units * steps / wall, torch.get_num_threads()
+    nets = {}
+    for precision, cl in MODES:
+        torch.manual_seed(0)
+        nets[(precision, cl)] = torchvision.models.get_model(arch, weights=None).eval().to(device)
+        visualize(nets[(precision, cl)], layer, list(range(units)), "conv", (3, size, size), recipe="lucid",
+                  overrides={**ov, "steps": 1}, device=device, precision=precision, channels_last=cl)  # warm-up
+    walls = {m: [] for m in MODES}
+    for _ in range(rounds):
+        for m in MODES:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            visualize(nets[m], layer, list(range(units)), "conv", (3, size, size), recipe="lucid", overrides=ov,
+                      device=device, precision=m[0], channels_last=m[1])
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            walls[m].append(time.perf_counter() - t)
+    out = []
+    for m in MODES:
+        wall = min(walls[m])
+        out.append({"precision": m[0], "channels_last": m[1], "unit_steps_per_s": units * steps / wall,
+                    "gflops": flops[layer] * units * steps / wall / 1e9})
+    return out
 
 
-def project(arch: str, size: int, steps: int, targets: str, job_overhead_s: float, chunk: int) -> None:
+def project(arch: str, size: int, steps: int, targets: str, job_overhead_s: float, chunk: int,
+            device: str = "cpu") -> None:
     """The wall time of the full report at `steps` steps, from FLOP counts and throughputs."""
     rows = unit_step_flops(arch, size, targets)
     n = sum(u for _, u, _ in rows)
@@ -172,9 +195,23 @@ def project(arch: str, size: int, steps: int, targets: str, job_overhead_s: floa
     print(f"\n== projection: {arch} at {size} px, {len(rows)} layers, {n} units, {steps} steps, "
           f"{jobs} ascent jobs of <= {chunk} units")
     print(f"FLOPs: {total / 1e15:.1f} PFLOP in all, {total / n / steps / 1e9:.2f} GFLOP per unit-step on average")
-    gflops, rate, threads = measured_cpu_rate(arch, size, "layer3.1" if "resnet" in arch else rows[len(rows) // 2][0])
-    print(f"this CPU ({threads} threads), measured: {gflops:.1f} GFLOP/s achieved ({rate:.2f} unit-steps/s on layer3.1)")
-    cases = [("this CPU, 1 process", gflops * 1e9, 1)]
+    import torch
+
+    layer = "layer3.1" if "resnet" in arch else rows[len(rows) // 2][0]
+    where = f"{torch.cuda.get_device_name()}" if device.startswith("cuda") else f"this CPU ({torch.get_num_threads()} threads)"
+    rates = measured_rates(arch, size, layer, device)
+    print(f"{where}, measured on {layer} ({size} px, lucid recipe, 4 units x 3 steps, best of 2 rounds):")
+    for r in rates:
+        print(f"  {r['precision']}{' + channels_last' if r['channels_last'] else '':<16} "
+              f"{r['unit_steps_per_s']:8.2f} unit-steps/s  {r['gflops']:9.1f} GFLOP/s achieved")
+    best = max(rates, key=lambda r: r["gflops"])
+    fp32 = rates[0]
+    print(f"  fastest: {best['precision']}{' + channels_last' if best['channels_last'] else ''} "
+          f"({best['gflops'] / fp32['gflops']:.2f}x fp32)")
+    gflops = best["gflops"]
+    cases = [(f"{where}, 1 process, measured", gflops * 1e9, 1)]
+    if device.startswith("cuda"):
+        cases.append(("8 such GPUs via Slurm", gflops * 1e9, 8))
     for eff in (0.10, 0.30):
         cases.append((f"1 H200 at {eff:.0%} of 989 TFLOP/s bf16 (assumed, not measured)", 989e12 * eff, 1))
         cases.append((f"8 H200 via Slurm at {eff:.0%} (assumed)", 989e12 * eff, 8))
@@ -200,10 +237,11 @@ def main() -> None:
                    "--project-size px and --project-steps steps (no workflow run)")
     p.add_argument("--project-size", type=int, default=224)
     p.add_argument("--project-steps", type=int, default=512)
+    p.add_argument("--device", default="cpu", help="device of the --project measurement (cuda on a GPU machine)")
     p.add_argument("--job-overhead", type=float, default=5.0, help="seconds of start-up per ascent job (from a rehearsal)")
     a = p.parse_args()
     if a.project:
-        project(a.project, a.project_size, a.project_steps, a.targets, a.job_overhead, a.chunk_size)
+        project(a.project, a.project_size, a.project_steps, a.targets, a.job_overhead, a.chunk_size, a.device)
         return
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

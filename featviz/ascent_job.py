@@ -67,7 +67,8 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     result = visualize(
         model.net, target, units, layer["kind"],
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
-        seed=seed, device=str(dev), progress=False, max_batch=batch)
+        seed=seed, device=str(dev), progress=False, max_batch=batch,
+        precision=ascent_cfg.get("precision", "fp32"), channels_last=bool(ascent_cfg.get("channels_last", False)))
     wall = time.perf_counter() - started
     snapshots = {f"snapshot_{step:05d}": small_snapshot(arr) for step, arr in sorted(result.snapshots.items())}
     write_npz(out_npz, images=pack_images(result.images), objective=result.objective.astype(np.float32),
@@ -81,6 +82,8 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "seed": seed,
         "device": str(dev),
         "batch_size": batch_used(result.recipe, len(units), batch),
+        "precision": ascent_cfg.get("precision", "fp32"),
+        "channels_last": bool(ascent_cfg.get("channels_last", False)),
         "wall_s": round(wall, 3),
         # unit-steps per second: units x optimization steps actually taken, over the optimization's wall time
         "unit_steps_per_s": round(sum(int(s.get("steps", 0)) for s in result.stats) / max(wall, 1e-9), 2),

@@ -402,3 +402,23 @@ def test_progress_and_custom_transform_list(net, capsys):
                   overrides={"transforms": specs, "steps": 3})
     assert r.images.shape == (2, 1, 12, 12) and r.recipe["transforms"] == specs
     assert capsys.readouterr().out == ""  # nothing printed on stdout
+
+
+@pytest.mark.parametrize("precision,channels_last", [("fp32", True), ("bf16", False), ("bf16", True)])
+def test_bf16_and_channels_last_reach_what_fp32_reaches(precision, channels_last):
+    """The faster execution modes: deterministic, fp32 objectives reported, about the same result."""
+    ov = {"steps": 24, "dead_retries": 0, "robustness_samples": 0, "snapshots": 0}
+    base = visualize(tiny(c=3, hw=16), "conv1", [0, 1, 2], "conv", (3, 16, 16), recipe="lucid", overrides=ov)
+    runs = [visualize(tiny(c=3, hw=16), "conv1", [0, 1, 2], "conv", (3, 16, 16), recipe="lucid", overrides=ov,
+                      precision=precision, channels_last=channels_last) for _ in range(2)]
+    assert np.array_equal(runs[0].images, runs[1].images)  # deterministic on CPU
+    assert runs[0].objective.dtype == np.float32 and np.isfinite(runs[0].objective).all()
+    if precision == "fp32":
+        np.testing.assert_allclose(runs[0].images, base.images, atol=1e-4)
+    # bf16 rounds the forward pass: the images differ a little, the objective reached is about the same
+    np.testing.assert_allclose(runs[0].objective, base.objective, rtol=0.05, atol=0.01)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        ActivationReader(tiny(), ["conv1"], precision="fp8")

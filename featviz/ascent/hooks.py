@@ -27,8 +27,14 @@ class ActivationReader:
     which case the full forward pass is run.
     """
 
-    def __init__(self, net: nn.Module, layers):
+    def __init__(self, net: nn.Module, layers, precision: str = "fp32", channels_last: bool = False):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         self.net = net
+        # bf16: the forward pass under autocast, activations handed back in fp32 (the objective and
+        # its gradient's accumulation stay fp32); channels_last: NHWC input (the net converted by the caller)
+        self.bf16 = precision == "bf16"
+        self.channels_last = bool(channels_last)
         self.layers = set(layers)
         self.need_output = OUTPUT in self.layers
         self.named = sorted(n for n in self.layers if n is not OUTPUT)
@@ -57,11 +63,17 @@ class ActivationReader:
 
     def __call__(self, x: torch.Tensor) -> dict:
         self._acts = {}
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
-            out = self.net(x)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.net(x)
         except _StopForward:
             out = None
         acts, self._acts = self._acts, {}
+        if self.bf16:
+            acts = {k: v.float() for k, v in acts.items()}
+            out = out.float() if out is not None else None
         if self.need_output:
             acts[OUTPUT] = out
         missing = [n for n in self.named if n not in acts]

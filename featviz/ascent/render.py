@@ -56,19 +56,23 @@ def _finite_or_none(v):
 
 
 def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvass",
-              overrides=None, seed=0, device="cpu", progress=False, max_batch=None) -> AscentResult:
+              overrides=None, seed=0, device="cpu", progress=False, max_batch=None, precision="fp32",
+              channels_last=False) -> AscentResult:
     """Activation maximization of ``units`` of ``layer`` (see docs/ascent.md).
 
     Batch element ``i`` maximizes unit ``units[i]``; images are optimized in
     [0, 1] pixel space and ``normalize(x)`` is fed to ``net``. With ``max_batch``, the units
     are optimized in batches of at most that many (e.g. ``auto_chunk_size``, to fit memory),
-    except with a diversity term, which needs the whole batch at once.
+    except with a diversity term, which needs the whole batch at once. ``precision="bf16"`` runs the
+    forward passes of the optimization under bf16 autocast (the reported objective is re-measured in
+    fp32); ``channels_last`` converts the network and its inputs to NHWC (both: docs/ascent.md, "Speed").
     """
     rec = get_recipe(recipe, overrides)
     step = batch_size(rec, len(units), max_batch)
     if step < len(units):
         return _concat([visualize(net, layer, units[s:s + step], kind, input_shape, normalize, recipe, overrides,
-                                  seed, device, progress) for s in range(0, len(units), step)])
+                                  seed, device, progress, None, precision, channels_last)
+                        for s in range(0, len(units), step)])
     if kind not in KINDS:
         raise ValueError(f"unknown unit kind {kind!r} (known: {', '.join(KINDS)})")
     units = [int(u) for u in units]
@@ -93,7 +97,9 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
         return AscentResult(np.zeros((0, c, h, w), np.float32), np.zeros(0, np.float32), [], {}, rec)
 
     layers = set(obj.layers) | (set([OUTPUT]) if is_class else set())
-    with ActivationReader(net, layers) as reader:
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    with ActivationReader(net, layers, precision, channels_last) as reader:
 
         def evaluate(x, idx, o=obj):
             return o(reader(normalize(x)), idx)
@@ -104,6 +110,7 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
         best = _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform,
                          steps, lr, progress)
         images = best["images"]
+        reader.bf16 = False  # the objective that is reported: fp32
         with torch.no_grad():
             x = images.to(device)
             acts = reader(normalize(x))
