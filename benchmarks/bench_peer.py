@@ -1,0 +1,161 @@
+"""featviz's ascent against its peer, torch-lucent 0.1.8 (Lucid for PyTorch), on the same trained
+networks, units and steps, in one process, alternating order (ABBA), same threads.
+
+    pip install --no-deps torch-lucent==0.1.8 kornia decorator kornia_rs   # for this benchmark only
+    python benchmarks/bench_peer.py --model results/mnist-*/model --layers conv2 fc1 classes --steps 512
+    python benchmarks/bench_peer.py --model results/tv-resnet18-cifar10-*/model --layers layer2.0.conv2 classes --steps 256
+
+featviz runs its `lucid` recipe (FFT parameterization, decorrelated colour, Lucid's standard
+transforms, Adam 0.05), stopping the forward pass at the target layer; Lucent runs `render_vis`
+with its own standard transforms plus a centre crop back to the input size (its transforms pad and
+scale the image; featviz's crop back too), its FFT image parameterization (decorrelated for RGB)
+and the same Adam learning rate, the network wrapped with the model's input normalization. Both
+images are then scored the same way: the clean objective (the unit's mean activation for a conv
+channel, its value for a dense unit or class logit) on the final image, without transforms.
+
+Two shims, both for Lucent only and stated here: torch-lucent imports IPython for notebook display
+(a stub module stands in: nothing is displayed), and calls kornia's pre-0.5 top-level names
+`kornia.get_rotation_matrix2d` / `kornia.warp_affine` (aliased to their kornia.geometry homes).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+def import_lucent():
+    if "IPython" not in sys.modules:
+        ipy = types.ModuleType("IPython")
+        ipy.display = types.ModuleType("IPython.display")
+        sys.modules["IPython"], sys.modules["IPython.display"] = ipy, ipy.display
+    import kornia
+    import kornia.geometry.transform as kt
+
+    for name in ("get_rotation_matrix2d", "warp_affine"):
+        if not hasattr(kornia, name):
+            setattr(kornia, name, getattr(kt, name))
+    from lucent.optvis import objectives, param, render, transform
+
+    return objectives, param, render, transform
+
+
+class Normalized(nn.Module):
+    """The network with its input normalization in front, as Lucent needs it (preprocess=False)."""
+
+    def __init__(self, net, normalize):
+        super().__init__()
+        self.net = net
+        self._normalize = normalize
+
+    def forward(self, x):
+        return self.net(self._normalize(x))
+
+
+def clean_objective(model, layer, kind, units, images: np.ndarray) -> np.ndarray:
+    from featviz.ascent import get_recipe, objectives as O
+    from featviz.ascent.hooks import ActivationReader, OUTPUT
+
+    obj = O.for_kind(kind, None if kind == "class" else layer, units, get_recipe("lucid"))
+    need = set(obj.layers) | ({OUTPUT} if kind == "class" else set())
+    with torch.no_grad(), ActivationReader(model.net, need) as reader:
+        x = torch.as_tensor(images, dtype=torch.float32)
+        return obj(reader(model.normalize(x)), torch.arange(len(units))).double().numpy()
+
+
+def run_featviz(model, layer, kind, units, steps):
+    from featviz.ascent import visualize
+
+    ov = {"steps": steps, "class_steps": steps, "robustness_samples": 0, "snapshots": 0, "dead_retries": 0}
+    t = time.perf_counter()
+    r = visualize(model.net, None if kind == "class" else layer, units, kind, tuple(model.input_shape),
+                  normalize=model.normalize, recipe="lucid", overrides=ov)
+    return time.perf_counter() - t, r.images
+
+
+def run_lucent(lucent, model, layer, kind, units, steps, wrapped, names):
+    objectives, param, render, transform = lucent
+    c, h, w = model.input_shape
+    name = names[layer]
+    objective = sum(objectives.channel(name, u, batch=i) for i, u in enumerate(units))
+
+    def param_f():
+        return param.image(w, h=h, batch=len(units), channels=None if c == 3 else c, decorrelate=True, fft=True)
+
+    def crop(x):  # Lucent's transforms pad and rescale: crop back to the network's input size
+        y0, x0 = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+        return x[..., max(0, y0):max(0, y0) + h, max(0, x0):max(0, x0) + w]
+
+    tf = list(transform.standard_transforms) + [crop]
+    opt = lambda params: torch.optim.Adam(params, lr=5e-2)  # noqa: E731
+    t = time.perf_counter()
+    images = render.render_vis(wrapped, objective, param_f, optimizer=opt, transforms=tf, thresholds=(steps,),
+                               preprocess=False, progress=False, show_image=False, fixed_image_size=(h, w))
+    wall = time.perf_counter() - t
+    return wall, np.transpose(images[-1], (0, 3, 1, 2))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="a featviz model folder (results/<run>/model)")
+    p.add_argument("--layers", nargs="+", required=True, help="layers to compare (`classes` for the class logits)")
+    p.add_argument("--units", type=int, default=32, help="units per layer (the first N)")
+    p.add_argument("--steps", type=int, default=512)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1, help="ABBA rounds (each runs both twice)")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    from featviz.model import load_model
+    from featviz.units import enumerate_units
+
+    lucent = import_lucent()
+    model = load_model(Path(a.model))
+    model.net.eval()
+    info = enumerate_units(model.net, tuple(model.input_shape), model.classes)
+    layers = {layer["name"]: layer for layer in info["layers"]}
+    wrapped = Normalized(model.net, model.normalize).eval()
+    names = {n: "net_" + n.replace(".", "_") for n in layers}
+    final = [n for n, m in model.net.named_modules() if isinstance(m, nn.Linear)][-1]
+    names["classes"] = "net_" + final.replace(".", "_")
+    load = os.getloadavg()
+    print(f"model {a.model}: input {tuple(model.input_shape)}; {a.steps} steps; {a.threads} threads; "
+          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"{'layer':<18}{'units':>6}{'featviz s':>11}{'lucent s':>10}{'speed-up':>10}{'featviz obj':>13}{'lucent obj':>12}")
+    total_f = total_l = 0.0
+    for name in a.layers:
+        if name not in layers:
+            sys.exit(f"no layer {name!r} (known: {', '.join(layers)})")
+        layer = layers[name]
+        kind = layer["kind"]
+        units = list(range(min(a.units, layer["units"])))
+        walls = {"featviz": [], "lucent": []}
+        imgs = {}
+        for _ in range(a.rounds):
+            for who in ("featviz", "lucent", "lucent", "featviz"):
+                if who == "featviz":
+                    wall, im = run_featviz(model, name, kind, units, a.steps)
+                else:
+                    wall, im = run_lucent(lucent, model, name, kind, units, a.steps, wrapped, names)
+                walls[who].append(wall)
+                imgs[who] = im
+        f, lu = float(np.median(walls["featviz"])), float(np.median(walls["lucent"]))
+        of = clean_objective(model, name, kind, units, imgs["featviz"]).mean()
+        ol = clean_objective(model, name, kind, units, imgs["lucent"]).mean()
+        total_f += f
+        total_l += lu
+        print(f"{name:<18}{len(units):>6}{f:>11.2f}{lu:>10.2f}{lu / f:>9.2f}x{of:>13.3f}{ol:>12.3f}")
+    print(f"{'all':<18}{'':>6}{total_f:>11.2f}{total_l:>10.2f}{total_l / total_f:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main()
