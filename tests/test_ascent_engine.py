@@ -422,3 +422,24 @@ def test_bf16_and_channels_last_reach_what_fp32_reaches(precision, channels_last
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         ActivationReader(tiny(), ["conv1"], precision="fp8")
+
+
+@pytest.mark.parametrize("preset,hw", [("lucid", 28), ("lucid", 32), ("keras-project", 28), ("google", 28)])
+def test_fused_transforms_equal_the_stepwise_pipeline(preset, hw):
+    """One resampling for pad + jitter + scale + rotate + jitter + centre fit: the same random draws
+    and the same pixels as the step-by-step pipeline (and the same gradient). Without Lucid's pad, the
+    stepwise pipeline loses content a jitter pushed off its canvas: they differ only at the border."""
+    tf = transforms.Compose(transforms.PRESETS[preset], (hw, hw))
+    x = torch.rand(5, 3, hw, hw, requires_grad=True)
+    w = torch.randn(5, 3, hw, hw)
+    outs, grads = [], []
+    for f in (tf.fused, tf.stepwise):
+        y = f(x, [torch.Generator().manual_seed(i) for i in range(5)])
+        (g,) = torch.autograd.grad((y * w).sum(), x)
+        outs.append(y.detach())
+        grads.append(g)
+    if preset == "lucid":
+        torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=0)
+        torch.testing.assert_close(grads[0], grads[1], atol=1e-3, rtol=0)
+    else:
+        torch.testing.assert_close(outs[0][..., 3:-3, 3:-3], outs[1][..., 3:-3, 3:-3], atol=1e-4, rtol=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +72,60 @@ class Compose:
     def __call__(self, x: torch.Tensor, gens) -> torch.Tensor:
         if not self.specs:
             return x
+        if self._fusable():
+            return self.fused(x, gens)
+        return self.stepwise(x, gens)
+
+    def _fusable(self) -> bool:
+        """Every step pads with the same 0.5 the final centre fit uses: one resampling does it all."""
+        return all(float(s.get("value", 0.5)) == 0.5 for s in self.specs)
+
+    def fused(self, x: torch.Tensor, gens) -> torch.Tensor:
+        """The whole pipeline as one bilinear resampling of the input (one pass forward and one
+        backward instead of one per step): pad, integer jitters, scale and rotation and the centre
+        fit compose into one affine map per element, drawn from the same random numbers in the same
+        order as `stepwise`. The one difference: content an intermediate step would have pushed off
+        its canvas and a later step brought back is kept (with Lucid's 12 px pad first, never)."""
+        n, _, h0, w0 = x.shape
+        draws = []  # per spec, per element: the random parameters, drawn as stepwise draws them
+        for s in self.specs:
+            if s["type"] == "jitter":
+                d = int(s["d"])
+                draws.append([torch.randint(0, 2 * d + 1, (2,), generator=g).tolist() if d > 0 else [0, 0]
+                              for g in gens])
+            elif s["type"] in ("scale", "rotate"):
+                draws.append([_sample(s, g) for g in gens])
+            else:
+                draws.append(None)
+        # canvas size after each step (pad grows it; the rest keep it), then the centre fit's offset
+        h, w = h0, w0
+        for s in self.specs:
+            if s["type"] == "pad":
+                h, w = h + 2 * int(s["pad"]), w + 2 * int(s["pad"])
+        oh, ow = self.out_hw
+        # output pixel (centred coordinates, x then y) -> input pixel: u_in = m @ u_out + t, per
+        # element, composed from the last step back to the first
+        m = np.broadcast_to(np.eye(2), (n, 2, 2)).copy()
+        t = np.tile([_fit_offset(w, ow), _fit_offset(h, oh)], (n, 1))
+        for s, dr in zip(reversed(self.specs), reversed(draws)):
+            if s["type"] == "jitter":
+                oyx = np.asarray(dr, dtype=np.float64) - int(s["d"])  # (n, 2): rows, cols
+                t = t + oyx[:, ::-1]
+            elif s["type"] in ("scale", "rotate"):
+                v = np.asarray(dr, dtype=np.float64)
+                sc, ang = (v, np.zeros(n)) if s["type"] == "scale" else (np.ones(n), np.radians(v))
+                c, sn = np.cos(ang) / sc, np.sin(ang) / sc
+                r = np.stack([np.stack([c, sn], 1), np.stack([-sn, c], 1)], 1)  # (n, 2, 2)
+                m, t = r @ m, (r @ t[:, :, None])[:, :, 0]
+        dn_in = np.array([2.0 / w0, 2.0 / h0])
+        dn_out = np.array([ow / 2.0, oh / 2.0])
+        theta = np.concatenate([dn_in[None, :, None] * m * dn_out[None, None, :], (dn_in * t)[:, :, None]], 2)
+        theta = torch.from_numpy(theta).to(dtype=x.dtype, device=x.device)
+        grid = F.affine_grid(theta, [n, x.shape[1], oh, ow], align_corners=False)
+        return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+
+    def stepwise(self, x: torch.Tensor, gens) -> torch.Tensor:
+        """The pipeline one step at a time (the reference `fused` is tested against)."""
         i = 0
         while i < len(self.specs):
             s = self.specs[i]
@@ -94,6 +149,14 @@ class Compose:
                 continue
             i += 1
         return _center_fit(x, self.out_hw, 0.5)
+
+
+def _fit_offset(size: int, out: int) -> float:
+    """Centred-coordinate shift of `_center_fit` from a canvas of `size` to `out` pixels."""
+    if size >= out:
+        return (size - out) // 2 - (size - out) / 2
+    pad = out - size
+    return pad / 2 - pad // 2
 
 
 def _jitter(x, d, gens, value):
