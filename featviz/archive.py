@@ -75,16 +75,41 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
     entries = _files(report, f"{run}/report") + _files(results, f"{run}/results")
     for p in extra:
         entries.append((f"{run}/extra/{Path(p).name}", Path(p)))
-    blobs = {name: path.read_bytes() for name, path in entries}
-    blobs[f"{run}/environment.json"] = json.dumps(environment(), indent=2, sort_keys=True).encode()
-    blobs[f"{run}/index.html"] = _landing(run, sorted(blobs))
-    manifest = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(blobs.items())}
-    blobs[f"{run}/{MANIFEST}"] = json.dumps({"run": run, "sha256": manifest}, indent=2, sort_keys=True).encode()
+    files = dict(entries)
+    generated = {f"{run}/environment.json": json.dumps(environment(), indent=2, sort_keys=True).encode()}
+    generated[f"{run}/index.html"] = _landing(run, sorted([*files, *generated]))
+    # every file is read twice, a block at a time (its digest, then into the tar): memory stays
+    # flat however large the report and results are
+    manifest = {name: _sha256_file(path) for name, path in files.items()}
+    manifest.update({name: hashlib.sha256(data).hexdigest() for name, data in generated.items()})
+    generated[f"{run}/{MANIFEST}"] = json.dumps({"run": run, "sha256": dict(sorted(manifest.items()))}, indent=2,
+                                                sort_keys=True).encode()
     with atomic_path(out) as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+        # gzip level 6: most of an archive is PNG/JPEG/npz that level 9 shrinks no further, at twice the time
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz, \
                 tarfile.open(fileobj=gz, mode="w") as tar:
-            for name in sorted(blobs):
-                _add_bytes(tar, name, blobs[name])
+            for name in sorted([*files, *generated]):
+                if name in generated:
+                    _add_bytes(tar, name, generated[name])
+                else:
+                    _add_file(tar, name, files[name])
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = path.stat().st_size
+    info.mtime = 0
+    info.mode = 0o644
+    with open(path, "rb") as f:
+        tar.addfile(info, f)
 
 
 def verify_folder(folder: Path) -> int:
