@@ -38,7 +38,7 @@ from torch import nn
 from .attribution import saliency
 from .data import load_prepared
 from .errors import FeatvizError
-from .io import write_json, write_npz
+from .io import Chunks, write_json, write_npz
 from .device import resolve_device
 from .model import LoadedModel
 
@@ -52,6 +52,8 @@ ELEMENTWISE = (torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.fun
 BATCH_FLOATS = 2 ** 25
 # the largest temporary (in float64 values) the Gram matrix of one layer is computed from
 GRAM_FLOATS = 2 ** 23
+# the images of the top-k bank read from the test set at a time, in bytes
+BANK_BYTES = 2 ** 26
 
 
 def module_of(net: nn.Module, layer: dict) -> nn.Module:
@@ -429,9 +431,13 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     accuracy = correct / n
 
     # the bank: every test image in some unit's top-k, once, in test-set order
+    # (written to probe.npz a few images at a time: it can hold most of a large test set)
     bank_index = torch.unique(torch.cat([st.top[1].flatten() for st in stats]))  # sorted
-    arrays: dict[str, np.ndarray] = {"topk_bank": images[bank_index].numpy(),
-                                     "topk_bank_index": bank_index.numpy().astype(np.int64)}
+    step = max(1, BANK_BYTES // max(1, math.prod(images.shape[1:])))
+    pieces = (images[bank_index[i:i + step]].numpy() for i in range(0, len(bank_index), step))
+    arrays: dict[str, np.ndarray | Chunks] = {
+        "topk_bank": Chunks((len(bank_index), *images.shape[1:]), np.uint8, pieces),
+        "topk_bank_index": bank_index.numpy().astype(np.int64)}
     chain = plain_chain(net) if any(layer["kind"] == "conv" for layer in layers) else []
     n_prune = min(prune_images or n, n)
     prune_x, prune_y = images[:n_prune], labels[:n_prune]

@@ -12,6 +12,7 @@ from torch import nn
 
 from featviz.attribution import saliency
 from featviz.errors import FeatvizError
+from featviz.io import Chunks, write_npz
 from featviz.model import load_model
 from featviz.model.spec import Residual
 from featviz.probe import _receptive_field_empirical, curve_passes, module_of, probe, receptive_field, top_crops
@@ -64,6 +65,18 @@ def test_bank_rows_point_at_the_top_images(run):
         for u in layer["per_unit"]:
             assert index[rows[u["unit"]]].tolist() == u["top_index"]  # rank order
             assert np.array_equal(bank[rows[u["unit"]]], images[u["top_index"]])
+
+
+def test_a_chunked_array_is_written_as_numpy_writes_it_whole(tmp_path):
+    rng = np.random.default_rng(0)
+    bank, other = rng.integers(0, 256, (37, 3, 5, 5), dtype=np.uint8), rng.random((4, 3)).astype(np.float16)
+    write_npz(tmp_path / "whole.npz", a=other, topk_bank=bank, b=np.arange(3))
+    pieces = (bank[i:i + 10] for i in range(0, 37, 10))
+    write_npz(tmp_path / "chunked.npz", a=other, topk_bank=Chunks(bank.shape, np.uint8, pieces), b=np.arange(3))
+    assert (tmp_path / "chunked.npz").read_bytes() == (tmp_path / "whole.npz").read_bytes()
+    with pytest.raises(ValueError, match="hold 30 rows"):
+        write_npz(tmp_path / "short.npz", topk_bank=Chunks(bank.shape, np.uint8, (bank[i:i + 10] for i in range(0, 30, 10))))
+    assert not (tmp_path / "short.npz").exists()
 
 
 def test_topk_and_crops_match_a_direct_forward(run):
