@@ -485,7 +485,8 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
         arrays[f"edges_{j}"] = hist_edges
         arrays[f"topk_{j}"] = torch.searchsorted(bank_index, idx).numpy().astype(np.int32)
         if layer["kind"] == "conv":
-            entry["receptive_field"] = receptive_field(net, layer["name"], tuple(model.input_shape), chain)
+            entry["receptive_field"] = receptive_field(net, layer.get("module") or layer["name"],
+                                                       tuple(model.input_shape), chain)
             entry["top_pos"] = pos.tolist()
             arrays[f"maps_{j}"] = sample_maps[j].numpy().astype(np.float16)
         if layer["kind"] in ("conv", "dense") and nu > 1:
