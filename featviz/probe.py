@@ -108,16 +108,7 @@ def plain_chain(net: nn.Module) -> list[tuple[str, nn.Module]]:
     return chain
 
 
-def receptive_field(net: nn.Module, layer_name: str, input_shape, chain=None) -> dict:
-    """Size, stride (jump) and offset of one output position of a conv layer, in input pixels.
-
-    Analytic when the layer lies on the network's plain chain (`plain_chain`: every module from
-    the input to it is a conv, a pool or elementwise, one after the other); otherwise (residual
-    and branching networks, untraceable ones) measured with gradients: the bounding box of the
-    input pixels that influence the centre position. `chain`: `plain_chain(net)`, if known."""
-    chain = plain_chain(net) if chain is None else chain
-    if layer_name not in [name for name, _ in chain]:
-        return _receptive_field_empirical(net, layer_name, input_shape)
+def _analytic(chain: list[tuple[str, nn.Module]], layer_name: str) -> dict:
     size, jump, start = 1, 1, 0.0
     for name, mod in chain:
         if isinstance(mod, SPATIAL):
@@ -136,27 +127,65 @@ def receptive_field(net: nn.Module, layer_name: str, input_shape, chain=None) ->
             "method": "analytic"}
 
 
+def receptive_fields(net: nn.Module, layer_names: list[str], input_shape) -> dict[str, dict]:
+    """Size, stride (jump) and offset of one output position of each conv layer, in input pixels.
+
+    Analytic when the layer lies on the network's plain chain (`plain_chain`: every module from
+    the input to it is a conv, a pool or elementwise, one after the other); otherwise (residual
+    and branching networks, untraceable ones) measured with gradients: the bounding box of the
+    input pixels that influence the centre position (one forward for all such layers). A measured
+    field is clipped to the image: its size is at most the image's."""
+    chain = plain_chain(net)
+    on_chain = {name for name, _ in chain}
+    out = {name: _analytic(chain, name) for name in layer_names if name in on_chain}
+    out.update(_receptive_fields_empirical(net, [n for n in layer_names if n not in on_chain], input_shape))
+    return {name: out[name] for name in layer_names}
+
+
+def receptive_field(net: nn.Module, layer_name: str, input_shape) -> dict:
+    """`receptive_fields` of one layer."""
+    return receptive_fields(net, [layer_name], input_shape)[layer_name]
+
+
 def _receptive_field_empirical(net, layer_name, input_shape) -> dict:
-    mod = dict(net.named_modules())[layer_name]
-    out = {}
-    h = mod.register_forward_hook(lambda m, i, o: out.__setitem__("a", o))
-    x = torch.rand(1, *input_shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    x = x.to(next(net.parameters(), torch.empty(0)).device).detach().requires_grad_(True)
+    return _receptive_fields_empirical(net, [layer_name], input_shape)[layer_name]
+
+
+def _receptive_fields_empirical(net, layer_names, input_shape) -> dict[str, dict]:
+    if not layer_names:
+        return {}
+    mods = dict(net.named_modules())
+    outs: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        return lambda m, i, o: outs.setdefault(name, o)  # the first call, as `featviz units` reads it
+
+    hooks = [mods[name].register_forward_hook(keep(name)) for name in dict.fromkeys(layer_names)]
+    dev = next(net.parameters(), torch.empty(0)).device
+    x = torch.rand(1, *input_shape, generator=torch.Generator().manual_seed(0)).to(dev).requires_grad_(True)
     try:
-        net(x)
+        with torch.enable_grad():
+            net(x)
     finally:
-        h.remove()
-    a = out["a"]
-    hh, ww = a.shape[-2:]
-    cy, cx = hh // 2, ww // 2
-    g, = torch.autograd.grad(a[0, :, cy, cx].sum(), x)
-    nz = torch.nonzero(g[0].abs().sum(0)).cpu()
-    if len(nz) == 0:
-        return {"size": 1, "stride": 1, "offset": 0, "method": "empirical"}
-    size = int((nz.max(0).values - nz.min(0).values).max()) + 1
-    stride = max(1, round(input_shape[-1] / ww))
-    offset = int(nz[:, 0].min()) - cy * stride
-    return {"size": size, "stride": stride, "offset": offset, "method": "empirical"}
+        for h in hooks:
+            h.remove()
+    result = {}
+    names = list(dict.fromkeys(layer_names))
+    for n, name in enumerate(names):
+        a = outs[name]
+        hh, ww = a.shape[-2:]
+        cy, cx = hh // 2, ww // 2
+        with torch.enable_grad():
+            g, = torch.autograd.grad(a[0, :, cy, cx].sum(), x, retain_graph=n < len(names) - 1, allow_unused=True)
+        nz = torch.nonzero(g[0].abs().sum(0)).cpu() if g is not None else torch.zeros((0, 2), dtype=torch.int64)
+        if len(nz) == 0:
+            result[name] = {"size": 1, "stride": 1, "offset": 0, "method": "empirical"}
+            continue
+        size = int((nz.max(0).values - nz.min(0).values).max()) + 1
+        stride = max(1, round(input_shape[-1] / ww))
+        offset = int(nz[:, 0].min()) - cy * stride
+        result[name] = {"size": size, "stride": stride, "offset": offset, "method": "empirical"}
+    return result
 
 
 def top_crops(bank: np.ndarray, rows: np.ndarray, pos: list[int], out_w: int, rf: dict) -> np.ndarray:
@@ -438,7 +467,8 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     arrays: dict[str, np.ndarray | Chunks] = {
         "topk_bank": Chunks((len(bank_index), *images.shape[1:]), np.uint8, pieces),
         "topk_bank_index": bank_index.numpy().astype(np.int64)}
-    chain = plain_chain(net) if any(layer["kind"] == "conv" for layer in layers) else []
+    conv_names = [layer.get("module") or layer["name"] for layer in layers if layer["kind"] == "conv"]
+    rfs = receptive_fields(net, conv_names, tuple(model.input_shape))
     n_prune = min(prune_images or n, n)
     prune_x, prune_y = images[:n_prune], labels[:n_prune]
     budget = prune_passes
@@ -485,8 +515,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
         arrays[f"edges_{j}"] = hist_edges
         arrays[f"topk_{j}"] = torch.searchsorted(bank_index, idx).numpy().astype(np.int32)
         if layer["kind"] == "conv":
-            entry["receptive_field"] = receptive_field(net, layer.get("module") or layer["name"],
-                                                       tuple(model.input_shape), chain)
+            entry["receptive_field"] = rfs[layer.get("module") or layer["name"]]
             entry["top_pos"] = pos.tolist()
             arrays[f"maps_{j}"] = sample_maps[j].numpy().astype(np.float16)
         if layer["kind"] in ("conv", "dense") and nu > 1:
