@@ -27,6 +27,7 @@ with i the layer's index in units.json: `act_i`, `hist_i`, `edges_i`, `topk_i`, 
 """
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from pathlib import Path
@@ -301,7 +302,7 @@ def curve_passes(n: int, points: int = 12) -> int:
     counting the unpruned network's (given as `base`): every grid point, then the bisection of the
     widest gap between two of them."""
     grid = _grid(n, points)
-    gap = max((b - a for a, b in zip(grid, grid[1:])), default=1)
+    gap = max((b - a for a, b in itertools.pairwise(grid)), default=1)
     return len(grid) - 1 + (math.ceil(math.log2(gap)) if gap > 1 else 0)
 
 
