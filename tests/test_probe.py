@@ -4,6 +4,7 @@ first-layer analytic optimum."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +147,20 @@ def test_histogram_subset_and_pruning_budget(run, tmp_path):
     assert "pruning" not in by_name["classes"]
     assert s["prune_passes"] == {"budget": budget, "used": len(by_name["conv1"]["pruning"]["removed"])}
     assert s["prune_passes"]["used"] <= budget
+
+
+def test_the_default_budget_covers_the_quick_mnist_network():
+    import yaml
+
+    from featviz.model.spec import PRESETS, build
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    default = schema["properties"]["runs"]["items"]["properties"]["probe"]["properties"]["prune_passes"]["default"]
+    net = build(PRESETS["hvass-mnist"]["layers"], (1, 28, 28), 10)  # config/quick.yaml's network
+    widths = [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+              for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]  # conv1, conv2, fc1
+    assert widths == [16, 36, 128]
+    assert 1 + sum(curve_passes(w) for w in widths) <= default  # every curve, as before the budget
 
 
 def test_receptive_field_analytic_matches_gradients():
