@@ -107,7 +107,8 @@ def cmd_probe(a):
 
     s = probe(load_model(Path(a.model), a.trust_checkpoint), read_json(a.units), Path(a.data), Path(a.out),
               device=claim_device(a.device), top_k=a.top_k, samples=a.samples, corr_threshold=a.corr_threshold,
-              prune_images=a.prune_images, prune_tolerance=a.prune_tolerance)
+              prune_images=a.prune_images, prune_tolerance=a.prune_tolerance,
+              histogram_images=a.histogram_images, prune_passes=a.prune_passes)
     for layer in s["layers"]:
         p = layer.get("pruning")
         extra = f", {p['removable']} removable within {100 * p['tolerance']:.1f}%" if p else ""
@@ -252,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corr-threshold", type=float, default=0.9, help="near-duplicate units: correlation above this")
     s.add_argument("--prune-images", type=int, default=2000, help="test images used for the pruning curves")
     s.add_argument("--prune-tolerance", type=float, default=0.005, help="accuracy drop allowed when pruning")
+    s.add_argument("--histogram-images", type=int, default=None,
+                   help="activations and histograms over the first this many test images (default all)")
+    s.add_argument("--prune-passes", type=int, default=None,
+                   help="forward passes over the pruning images for all curves together (default no limit)")
     device(s)
     trust(s)
 

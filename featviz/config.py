@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FeatvizError
@@ -37,6 +37,7 @@ class Run:
     train: dict
     ascent: dict
     seed: int
+    probe: dict = field(default_factory=dict)
 
     @property
     def imported(self) -> bool:
@@ -222,6 +223,7 @@ def resolve_runs(config: dict) -> list[Run]:
             train=dict(r.get("train") or {}),
             ascent=dict(r.get("ascent") or {}),
             seed=int(config.get("seed", 0)),
+            probe=dict(r.get("probe") or {}),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")

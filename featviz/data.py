@@ -425,10 +425,12 @@ def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
     return info
 
 
-def load_prepared(data_dir: Path, train: bool) -> Split:
+def load_prepared(data_dir: Path, train: bool, mmap: bool = False) -> Split:
+    """A prepared split. With `mmap` the images stay in the file and are paged in as they are
+    read (a slice per batch), so a large test set is never held in memory at once."""
     path = Path(data_dir) / ("train.pt" if train else "test.pt")
     try:
-        d = torch.load(path, weights_only=True)
+        d = torch.load(path, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise FeatvizError(f"prepared dataset missing: {path} (run `featviz data` first)") from None
     return Split(d["images"], d["labels"], list(d["classes"]))

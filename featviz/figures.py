@@ -154,7 +154,10 @@ def pruning_png(path: Path, layers: list[dict]) -> None:
         ax.axhspan(base - tol, base + tol, color="0.85", zorder=0, label=f"within {100 * tol:.1f}% of {100 * base:.2f}%")
     ax.set_xlabel("fraction of the layer's units zeroed")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7)
+    if layers:
+        ax.legend(fontsize=7)
+    else:  # probe.prune_passes left no curve
+        ax.text(0.5, 0.5, "no pruning curves", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     _save_fig(fig, path)
 

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -59,11 +59,47 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """np.savez_compressed, atomically. Zip timestamps are fixed by numpy, so bytes are stable."""
-    buf = _io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    write_bytes(path, buf.getvalue())
+class Chunks:
+    """An array that `write_npz` writes piece by piece, never whole in memory: `pieces` yields
+    C-ordered arrays of `dtype` whose first axes add up to shape[0] (e.g. a few hundred images
+    at a time out of a memory-mapped test set)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype, pieces: Iterable[np.ndarray]):
+        self.shape, self.dtype, self.pieces = tuple(int(d) for d in shape), np.dtype(dtype), pieces
+
+
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray | Chunks) -> None:
+    """np.savez_compressed, atomically. Zip timestamps are fixed by numpy, so bytes are stable.
+    With a `Chunks` value the archive is written straight to the file, entry by entry, with the
+    same bytes np.savez_compressed would write for the whole array."""
+    if not any(isinstance(v, Chunks) for v in arrays.values()):
+        buf = _io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        write_bytes(path, buf.getvalue())
+        return
+    import zipfile
+
+    from numpy.lib import format as npformat
+
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            for key, val in arrays.items():
+                with zf.open(key + ".npy", "w", force_zip64=True) as fid:  # as numpy's _savez
+                    if not isinstance(val, Chunks):
+                        npformat.write_array(fid, np.asanyarray(val))
+                        continue
+                    npformat.write_array_header_1_0(fid, {"descr": npformat.dtype_to_descr(val.dtype),
+                                                          "fortran_order": False, "shape": val.shape})
+                    rows, rest = 0, val.shape[1:]
+                    for piece in val.pieces:
+                        piece = np.ascontiguousarray(piece)
+                        if piece.dtype != val.dtype or piece.shape[1:] != rest:
+                            raise ValueError(f"write_npz: a piece of {key} is {piece.dtype} {piece.shape}, "
+                                             f"expected {val.dtype} (n, {', '.join(map(str, rest))})")
+                        fid.write(piece.data)
+                        rows += len(piece)
+                    if rows != val.shape[0]:
+                        raise ValueError(f"write_npz: the pieces of {key} hold {rows} rows, expected {val.shape[0]}")
 
 
 def pack_images(images: np.ndarray) -> np.ndarray:

@@ -1,26 +1,35 @@
 """Probe a trained network with its test set: what each unit responds to in real data.
 
 Forward hooks read every layer of `units.json` by name while the test set streams through in
-batches (no per-sample Python). For every unit we keep:
+batches (no per-sample Python; the test set is memory-mapped and paged in a batch at a time, and
+each hook reduces its layer's output to per-unit statistics at once, so memory does not grow with
+the number of test images). For every unit we keep:
 
-* its activation per test image (the layer's output before any ReLU, spatial mean for conv
-  channels: the same quantity the ascent stage maximizes), stored as float16;
-* a dataset baseline: max, mean, and the fraction of images that activate it (conv: any position
-  > 0, dense/class: the value > 0). A unit no test image activates is *dead*;
-* its top-k test images (conv: ranked by the strongest position, with the receptive-field crop
-  around it);
-* near-duplicates (correlation of activations over every test image and position) and, per layer, a pruning curve:
-  units zeroed by a hook in order of importance, test accuracy after each step.
+* a dataset baseline over every test image: max and mean of its activation (the layer's output
+  before any ReLU, spatial mean for conv channels: the same quantity the ascent stage maximizes),
+  and the fraction of images that activate it (conv: any position > 0, dense/class: the value
+  > 0). A unit no test image activates is *dead*;
+* its activation per image and a histogram of it, over the first `histogram_images` test images;
+* its top-k test images (conv: ranked by the strongest position). The images themselves are
+  stored once in a bank shared by every unit; `top_crops` cuts the receptive-field crops around
+  the argmax positions from it when they are shown;
+* near-duplicates (correlation of activations over every test image and position) and, per layer
+  while a budget of forward passes lasts, a pruning curve: units zeroed by a hook in order of
+  importance, test accuracy after each step.
 
 Plus activation maps of a few sample inputs for every conv layer, saliency maps for those samples
 (`featviz.attribution`) and the first conv layer's weights with their analytic optimal input.
 
 Outputs (in `out_dir`): `probe.json` (everything small), `probe.npz` (arrays, keys `<kind>_<i>`
-with i the layer's index in units.json), `pruning.png`, `saliency.png`.
+with i the layer's index in units.json: `act_i`, `hist_i`, `edges_i`, `topk_i`, `maps_i`; plus
+`topk_bank`, `topk_bank_index`, `sample_images`, `saliency`, `conv1_*`), `pruning.png`,
+`saliency.png`.
 """
 from __future__ import annotations
 
+import itertools
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +39,22 @@ from torch import nn
 from .attribution import saliency
 from .data import load_prepared
 from .errors import FeatvizError
-from .io import write_json, write_npz
+from .io import Chunks, write_json, write_npz
 from .device import resolve_device
 from .model import LoadedModel
 
 PASSTHROUGH = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Dropout2d,
                nn.BatchNorm2d, nn.Identity)
+SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+# elementwise functions a plain chain may call between its modules (torch.relu(self.conv(x)))
+ELEMENTWISE = (torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.functional.leaky_relu,
+               nn.functional.elu, nn.functional.gelu, nn.functional.silu, nn.functional.dropout)
+# a layer's output per image, in floats, that one batch may hold (sets the batch size of big inputs)
+BATCH_FLOATS = 2 ** 25
+# the largest temporary (in float64 values) the Gram matrix of one layer is computed from
+GRAM_FLOATS = 2 ** 23
+# the images of the top-k bank read from the test set at a time, in bytes
+BANK_BYTES = 2 ** 26
 
 
 def module_of(net: nn.Module, layer: dict) -> nn.Module:
@@ -50,17 +69,50 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def receptive_field(net: nn.Module, layer_name: str, input_shape) -> dict:
-    """Size, stride (jump) and offset of one output position of a conv layer, in input pixels.
-
-    Analytic along the module chain when every module before the layer is a conv, a pool or
-    elementwise; otherwise measured with gradients (the bounding box of the input pixels that
-    influence the centre position, with max pooling treated as average pooling)."""
-    size, jump, start = 1, 1, 0.0
-    for name, mod in net.named_modules():
-        if mod is net or len(list(mod.children())):
+def plain_chain(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules the input flows through one after the other before anything branches or
+    merges, in execution order: the prefix of the network's torch.fx graph in which every node
+    takes exactly the previous node's output and is a conv, a pool, an elementwise module or
+    function, or batch norm. A residual block ends it (its add takes two inputs, its downsample
+    conv reads the block's input, not the previous node), so does a module called twice with
+    weights, or a network that cannot be traced (TorchScript, data-dependent control flow): []."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = torch.fx.symbolic_trace(net).graph
+    except Exception:  # noqa: BLE001 - any tracing failure means: not a known plain chain
+        return []
+    mods = dict(net.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    chain, prev = [], None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if prev is not None:
+                return []  # several inputs
+            prev = node
             continue
-        if isinstance(mod, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        if prev is None or node.all_input_nodes != [prev]:
+            break
+        if node.op == "call_module":
+            mod = mods.get(node.target)
+            if not isinstance(mod, SPATIAL + PASSTHROUGH):
+                break
+            if calls[node.target] > 1 and not isinstance(mod, PASSTHROUGH):
+                break  # a hook on it would read its last call, not this one
+            chain.append((node.target, mod))
+        elif not (node.op == "call_function" and node.target in ELEMENTWISE):
+            break
+        prev = node
+    return chain
+
+
+def _analytic(chain: list[tuple[str, nn.Module]], layer_name: str) -> dict:
+    size, jump, start = 1, 1, 0.0
+    for name, mod in chain:
+        if isinstance(mod, SPATIAL):
             k = _pair(mod.kernel_size)[0]
             s = _pair(mod.stride)[0] if mod.stride is not None else k
             p = mod.padding if not isinstance(mod.padding, str) else ((k - 1) // 2 if mod.padding == "same" else 0)
@@ -70,34 +122,97 @@ def receptive_field(net: nn.Module, layer_name: str, input_shape) -> dict:
             start += ((k_eff - 1) / 2 - p) * jump
             size += (k_eff - 1) * jump
             jump *= s
-        elif not isinstance(mod, PASSTHROUGH):
-            return _receptive_field_empirical(net, layer_name, input_shape)
         if name == layer_name:
-            return {"size": int(size), "stride": int(jump), "offset": int(round(start - (size - 1) / 2)),
-                    "method": "analytic"}
-    return _receptive_field_empirical(net, layer_name, input_shape)
+            break
+    return {"size": int(size), "stride": int(jump), "offset": int(round(start - (size - 1) / 2)),
+            "method": "analytic"}
+
+
+def receptive_fields(net: nn.Module, layer_names: list[str], input_shape) -> dict[str, dict]:
+    """Size, stride (jump) and offset of one output position of each conv layer, in input pixels.
+
+    Analytic when the layer lies on the network's plain chain (`plain_chain`: every module from
+    the input to it is a conv, a pool or elementwise, one after the other); otherwise (residual
+    and branching networks, untraceable ones) measured with gradients: the bounding box of the
+    input pixels that influence the centre position (one forward for all such layers). A measured
+    field is clipped to the image: its size is at most the image's."""
+    chain = plain_chain(net)
+    on_chain = {name for name, _ in chain}
+    out = {name: _analytic(chain, name) for name in layer_names if name in on_chain}
+    out.update(_receptive_fields_empirical(net, [n for n in layer_names if n not in on_chain], input_shape))
+    return {name: out[name] for name in layer_names}
+
+
+def receptive_field(net: nn.Module, layer_name: str, input_shape) -> dict:
+    """`receptive_fields` of one layer."""
+    return receptive_fields(net, [layer_name], input_shape)[layer_name]
 
 
 def _receptive_field_empirical(net, layer_name, input_shape) -> dict:
-    mod = dict(net.named_modules())[layer_name]
-    out = {}
-    h = mod.register_forward_hook(lambda m, i, o: out.__setitem__("a", o))
-    x = torch.rand(1, *input_shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    return _receptive_fields_empirical(net, [layer_name], input_shape)[layer_name]
+
+
+def _receptive_fields_empirical(net, layer_names, input_shape) -> dict[str, dict]:
+    if not layer_names:
+        return {}
+    mods = dict(net.named_modules())
+    outs: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        return lambda m, i, o: outs.setdefault(name, o)  # the first call, as `featviz units` reads it
+
+    hooks = [mods[name].register_forward_hook(keep(name)) for name in dict.fromkeys(layer_names)]
+    dev = next(net.parameters(), torch.empty(0)).device
+    x = torch.rand(1, *input_shape, generator=torch.Generator().manual_seed(0)).to(dev).requires_grad_(True)
     try:
-        net(x)
+        with torch.enable_grad():
+            net(x)
     finally:
-        h.remove()
-    a = out["a"]
-    hh, ww = a.shape[-2:]
-    cy, cx = hh // 2, ww // 2
-    g, = torch.autograd.grad(a[0, :, cy, cx].sum(), x)
-    nz = torch.nonzero(g[0].abs().sum(0))
-    if len(nz) == 0:
-        return {"size": 1, "stride": 1, "offset": 0, "method": "empirical"}
-    size = int((nz.max(0).values - nz.min(0).values).max()) + 1
-    stride = max(1, round(input_shape[-1] / ww))
-    offset = int(nz[:, 0].min()) - cy * stride
-    return {"size": size, "stride": stride, "offset": offset, "method": "empirical"}
+        for h in hooks:
+            h.remove()
+    result = {}
+    names = list(dict.fromkeys(layer_names))
+    for n, name in enumerate(names):
+        a = outs[name]
+        hh, ww = a.shape[-2:]
+        cy, cx = hh // 2, ww // 2
+        with torch.enable_grad():
+            g, = torch.autograd.grad(a[0, :, cy, cx].sum(), x, retain_graph=n < len(names) - 1, allow_unused=True)
+        nz = torch.nonzero(g[0].abs().sum(0)).cpu() if g is not None else torch.zeros((0, 2), dtype=torch.int64)
+        if len(nz) == 0:
+            result[name] = {"size": 1, "stride": 1, "offset": 0, "method": "empirical"}
+            continue
+        size = int((nz.max(0).values - nz.min(0).values).max()) + 1
+        stride = max(1, round(input_shape[-1] / ww))
+        offset = int(nz[:, 0].min()) - cy * stride
+        result[name] = {"size": size, "stride": stride, "offset": offset, "method": "empirical"}
+    return result
+
+
+def top_crops(bank: np.ndarray, rows: np.ndarray, pos: list[int], out_w: int, rf: dict) -> np.ndarray:
+    """Receptive-field crops (k, C, s, s) uint8 of one unit's top-k images: `bank` (M, C, H, W)
+    (probe.npz's topk_bank), `rows` (k,) the unit's rows of it (topk_<i>[unit]), `pos` (k,) the
+    argmax positions (probe.json's top_pos[unit], row-major in a layer output `out_w` wide), `rf`
+    the layer's receptive_field. The window of position (py, px) starts at py * stride + offset
+    (likewise x), zero-padded where it leaves the image. s = min(rf size, max(H, W)): a receptive
+    field larger than the image is clipped to a window of the image's size centred on it."""
+    bank = np.asarray(bank)
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    pos = np.asarray(pos, np.int64).reshape(-1)
+    if bank.ndim != 4 or len(rows) != len(pos):
+        raise FeatvizError(f"top_crops: need a (M, C, H, W) bank and as many rows as positions, got bank "
+                           f"{bank.shape}, {len(rows)} rows, {len(pos)} positions")
+    _, c, h, w = bank.shape
+    size, stride, off = int(rf["size"]), int(rf["stride"]), int(rf["offset"])
+    s = max(1, min(size, max(h, w)))
+    shift = (size - s) // 2  # centre the clipped window on the receptive field's centre
+    ar = np.arange(s)
+    ys = (pos // out_w * stride + off + shift)[:, None] + ar  # (k, s)
+    xs = (pos % out_w * stride + off + shift)[:, None] + ar
+    inside = ((ys >= 0) & (ys < h))[:, None, :, None] & ((xs >= 0) & (xs < w))[:, None, None, :]
+    out = bank[rows[:, None, None, None], np.arange(c)[None, :, None, None],
+               ys.clip(0, h - 1)[:, None, :, None], xs.clip(0, w - 1)[:, None, None, :]]
+    return np.where(inside, out, 0).astype(np.uint8)
 
 
 def _topk_merge(vals, idx, pos, new_vals, new_idx, new_pos, k):
@@ -107,24 +222,6 @@ def _topk_merge(vals, idx, pos, new_vals, new_idx, new_pos, k):
     p = torch.cat([pos, new_pos], 1)
     top = torch.topk(v, min(k, v.shape[1]), dim=1)
     return top.values, torch.gather(i, 1, top.indices), torch.gather(p, 1, top.indices)
-
-
-def _crops(images_u8: torch.Tensor, idx: torch.Tensor, pos: torch.Tensor, out_w: int, rf: dict) -> torch.Tensor:
-    """Receptive-field crops (U, k, C, S, S) around the argmax positions, zero-padded at borders."""
-    s, stride, off = rf["size"], rf["stride"], rf["offset"]
-    u, k = idx.shape
-    imgs = images_u8[idx.flatten()]  # (U*k, C, H, W)
-    pad = s + abs(off)
-    padded = torch.nn.functional.pad(imgs, (pad, pad, pad, pad))
-    py, px = (pos.flatten() // out_w), (pos.flatten() % out_w)
-    y0 = py * stride + off + pad
-    x0 = px * stride + off + pad
-    ar = torch.arange(s)
-    rows = (y0[:, None] + ar[None]).clamp(0, padded.shape[-2] - 1)  # (n, s)
-    cols = (x0[:, None] + ar[None]).clamp(0, padded.shape[-1] - 1)
-    n = torch.arange(len(imgs))[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[n, rows[:, :, None], cols[:, None, :]]  # (n, s, s, C)
-    return out.permute(0, 3, 1, 2).reshape(u, k, imgs.shape[1], s, s)
 
 
 def _pick_samples(labels: torch.Tensor, n: int) -> list[int]:
@@ -196,19 +293,34 @@ def prune_order(relu_mean: np.ndarray, corr: np.ndarray) -> list[int]:
     return order
 
 
-def pruning_curve(model, images, labels, dev, module, order: list[int], tolerance: float, points: int = 12) -> dict:
+def _grid(n: int, points: int) -> list[int]:
+    return sorted({int(round(x)) for x in np.linspace(0, n, min(points, n) + 1)})
+
+
+def curve_passes(n: int, points: int = 12) -> int:
+    """The most forward passes `pruning_curve` makes over its images for a layer of n units, not
+    counting the unpruned network's (given as `base`): every grid point, then the bisection of the
+    widest gap between two of them."""
+    grid = _grid(n, points)
+    gap = max((b - a for a, b in itertools.pairwise(grid)), default=1)
+    return len(grid) - 1 + (math.ceil(math.log2(gap)) if gap > 1 else 0)
+
+
+def pruning_curve(model, images, labels, dev, module, order: list[int], tolerance: float, points: int = 12,
+                  base: float | None = None, batch_size: int = 1000) -> dict:
     """Accuracy with the first k units of `order` zeroed, on a grid of k, refined by bisection
-    around the largest k whose accuracy stays within `tolerance` of the unpruned network's."""
+    around the largest k whose accuracy stays within `tolerance` of the unpruned network's
+    (`base`: that accuracy on these images, if already known; measured otherwise)."""
     n = len(order)
-    cache: dict[int, float] = {}
+    cache: dict[int, float] = {} if base is None else {0: base}
 
     def acc(k):
         if k not in cache:
-            cache[k] = _accuracy(model, images, labels, dev, module, order[:k])
+            cache[k] = _accuracy(model, images, labels, dev, module, order[:k], batch_size)
         return cache[k]
 
     base = acc(0)
-    grid = sorted({int(round(x)) for x in np.linspace(0, n, min(points, n) + 1)})
+    grid = _grid(n, points)
     good = 0
     for k in grid:
         if acc(k) >= base - tolerance:
@@ -227,124 +339,204 @@ def pruning_curve(model, images, labels, dev, module, order: list[int], toleranc
             "base_accuracy": base, "tolerance": tolerance, "removable": int(lo), "units": n}
 
 
-def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device: str = "auto",
-          top_k: int = 9, samples: int = 4, corr_threshold: float = 0.9, prune_images: int = 2000,
-          prune_tolerance: float = 0.005, batch_size: int = 500, bins: int = 30) -> dict:
-    if top_k < 1 or samples < 1:
-        raise FeatvizError("probe: top_k and samples must be at least 1")
+class _Stats:
+    """Running statistics of one layer's units over the test images streamed so far: memory of
+    O(units^2 + units * (k + histogram images)), whatever the number of test images."""
+
+    def __init__(self, units: int, k: int, hist_n: int):
+        self.k = k
+        self.sum = torch.zeros(units, dtype=torch.float64)  # of the per-image activation
+        self.relu_sum = torch.zeros(units, dtype=torch.float64)
+        self.max = torch.full((units,), -math.inf, dtype=torch.float64)
+        self.active = torch.zeros(units, dtype=torch.int64)
+        self.m1 = torch.zeros(units, dtype=torch.float64)  # moments over every image and position
+        self.m2 = torch.zeros(units, units, dtype=torch.float64)
+        self.cnt = 0
+        self.top = (torch.full((units, 0), -math.inf), torch.zeros((units, 0), dtype=torch.int64),
+                    torch.zeros((units, 0), dtype=torch.int64))
+        self.acts = np.zeros((hist_n, units), np.float32)  # the first hist_n images
+
+    def add(self, out: torch.Tensor, start: int) -> None:
+        """One batch of the layer's output (B, U, H, W) or (B, U), test images start.. ."""
+        a = out.detach().float()
+        if a.device.type not in ("cpu", "cuda"):  # float64 (the Gram matrix) is cpu/cuda only
+            a = a.cpu()
+        b = a.shape[0]
+        vals = a.flatten(2) if a.dim() == 4 else a.flatten(1)[:, :, None]  # (B, U, P)
+        u, p = vals.shape[1], vals.shape[2]
+        mean = vals.mean(2)
+        mx, pos = vals.max(2)
+        mean_c, mx_c, pos_c = mean.cpu(), mx.cpu(), pos.cpu()
+        m64 = mean_c.double()
+        self.sum += m64.sum(0)
+        self.relu_sum += m64.clamp(min=0).sum(0)
+        self.max = torch.maximum(self.max, m64.max(0).values)
+        self.active += (mx_c > 0).sum(0)
+        # redundancy: moments of the unit values over every image and position, a few images at a time
+        step = max(1, GRAM_FLOATS // max(1, u * p))
+        m1 = torch.zeros(u, dtype=torch.float64, device=a.device)
+        m2 = torch.zeros(u, u, dtype=torch.float64, device=a.device)
+        for s in range(0, b, step):
+            x = vals[s:s + step].transpose(0, 1).reshape(u, -1).double()
+            m1 += x.sum(1)
+            m2 += x @ x.T
+        self.m1 += m1.cpu()
+        self.m2 += m2.cpu()
+        self.cnt += b * p
+        ids = torch.arange(start, start + b).expand(u, b)
+        self.top = _topk_merge(*self.top, mx_c.T, ids, pos_c.T, self.k)
+        keep = min(b, len(self.acts) - start)
+        if keep > 0:
+            self.acts[start:start + keep] = mean_c[:keep].numpy()
+
+
+def _batch_size(layers: list[dict], input_shape, batch_size: int) -> int:
+    """At most batch_size images, fewer where one layer's output for the batch would exceed
+    BATCH_FLOATS values (large inputs, e.g. 224-px ImageNet images)."""
+    per_image = max([math.prod(layer.get("output_shape") or [1]) for layer in layers] + [math.prod(input_shape)])
+    return max(1, min(batch_size, BATCH_FLOATS // max(1, per_image)))
+
+
+def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device: str = "auto", *,
+          top_k: int, samples: int, corr_threshold: float = 0.9, prune_images: int | None = None,
+          prune_tolerance: float = 0.005, histogram_images: int | None = None, prune_passes: int | None = None,
+          batch_size: int = 500, bins: int = 30) -> dict:
+    """Probe `model` with the prepared test set in `data_dir` (module docstring). None for
+    prune_images / histogram_images: every test image; for prune_passes: no budget (the
+    workflow passes the config's values, workflow/schemas/config.schema.yaml `probe`)."""
+    for key, v in (("top_k", top_k), ("samples", samples), ("prune_images", prune_images),
+                   ("histogram_images", histogram_images)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise FeatvizError(f"probe: {key} must be a positive integer, got {v!r}")
+    if prune_passes is not None and (not isinstance(prune_passes, int) or isinstance(prune_passes, bool)
+                                     or prune_passes < 0):
+        raise FeatvizError(f"probe: prune_passes must be an integer of at least 0, got {prune_passes!r}")
     dev = resolve_device(device)
     model.to(dev)
     net = model.net
     net.eval()
-    test = load_prepared(data_dir, train=False)
+    test = load_prepared(data_dir, train=False, mmap=True)  # images paged in batch by batch
     images, labels = test.images, test.labels
     n = len(images)
     if n == 0:
         raise FeatvizError(f"probe: the test set in {data_dir} is empty")
     layers = units["layers"]
     mods = [module_of(net, layer) for layer in layers]
-    captured: dict[int, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, j=j: captured.__setitem__(j, o)) for j, m in enumerate(mods)]
     k = min(top_k, n)
-    means = {j: [] for j in range(len(layers))}
-    active = {j: torch.zeros(layer["units"], dtype=torch.int64) for j, layer in enumerate(layers)}
-    best = {}
-    for j, layer in enumerate(layers):
-        u = layer["units"]
-        best[j] = (torch.full((u, 0), -math.inf), torch.zeros((u, 0), dtype=torch.int64),
-                   torch.zeros((u, 0), dtype=torch.int64))
-    m1 = {j: torch.zeros(layer["units"], dtype=torch.float64) for j, layer in enumerate(layers)}
-    m2 = {j: torch.zeros(layer["units"], layer["units"], dtype=torch.float64) for j, layer in enumerate(layers)}
-    cnt = {j: 0 for j in range(len(layers))}
+    hist_n = min(histogram_images or n, n)
+    stats = [_Stats(layer["units"], k, hist_n) for layer in layers]
+    bs = _batch_size(layers, tuple(images.shape[1:]), batch_size)
+    # the hooks reduce each output at once (nothing of a batch is held past its layer); a module
+    # called more than once per forward is read at its first call, as `featviz units` does
+    state = {"mode": "stream", "start": 0, "seen": set()}
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook(j):
+        def read(m, i, o):
+            if j in state["seen"]:
+                return
+            state["seen"].add(j)
+            if state["mode"] == "stream":
+                stats[j].add(o, state["start"])
+            else:
+                captured[j] = o.detach().float().cpu()
+        return read
+
+    hooks = [m.register_forward_hook(hook(j)) for j, m in enumerate(mods)]
     correct = 0
     try:
         with torch.no_grad():
-            for s in range(0, n, batch_size):
-                out = net(model.to_input(images[s:s + batch_size], dev))
-                correct += int((out.argmax(1).cpu() == labels[s:s + batch_size]).sum())
-                for j, layer in enumerate(layers):
-                    a = captured[j].detach().float().cpu()
-                    b = a.shape[0]
-                    if a.dim() == 4:
-                        flat = a.flatten(2)  # (B, U, HW)
-                        means[j].append(flat.mean(2))
-                        mx, pos = flat.max(2)
-                    else:
-                        a = a.flatten(1)
-                        means[j].append(a)
-                        mx, pos = a, torch.zeros_like(a, dtype=torch.int64)
-                    active[j] += (mx > 0).sum(0)
-                    # for redundancy: moments of the unit values over every image and position
-                    flat_all = (a.transpose(0, 1).flatten(1) if a.dim() == 4 else a.T).double()  # (U, B*HW)
-                    m1[j] += flat_all.sum(1)
-                    m2[j] += flat_all @ flat_all.T
-                    cnt[j] += flat_all.shape[1]
-                    ids = torch.arange(s, s + b).expand(mx.shape[1], b)
-                    best[j] = _topk_merge(*best[j], mx.T, ids, pos.T, k)
-                captured.clear()
-        sample_idx = _pick_samples(labels, min(samples, n))
-        sample_maps = {}
-        with torch.no_grad():
+            for s in range(0, n, bs):
+                state.update(start=s, seen=set())
+                out = net(model.to_input(images[s:s + bs], dev))
+                correct += int((out.argmax(1).cpu() == labels[s:s + bs]).sum())
+            sample_idx = _pick_samples(labels, min(samples, n))
+            state.update(mode="capture", seen=set())
             logits = net(model.to_input(images[sample_idx], dev))
-            for j, layer in enumerate(layers):
-                if layer["kind"] == "conv":
-                    sample_maps[j] = captured[j].detach().float().cpu()
+            sample_maps = {j: captured[j] for j, layer in enumerate(layers) if layer["kind"] == "conv"}
             captured.clear()
     finally:
         for h in hooks:
             h.remove()
     accuracy = correct / n
-    arrays: dict[str, np.ndarray] = {}
+
+    # the bank: every test image in some unit's top-k, once, in test-set order
+    # (written to probe.npz a few images at a time: it can hold most of a large test set)
+    bank_index = torch.unique(torch.cat([st.top[1].flatten() for st in stats]))  # sorted
+    step = max(1, BANK_BYTES // max(1, math.prod(images.shape[1:])))
+    pieces = (images[bank_index[i:i + step]].numpy() for i in range(0, len(bank_index), step))
+    arrays: dict[str, np.ndarray | Chunks] = {
+        "topk_bank": Chunks((len(bank_index), *images.shape[1:]), np.uint8, pieces),
+        "topk_bank_index": bank_index.numpy().astype(np.int64)}
+    conv_names = [layer.get("module") or layer["name"] for layer in layers if layer["kind"] == "conv"]
+    rfs = receptive_fields(net, conv_names, tuple(model.input_shape))
+    n_prune = min(prune_images or n, n)
+    prune_x, prune_y = images[:n_prune], labels[:n_prune]
+    budget = prune_passes
+    passes, base, skipped = 0, None, False
     summary_layers = []
-    prune_x, prune_y = images[:prune_images], labels[:prune_images]
     for j, layer in enumerate(layers):
-        acts = torch.cat(means[j]).numpy()  # (N, U)
-        vals, idx, pos = best[j]
-        entry = {"index": j, "name": layer["name"], "kind": layer["kind"], "units": layer["units"]}
-        per_unit = []
-        amax, amean = acts.max(0), acts.mean(0)
-        frac = active[j].numpy() / n
-        hist_counts = np.zeros((layer["units"], bins), np.int32)
-        hist_edges = np.zeros((layer["units"], bins + 1), np.float32)
-        for u in range(layer["units"]):  # per unit, not per sample: cheap
-            lo, hi = float(acts[:, u].min()), float(acts[:, u].max())
+        st = stats[j]
+        vals, idx, pos = st.top
+        nu = layer["units"]
+        entry = {"index": j, "name": layer["name"], "kind": layer["kind"], "units": nu}
+        acts, st.acts = st.acts, None  # (hist_n, U)
+        amax, amean = st.max.numpy(), (st.sum / n).numpy()
+        frac = st.active.numpy() / n
+        hist_counts = np.zeros((nu, bins), np.int32)
+        hist_edges = np.zeros((nu, bins + 1), np.float32)
+        for u, col in enumerate(np.ascontiguousarray(acts.T)):  # per unit, not per sample: cheap
+            lo, hi = float(col.min()), float(col.max())
             if hi <= lo:
                 hi = lo + 1e-6
-            c, e = np.histogram(acts[:, u], bins=bins, range=(lo, hi))
+            c, e = np.histogram(col, bins=bins, range=(lo, hi))
             hist_counts[u], hist_edges[u] = c, e
-        corr = _correlation_from_moments(m1[j], m2[j], cnt[j]) if layer["units"] > 1 else np.zeros((1, 1))
-        partner = corr.argmax(1) if layer["units"] > 1 else np.zeros(1, int)
-        max_corr = corr.max(1) if layer["units"] > 1 else np.zeros(1)
+        corr = _correlation_from_moments(st.m1, st.m2, st.cnt) if nu > 1 else np.zeros((1, 1))
+        st.m2 = None  # free the Gram matrix
+        partner = corr.argmax(1) if nu > 1 else np.zeros(1, int)
+        max_corr = corr.max(1) if nu > 1 else np.zeros(1)
         pairs = [(int(a), int(b), round(float(corr[a, b]), 4))
                  for a, b in zip(*np.nonzero(np.triu(corr, 1) > corr_threshold))]
         pairs.sort(key=lambda t: -t[2])
-        relu_mean = np.maximum(acts, 0).mean(0)
-        for u in range(layer["units"]):
+        relu_mean = (st.relu_sum / n).numpy()
+        top_labels = labels[idx.flatten()].view(idx.shape).tolist()
+        per_unit = []
+        for u in range(nu):
             per_unit.append({
                 "unit": u, "max": round(float(amax[u]), 5), "mean": round(float(amean[u]), 5),
-                "frac_active": round(float(frac[u]), 5), "dead": bool(active[j][u] == 0),
+                "frac_active": round(float(frac[u]), 5), "dead": bool(st.active[u] == 0),
                 "max_corr": round(float(max_corr[u]), 4), "partner": int(partner[u]),
                 "top_index": idx[u].tolist(), "top_value": [round(float(v), 5) for v in vals[u]],
-                "top_label": [int(labels[i]) for i in idx[u]],
+                "top_label": top_labels[u],
             })
         entry.update(per_unit=per_unit, redundant_pairs=pairs, corr_threshold=corr_threshold,
                      dead=int(sum(p["dead"] for p in per_unit)))
         arrays[f"act_{j}"] = acts.astype(np.float16)
         arrays[f"hist_{j}"] = hist_counts
         arrays[f"edges_{j}"] = hist_edges
-        arrays[f"topimg_{j}"] = images[idx.flatten()].reshape(layer["units"], k, *images.shape[1:]).numpy()
+        arrays[f"topk_{j}"] = torch.searchsorted(bank_index, idx).numpy().astype(np.int32)
         if layer["kind"] == "conv":
-            rf = receptive_field(net, layer["name"], tuple(model.input_shape))
-            entry["receptive_field"] = rf
-            out_w = layer["output_shape"][-1]
-            arrays[f"crops_{j}"] = _crops(images, idx, pos, out_w, rf).numpy()
+            entry["receptive_field"] = rfs[layer.get("module") or layer["name"]]
             entry["top_pos"] = pos.tolist()
             arrays[f"maps_{j}"] = sample_maps[j].numpy().astype(np.float16)
-        if layer["kind"] in ("conv", "dense") and layer["units"] > 1:
-            # importance: how much the unit fires (after ReLU), discounted by how well another unit
-            # already carries the same signal; dead units (0) go first
-            order = prune_order(relu_mean, corr)
-            entry["pruning"] = pruning_curve(model, prune_x, prune_y, dev, mods[j], order, prune_tolerance)
+        if layer["kind"] in ("conv", "dense") and nu > 1:
+            # layers in units.json order while the budget of forward passes over prune_x lasts
+            need = curve_passes(nu) + (base is None)
+            if skipped or (budget is not None and passes + need > budget):
+                skipped = True
+                entry["pruning"] = None
+                entry["pruning_skipped"] = f"budget of {budget} passes spent"
+            else:
+                if base is None:
+                    base = _accuracy(model, prune_x, prune_y, dev, batch_size=bs)
+                    passes += 1
+                # importance: how much the unit fires (after ReLU), discounted by how well another
+                # unit already carries the same signal; dead units (0) go first
+                order = prune_order(relu_mean, corr)
+                curve = pruning_curve(model, prune_x, prune_y, dev, mods[j], order, prune_tolerance,
+                                      base=base, batch_size=bs)
+                passes += len(curve["removed"]) - 1
+                entry["pruning"] = curve
         summary_layers.append(entry)
     # samples, saliency, first-layer weights
     arrays["sample_images"] = images[sample_idx].numpy()
@@ -372,12 +564,13 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
         first_layer = {"name": next(n for n, m in net.named_modules() if m is first),
                        "analytic_max": [round(float(v), 5) for v in analytic]}
     summary = {"n_test": n, "test_accuracy": accuracy, "top_k": k, "samples": samples_meta,
-               "prune_images": int(len(prune_x)), "layers": summary_layers, "first_layer": first_layer,
-               "device": str(dev)}
+               "prune_images": int(n_prune), "prune_passes": {"budget": budget, "used": passes},
+               "histogram_images": int(hist_n), "batch_size": bs, "layers": summary_layers,
+               "first_layer": first_layer, "device": str(dev)}
     out_dir = Path(out_dir)
     from .figures import pruning_png, saliency_png
 
-    pruning_png(out_dir / "pruning.png", [e for e in summary_layers if "pruning" in e])
+    pruning_png(out_dir / "pruning.png", [e for e in summary_layers if e.get("pruning")])
     saliency_png(out_dir / "saliency.png", arrays["sample_images"], arrays["saliency"],
                  [f"{m['true']} → {m['predicted']}" for m in samples_meta])
     write_npz(out_dir / "probe.npz", **arrays)

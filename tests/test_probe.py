@@ -1,8 +1,10 @@
-"""The probe stage on a tiny synthetic model: baselines, top-k, receptive fields, dead units,
-redundancy, pruning, saliency, first-layer analytic optimum."""
+"""The probe stage on a tiny synthetic model: baselines, top-k and its image bank, receptive fields
+and their crops, dead units, redundancy, pruning and its budget, histogram subset, saliency,
+first-layer analytic optimum."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +13,10 @@ from torch import nn
 
 from featviz.attribution import saliency
 from featviz.errors import FeatvizError
+from featviz.io import Chunks, write_npz
 from featviz.model import load_model
-from featviz.probe import _receptive_field_empirical, module_of, probe, receptive_field
+from featviz.model.spec import Residual
+from featviz.probe import _receptive_field_empirical, curve_passes, module_of, probe, receptive_field, top_crops
 from featviz.report.synthetic import make_run
 
 
@@ -26,11 +30,14 @@ def test_outputs_and_baselines(run):
     z = np.load(run / "probe/probe.npz")
     units = json.loads((run / "units.json").read_text())
     assert [layer["name"] for layer in s["layers"]] == [layer["name"] for layer in units["layers"]]
+    assert s["histogram_images"] == s["n_test"]  # make_run sets no limit
+    assert not [key for key in z.files if key.startswith(("topimg_", "crops_"))]
     for j, layer in enumerate(s["layers"]):
         acts = z[f"act_{j}"].astype(np.float32)
         assert acts.shape == (s["n_test"], layer["units"]) and z[f"act_{j}"].dtype == np.float16
         for u in layer["per_unit"]:
             assert u["max"] == pytest.approx(acts[:, u["unit"]].max(), rel=1e-2, abs=1e-2)
+            assert u["mean"] == pytest.approx(acts[:, u["unit"]].mean(), rel=1e-2, abs=1e-2)
             assert 0.0 <= u["frac_active"] <= 1.0
             assert u["dead"] == (u["frac_active"] == 0.0)
             assert u["top_value"] == sorted(u["top_value"], reverse=True)
@@ -40,11 +47,44 @@ def test_outputs_and_baselines(run):
     assert s["test_accuracy"] == pytest.approx(ev["test_accuracy"])
 
 
+def _test_set(run):
+    return torch.load(run.parent / "data" / run.name / "test.pt", weights_only=True)
+
+
+def test_bank_rows_point_at_the_top_images(run):
+    s = json.loads((run / "probe/probe.json").read_text())
+    z = np.load(run / "probe/probe.npz")
+    images = _test_set(run)["images"].numpy()
+    bank, index = z["topk_bank"], z["topk_bank_index"]
+    assert bank.dtype == np.uint8 and index.dtype == np.int64 and z["topk_0"].dtype == np.int32
+    everywhere = sorted({i for layer in s["layers"] for u in layer["per_unit"] for i in u["top_index"]})
+    assert index.tolist() == everywhere  # each top image once, in test-set order
+    assert np.array_equal(bank, images[index])
+    for j, layer in enumerate(s["layers"]):
+        rows = z[f"topk_{j}"]
+        assert rows.shape == (layer["units"], s["top_k"])
+        for u in layer["per_unit"]:
+            assert index[rows[u["unit"]]].tolist() == u["top_index"]  # rank order
+            assert np.array_equal(bank[rows[u["unit"]]], images[u["top_index"]])
+
+
+def test_a_chunked_array_is_written_as_numpy_writes_it_whole(tmp_path):
+    rng = np.random.default_rng(0)
+    bank, other = rng.integers(0, 256, (37, 3, 5, 5), dtype=np.uint8), rng.random((4, 3)).astype(np.float16)
+    write_npz(tmp_path / "whole.npz", a=other, topk_bank=bank, b=np.arange(3))
+    pieces = (bank[i:i + 10] for i in range(0, 37, 10))
+    write_npz(tmp_path / "chunked.npz", a=other, topk_bank=Chunks(bank.shape, np.uint8, pieces), b=np.arange(3))
+    assert (tmp_path / "chunked.npz").read_bytes() == (tmp_path / "whole.npz").read_bytes()
+    with pytest.raises(ValueError, match="hold 30 rows"):
+        write_npz(tmp_path / "short.npz", topk_bank=Chunks(bank.shape, np.uint8, (bank[i:i + 10] for i in range(0, 30, 10))))
+    assert not (tmp_path / "short.npz").exists()
+
+
 def test_topk_and_crops_match_a_direct_forward(run):
     s = json.loads((run / "probe/probe.json").read_text())
     z = np.load(run / "probe/probe.npz")
     model = load_model(run / "model")
-    test = torch.load(run.parent / "data" / run.name / "test.pt", weights_only=True)
+    test = _test_set(run)
     layer = s["layers"][1]  # conv2
     out = {}
     h = model.net.conv2.register_forward_hook(lambda m, i, o: out.__setitem__("a", o))
@@ -57,15 +97,70 @@ def test_topk_and_crops_match_a_direct_forward(run):
         assert np.allclose(u["top_value"], best.numpy(), atol=1e-4)
     rf = layer["receptive_field"]
     assert rf == {"size": 8, "stride": 2, "offset": -3, "method": "analytic"}
-    crops = z["crops_1"]
-    assert crops.shape[-2:] == (8, 8)
-    # the crop is the input window around the argmax position
-    u, t = 2, 0
-    idx, pos = layer["per_unit"][u]["top_index"][t], layer["top_pos"][u][t]
-    py, px = divmod(pos, 6)  # conv2's output is 6x6
-    img = np.pad(test["images"][idx, 0].numpy(), 8)
-    y0, x0 = py * 2 - 3 + 8, px * 2 - 3 + 8
-    assert np.array_equal(crops[u, t, 0], img[y0:y0 + 8, x0:x0 + 8])
+    # the crop is the input window around the argmax position, zero-padded at the borders
+    for u in range(layer["units"]):
+        crops = top_crops(z["topk_bank"], z["topk_1"][u], layer["top_pos"][u], 6, rf)  # conv2's output is 6x6
+        assert crops.shape == (s["top_k"], 1, 8, 8) and crops.dtype == np.uint8
+        for t, (idx, pos) in enumerate(zip(layer["per_unit"][u]["top_index"], layer["top_pos"][u])):
+            py, px = divmod(pos, 6)
+            img = np.pad(test["images"][idx, 0].numpy(), 8)
+            y0, x0 = py * 2 - 3 + 8, px * 2 - 3 + 8
+            assert np.array_equal(crops[t, 0], img[y0:y0 + 8, x0:x0 + 8])
+
+
+def test_top_crops_clip_a_receptive_field_larger_than_the_image():
+    bank = (np.arange(2 * 3 * 10 * 10) % 251 + 1).astype(np.uint8).reshape(2, 3, 10, 10)
+    rf = {"size": 31, "stride": 4, "offset": -15, "method": "analytic"}  # centre of position p: 4p
+    crops = top_crops(bank, np.array([1, 0]), [0, 3], 2, rf)  # positions (0, 0) and (1, 1)
+    assert crops.shape == (2, 3, 10, 10)  # the image's size, not 31x31
+    padded = np.pad(bank, ((0, 0), (0, 0), (10, 10), (10, 10)))
+    # a 10-px window centred on the receptive field's centre (31 - 10) // 2 = 10 px into it
+    assert np.array_equal(crops[0], padded[1, :, 10 - 5:10 + 5, 10 - 5:10 + 5])
+    assert np.array_equal(crops[1], padded[0, :, 10 - 1:10 + 9, 10 - 1:10 + 9])
+    assert (crops[0, :, :5] == 0).all() and (crops[0, :, 5:, 5:] > 0).all()
+    small = top_crops(bank, np.array([0]), [0], 2, {"size": 3, "stride": 4, "offset": -1})
+    assert np.array_equal(small[0], padded[0, :, 9:12, 9:12])  # zero row and column at the border
+
+
+def test_histogram_subset_and_pruning_budget(run, tmp_path):
+    model = load_model(run / "model")
+    units = json.loads((run / "units.json").read_text())
+    # conv1 (4 units): the unpruned pass + curve_passes(4); conv2 and fc1 would need more
+    budget = 1 + curve_passes(4)
+    assert curve_passes(6) > 0
+    s = probe(model, units, run.parent / "data" / run.name, tmp_path / "p", "cpu", top_k=2, samples=1,
+              prune_images=100, histogram_images=50, prune_passes=budget)
+    z = np.load(tmp_path / "p/probe.npz")
+    full = json.loads((run / "probe/probe.json").read_text())
+    assert s["histogram_images"] == 50 and s["n_test"] == 200 and s["prune_images"] == 100
+    for j, layer in enumerate(s["layers"]):
+        assert z[f"act_{j}"].shape == (50, layer["units"])
+        assert z[f"hist_{j}"].sum(1).tolist() == [50] * layer["units"]
+        # baselines still over every test image
+        for u, v in zip(layer["per_unit"], full["layers"][j]["per_unit"]):
+            assert (u["max"], u["frac_active"]) == pytest.approx((v["max"], v["frac_active"]), abs=1e-4)
+    by_name = {layer["name"]: layer for layer in s["layers"]}
+    assert by_name["conv1"]["pruning"]["units"] == 4 and "pruning_skipped" not in by_name["conv1"]
+    for name in ("conv2", "fc1"):  # past the budget, in units.json order
+        assert by_name[name]["pruning"] is None
+        assert by_name[name]["pruning_skipped"] == f"budget of {budget} passes spent"
+    assert "pruning" not in by_name["classes"]
+    assert s["prune_passes"] == {"budget": budget, "used": len(by_name["conv1"]["pruning"]["removed"])}
+    assert s["prune_passes"]["used"] <= budget
+
+
+def test_the_default_budget_covers_the_quick_mnist_network():
+    import yaml
+
+    from featviz.model.spec import PRESETS, build
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    default = schema["properties"]["runs"]["items"]["properties"]["probe"]["properties"]["prune_passes"]["default"]
+    net = build(PRESETS["hvass-mnist"]["layers"], (1, 28, 28), 10)  # config/quick.yaml's network
+    widths = [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+              for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]  # conv1, conv2, fc1
+    assert widths == [16, 36, 128]
+    assert 1 + sum(curve_passes(w) for w in widths) <= default  # every curve, as before the budget
 
 
 def test_receptive_field_analytic_matches_gradients():
@@ -76,6 +171,21 @@ def test_receptive_field_analytic_matches_gradients():
         e = _receptive_field_empirical(net, name, (1, 32, 32))
         assert (a["size"], a["stride"]) == (e["size"], e["stride"]), name
     assert receptive_field(net, "6", (1, 32, 32))["size"] == 5 + 1 + 2 * 2 + 2 + 4 * 2
+
+
+def test_receptive_field_of_residual_networks_is_measured():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), Residual(2), nn.Conv2d(2, 2, 3, padding=1)).eval()
+    # before the skip connection merges, the chain is plain: analytic, and the gradients agree
+    inner = receptive_field(net, "1.conv2", (1, 24, 24))
+    assert inner["method"] == "analytic" and inner["size"] == 7
+    assert inner["size"] == _receptive_field_empirical(net, "1.conv2", (1, 24, 24))["size"]
+    assert receptive_field(net, "2", (1, 24, 24))["method"] == "empirical"
+    torchvision = pytest.importorskip("torchvision")
+    r18 = torchvision.models.resnet18(num_classes=3).eval()
+    assert receptive_field(r18, "conv1", (3, 32, 32))["method"] == "analytic"
+    assert receptive_field(r18, "layer1.0.conv1", (3, 32, 32))["method"] == "analytic"
+    for name in ("layer1.1.conv1", "layer2.0.downsample.0", "layer2"):
+        assert receptive_field(r18, name, (3, 32, 32))["method"] == "empirical", name
 
 
 def test_dead_unit_redundancy_and_pruning(run, tmp_path):

@@ -22,6 +22,7 @@ rule probe:
         data=data_dir,
         device=DEVICE,
         trust=TRUST,
+        probe=lambda wildcards: RUNS[wildcards.run].probe,
     conda:
         "../envs/featviz.yaml"
     log:
@@ -33,4 +34,7 @@ rule probe:
         mem_mb=3000,
     shell:
         "featviz probe --model results/{wildcards.run}/model --units {input.units} --data {params.data} "
+        "--top-k {params.probe[top_k]} --samples {params.probe[samples]} "
+        "--histogram-images {params.probe[histogram_images]} --prune-images {params.probe[prune_images]} "
+        "--prune-passes {params.probe[prune_passes]} "
         "--device {params.device} {params.trust} --out results/{wildcards.run}/probe > {log} 2>&1"
