@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..crops import top_crops
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
 from ..io import read_json, write_json, write_text
 from .render import STATIC, ascent_pixels, environment, slug
@@ -288,8 +289,6 @@ def _unit_pages(env, site: Path, layer: dict, arrays: dict, bank_thumbs: list[st
             cell["top_thumbs"] = [bank_thumbs[r] for r in rows]
             crops = None
             if rf is not None and "top_pos" in layer["probe"]:
-                from ..probe import top_crops
-
                 c = top_crops(arrays["topk_bank"], rows, layer["probe"]["top_pos"][u], layer["output_shape"][-1], rf)
                 crops = save_image(_inside(site, f"{folder}/{u}-crops"), montage(_u8_to_float(c), cols=len(c), gap=2), TOP)
             top = {"thumbs": cell["top_thumbs"], "crops": crops,
@@ -315,6 +314,10 @@ def _shrink_like(image: np.ndarray, size) -> np.ndarray:
     h, w = image.shape[-2:]
     if (h, w) == tuple(size):
         return image
-    import torch
+    from PIL import Image
 
-    return torch.nn.functional.interpolate(torch.from_numpy(image[None]), size=tuple(size), mode="area")[0].numpy()
+    from ..figures import to_uint8
+
+    pil = Image.fromarray(to_uint8(image)).resize((int(size[1]), int(size[0])), Image.BOX)
+    arr = np.asarray(pil, np.float32) / 255.0
+    return arr[None] if arr.ndim == 2 else np.transpose(arr, (2, 0, 1))
