@@ -12,7 +12,8 @@ import torch
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
 from .errors import FeatvizError
-from .io import pack_images, read_json, write_json, write_npz
+from .artifacts import read_units
+from .io import pack_images, write_json, write_npz
 from .device import resolve_device
 from .model import load_model
 from .units import chunks, find_layer, selected_units
@@ -44,7 +45,7 @@ def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
 
 def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, ascent_cfg: dict,
               out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False) -> dict:
-    units_info = read_json(units_json)
+    units_info = read_units(units_json)
     layer = find_layer(units_info, layer_name)
     size = int(ascent_cfg["chunk_size"])
     all_chunks = chunks(selected_units(layer, ascent_cfg), size)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .data import load_info, load_prepared
+from .artifacts import read_info, read_prepared
 from .device import resolve_device
 from .errors import FeatvizError
 from .io import atomic_path, write_json
@@ -98,7 +98,7 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
     else:
         ident = identity(imp, model_cfg)
         fmt, path, sha = ident["format"], Path(imp["path"]), ident["sha256"]
-    info = load_info(data_dir)
+    info = read_info(data_dir)
     shape = tuple(info["input_shape"])
     dataset_classes = list(info["classes"])
     is_tv = fmt == "torchvision"
@@ -140,7 +140,7 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
 
     dev = resolve_device(device)
     model = LoadedModel(net.to(dev), classes, shape, list(mean), list(std))
-    test = load_prepared(data_dir, train=False)
+    test = read_prepared(data_dir, "test")
     acc = model.accuracy(test.images, test.labels, dev)
     net.cpu()
 

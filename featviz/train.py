@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import load_info, load_prepared
+from .artifacts import read_info, read_prepared
 from .errors import FeatvizError
 from .io import write_json
 from .device import resolve_device
@@ -106,9 +106,9 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
-    info = load_info(data_dir)
-    train_split = load_prepared(data_dir, train=True)
-    test_split = load_prepared(data_dir, train=False)
+    info = read_info(data_dir)
+    train_split = read_prepared(data_dir, "train")
+    test_split = read_prepared(data_dir, "test")
     g = seed_everything(seed)
     arch = describe(model_cfg)
     shape = tuple(info["input_shape"])

@@ -88,3 +88,99 @@ def test_cli_user_error_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("featviz: error: ") and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "u.json").exists()
+
+
+# --------------------------------------------------------------------------- checked readers (issue 14)
+
+
+def _refused(argv, capsys, *names) -> str:
+    """`featviz <argv>` exits 2 with one `featviz: error:` line naming each of `names`."""
+    from featviz.cli import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("featviz: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "\x1b" not in err, err
+    for name in names:
+        assert name in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def shapes_units(trained_shapes, tmp_path_factory):
+    from featviz.cli import main
+
+    out = tmp_path_factory.mktemp("units") / "units.json"
+    assert main(["units", "--model", str(trained_shapes), "--out", str(out)]) == 0
+    return out
+
+
+def _copy_data(prepared, tmp_path):
+    d = tmp_path / "data"
+    shutil.copytree(prepared, d)
+    return d
+
+
+def test_truncated_model_json_is_one_error(trained_shapes, prepared_shapes, tmp_path, capsys):
+    d = _copy(trained_shapes, tmp_path)
+    text = (d / "model.json").read_text()
+    (d / "model.json").write_text(text[: len(text) // 2])
+    for verb in (["units", "--model", d], ["evaluate", "--model", d, "--data", prepared_shapes, "--out",
+                                           tmp_path / "eval", "--device", "cpu"]):
+        err = _refused(verb, capsys, "model.json", "truncated or corrupt", "featviz train")
+    assert "line" in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_model_json_that_is_not_featviz_s(trained_shapes, tmp_path, capsys):
+    d = _copy(trained_shapes, tmp_path)
+    (d / "model.json").write_text('{"classes": "abc", "input_shape": [1, 12, 12], "mean": [0], "std": [1]}')
+    _refused(["units", "--model", d], capsys, "model.json", "`classes`")
+
+
+def test_prepared_folder_without_info_json(trained_shapes, prepared_shapes, tmp_path, capsys):
+    data = _copy_data(prepared_shapes, tmp_path)
+    (data / "info.json").unlink()
+    _refused(["evaluate", "--model", trained_shapes, "--data", data, "--out", tmp_path / "e", "--device", "cpu"],
+             capsys, "no info.json", "featviz data")
+    _refused(["train", "--data", data, "--model", '{"preset": "hvass-mnist"}', "--train", '{"epochs": 1}',
+              "--out", tmp_path / "m", "--device", "cpu", "--no-progress"], capsys, "no info.json")
+    _refused(["evaluate", "--model", trained_shapes, "--data", tmp_path / "nowhere", "--out", tmp_path / "e",
+              "--device", "cpu"], capsys, "does not exist")
+
+
+def test_truncated_test_split(trained_shapes, prepared_shapes, tmp_path, capsys):
+    data = _copy_data(prepared_shapes, tmp_path)
+    blob = (data / "test.pt").read_bytes()
+    (data / "test.pt").write_bytes(blob[: len(blob) // 3])
+    _refused(["evaluate", "--model", trained_shapes, "--data", data, "--out", tmp_path / "e", "--device", "cpu"],
+             capsys, "test.pt", "truncated or corrupt", "featviz data")
+    (data / "test.pt").write_bytes(b"")
+    _refused(["evaluate", "--model", trained_shapes, "--data", data, "--out", tmp_path / "e", "--device", "cpu"],
+             capsys, "test.pt")
+
+
+def test_missing_or_corrupt_units_file(trained_shapes, shapes_units, prepared_shapes, tmp_path, capsys):
+    args = ["--model", trained_shapes, "--layer", "conv1", "--chunk", "0", "--config", '{"chunk_size": 4}',
+            "--out-npz", tmp_path / "c.npz", "--out-json", tmp_path / "c.json", "--device", "cpu"]
+    _refused(["ascend", "--units", tmp_path / "none.json", *args], capsys, "none.json", "does not exist",
+             "featviz units")
+    bad = tmp_path / "units.json"
+    bad.write_text(shapes_units.read_text()[:-40])
+    _refused(["ascend", "--units", bad, *args], capsys, "units.json", "truncated or corrupt")
+    _refused(["probe", "--model", trained_shapes, "--units", bad, "--data", prepared_shapes, "--out",
+              tmp_path / "probe", "--device", "cpu"], capsys, "units.json")
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "probe").exists()
+
+
+def test_usage_errors_are_one_line(capsys):
+    _refused(["train", "--data", "x", "--model", "[1]", "--train", "{}", "--out", "y"], capsys, "--model")
+    _refused(["train", "--data", "x", "--model", "@/nonexistent.yaml", "--train", "{}", "--out", "y"], capsys,
+             "/nonexistent.yaml")
+
+
+def test_yaml_argument_file_with_a_syntax_error(tmp_path, capsys):
+    bad = tmp_path / "train.yaml"
+    bad.write_text("epochs: 2\n  batch_size: [16\n")
+    _refused(["train", "--data", "x", "--model", "{}", "--train", f"@{bad}", "--out", "y"], capsys, "line")
