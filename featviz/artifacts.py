@@ -129,16 +129,21 @@ def read_units(path: str | Path) -> dict:
     return units
 
 
-def read_info(data_dir: str | Path) -> dict:
-    """info.json of a prepared dataset folder (written by `featviz data`)."""
-    data_dir = Path(data_dir)
-    path = data_dir / "info.json"
+def _prepared_file(data_dir: Path, name: str) -> Path:
     if not data_dir.is_dir():
         raise FeatvizError(f"prepared dataset folder {data_dir} does not exist: run `featviz data --out {data_dir}` "
                            f"first (or the workflow)")
+    path = data_dir / name
     if not path.exists():
-        raise FeatvizError(f"{data_dir} is not a prepared dataset (no info.json): run `featviz data --out "
+        raise FeatvizError(f"{data_dir} is not a prepared dataset (no {name}): run `featviz data --out "
                            f"{data_dir}` first (or the workflow)")
+    return path
+
+
+def read_info(data_dir: str | Path) -> dict:
+    """info.json of a prepared dataset folder (written by `featviz data`)."""
+    data_dir = Path(data_dir)
+    path = _prepared_file(data_dir, "info.json")
     info = read_json_object(path, "dataset info file", REMAKE_DATA,
                             ("dataset", "classes", "input_shape", "mean", "std"))
     _check_input(info, "dataset info file", path, REMAKE_DATA)
@@ -147,7 +152,7 @@ def read_info(data_dir: str | Path) -> dict:
 
 def read_prepared(data_dir: str | Path, split: str):
     """One split ("train" or "test") of a prepared dataset as a featviz.data.Split, checked
-    against its info.json: a truncated or corrupt .pt file, or a folder without info.json, is one
+    (against its info.json where there is one): a missing, truncated or corrupt .pt file is one
     FeatvizError saying to re-run `featviz data`."""
     import torch
 
@@ -155,8 +160,9 @@ def read_prepared(data_dir: str | Path, split: str):
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, not {split!r}")
-    info = read_info(data_dir)
-    path = Path(data_dir) / f"{split}.pt"
+    data_dir = Path(data_dir)
+    path = _prepared_file(data_dir, f"{split}.pt")
+    info = read_info(data_dir) if (data_dir / "info.json").exists() else None
     try:
         s = load_prepared(Path(data_dir), train=split == "train")
     except FeatvizError:
@@ -168,9 +174,12 @@ def read_prepared(data_dir: str | Path, split: str):
             and isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.dim() == 1
             and len(labels) == len(images)):
         raise _bad("prepared dataset file", path, "not uint8 images (N, C, H, W) with N int64 labels", REMAKE_DATA)
-    if list(images.shape[1:]) != list(info["input_shape"]) or list(s.classes) != list(info["classes"]):
+    if info is not None and (list(images.shape[1:]) != list(info["input_shape"])
+                             or list(s.classes) != list(info["classes"])):
         raise _bad("prepared dataset file", path, "its images or classes differ from info.json's", REMAKE_DATA)
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(info["classes"])):
+    if not isinstance(s.classes, list) or not s.classes:
+        raise _bad("prepared dataset file", path, "no class names", REMAKE_DATA)
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(s.classes)):
         raise _bad("prepared dataset file", path, "a label is not a class index", REMAKE_DATA)
     if len(labels) == 0:
         raise FeatvizError(f"prepared dataset file {path} holds no images: {REMAKE_DATA}")

@@ -11,12 +11,13 @@ import torch
 
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
+from .config import check_sections
 from .errors import FeatvizError
 from .artifacts import read_units
 from .io import pack_images, write_json, write_npz
 from .device import resolve_device
 from .model import load_model
-from .units import chunks, find_layer, selected_units
+from .units import check_selection, chunks, find_layer, selected_units
 
 
 SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
@@ -46,16 +47,19 @@ def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
 def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, ascent_cfg: dict,
               out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False) -> dict:
     units_info = read_units(units_json)
+    batch_size = ascent_cfg.get("batch_size")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise FeatvizError(f"ascent.batch_size: {batch_size!r} is not a positive integer (leave it unset for "
+                           "as many units as fit the device's memory)")
+    # the checks the DAG makes: the schema's ascent section, then layers and units against units.json
+    check_sections(ascent=ascent_cfg)
+    check_selection(units_info, ascent_cfg, "ascent")
     layer = find_layer(units_info, layer_name)
     size = int(ascent_cfg["chunk_size"])
     all_chunks = chunks(selected_units(layer, ascent_cfg), size)
     if not 0 <= chunk < len(all_chunks):
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
-    batch_size = ascent_cfg.get("batch_size")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise FeatvizError(f"ascent.batch_size: {batch_size!r} is not a positive integer (leave it unset for "
-                           "as many units as fit the device's memory)")
     dev = resolve_device(device)
     model = load_model(model_dir, trust).to(dev)
     recipe, overrides = recipe_for(layer["kind"], ascent_cfg)

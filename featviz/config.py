@@ -237,8 +237,48 @@ def schema_error(config: dict, schema: dict) -> str | None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
         return None
+    path = list(error.absolute_path)
+    message = error.message
+    if error.validator == "required" and isinstance(error.instance, dict):
+        # name the missing key itself: "model.layers[0].out: required ..." rather than the object holding it
+        missing = [k for k in error.validator_value if k not in error.instance]
+        if missing:
+            path.append(missing[0])
+            message = "required" + (f" for type {error.instance['type']!r}" if "type" in error.instance else "")
     where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
-                    for i, p in enumerate(error.absolute_path)) or "config"
+                    for i, p in enumerate(path)) or "config"
     if error.validator == "additionalProperties":
-        return f"{where}: {error.message} (see config/README.md for the known keys)"
-    return f"{where}: {error.message}"
+        return f"{where}: {message} (see config/README.md for the known keys)"
+    return f"{where}: {message}"
+
+
+# The workflow's schema: verbs check their own config sections against it too, so that a verb used
+# without Snakemake refuses what the DAG refuses (one copy of the rules). It lives in the checkout;
+# an installed featviz without it skips this check (the verbs' own checks remain).
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+_SCHEMA: list = []
+
+
+def load_schema() -> dict | None:
+    if not _SCHEMA:
+        import yaml
+
+        _SCHEMA.append(yaml.safe_load(SCHEMA_PATH.read_text()) if SCHEMA_PATH.is_file() else None)
+    return _SCHEMA[0]
+
+
+def check_sections(dataset: str = "imagefolder", **sections) -> None:
+    """A verb's config sections (`data`, `model`, `train`, `ascent` of one run, as the workflow
+    passes them) checked as the DAG checks them: against the schema's runs[i] sections, then the
+    model's naming rules. Raises FeatvizError naming the key (`train.epochs: 0 is less than the
+    minimum of 1`)."""
+    schema = load_schema()
+    if schema is not None:
+        problem = schema_error({"runs": [{"dataset": dataset, **sections}]}, schema)
+        if problem:
+            raise FeatvizError(problem.removeprefix("runs[0]."))
+    if sections.get("model") is not None:
+        try:
+            _check_model("", sections["model"])
+        except FeatvizError as exc:
+            raise FeatvizError(str(exc).removeprefix(".")) from None

@@ -16,9 +16,10 @@ from tqdm import tqdm
 
 from .artifacts import read_info, read_prepared
 from .errors import FeatvizError
-from .io import write_json
+from .config import check_sections
+from .io import staged_files, write_json
 from .device import resolve_device
-from .model import LoadedModel, input_description, save_model
+from .model import LoadedModel, input_description, load_model, save_model
 from .model.architecture import build_architecture, describe
 from .model.torchvision_archs import main_output
 
@@ -102,7 +103,12 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
 
     Speed on CPU: data stays in memory as uint8 tensors (a batch is one gather), bf16 autocast where
     the CPU does bf16 natively (`train.precision`), optional channels_last and torch.compile
-    (`train.channels_last`, `train.compile`; see docs/training.md for what each buys)."""
+    (`train.channels_last`, `train.compile`; see docs/training.md for what each buys).
+
+    The config is checked against the workflow's schema first (as the DAG does), and the three
+    files replace a previous model in out_dir only once all of them are written and read back:
+    a failed run leaves the previous model byte-identical."""
+    check_sections(model=model_cfg, train=train_cfg)
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
@@ -195,7 +201,8 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
         "precision": "bf16" if dtype is not None else "fp32",
         "threads": torch.get_num_threads(),
     }
-    out_dir = Path(out_dir)
-    write_json(out_dir / "metrics.json", metrics)
-    save_model(out_dir, net.cpu().to(memory_format=torch.contiguous_format), meta)
+    with staged_files(out_dir, ("metrics.json", "model.pt", "model.json")) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        save_model(tmp, net.cpu().to(memory_format=torch.contiguous_format), meta)
+        load_model(tmp)  # reads back: what replaces the previous model is complete and loads
     return metrics

@@ -142,10 +142,11 @@ def test_model_json_that_is_not_featviz_s(trained_shapes, tmp_path, capsys):
 def test_prepared_folder_without_info_json(trained_shapes, prepared_shapes, tmp_path, capsys):
     data = _copy_data(prepared_shapes, tmp_path)
     (data / "info.json").unlink()
-    _refused(["evaluate", "--model", trained_shapes, "--data", data, "--out", tmp_path / "e", "--device", "cpu"],
-             capsys, "no info.json", "featviz data")
     _refused(["train", "--data", data, "--model", '{"preset": "hvass-mnist"}', "--train", '{"epochs": 1}',
-              "--out", tmp_path / "m", "--device", "cpu", "--no-progress"], capsys, "no info.json")
+              "--out", tmp_path / "m", "--device", "cpu", "--no-progress"], capsys, "no info.json", "featviz data")
+    (data / "test.pt").unlink()
+    _refused(["evaluate", "--model", trained_shapes, "--data", data, "--out", tmp_path / "e", "--device", "cpu"],
+             capsys, "no test.pt", "featviz data")
     _refused(["evaluate", "--model", trained_shapes, "--data", tmp_path / "nowhere", "--out", tmp_path / "e",
               "--device", "cpu"], capsys, "does not exist")
 
@@ -184,3 +185,81 @@ def test_yaml_argument_file_with_a_syntax_error(tmp_path, capsys):
     bad = tmp_path / "train.yaml"
     bad.write_text("epochs: 2\n  batch_size: [16\n")
     _refused(["train", "--data", "x", "--model", "{}", "--train", f"@{bad}", "--out", "y"], capsys, "line")
+
+
+# --------------------------------------------------------------------------- nothing overwritten (issue 14)
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("bad, key", [({"epochs": 0}, "train.epochs"), ({"batch_size": -1}, "train.batch_size"),
+                                      ({"optimizer": "rmsprop"}, "train.optimizer"),
+                                      ({"epchs": 2}, "epchs")])
+def test_train_refuses_a_bad_config_and_keeps_the_model(trained_shapes, prepared_shapes, tmp_path, capsys, bad, key):
+    d = _copy(trained_shapes, tmp_path)
+    before = _snapshot(d)
+    from tests.synthetic import TINY_LAYERS
+    import json
+
+    err = _refused(["train", "--data", prepared_shapes, "--model", json.dumps({"layers": TINY_LAYERS}), "--train",
+                    json.dumps({"batch_size": 16, **bad}), "--out", d, "--device", "cpu", "--no-progress"], capsys, key)
+    assert "runs[0]" not in err
+    assert _snapshot(d) == before
+
+
+def test_train_refuses_a_bad_model_section(prepared_shapes, tmp_path, capsys):
+    _refused(["train", "--data", prepared_shapes, "--model", '{"preset": "nope"}', "--train", '{"epochs": 1}',
+              "--out", tmp_path / "m", "--device", "cpu"], capsys, "model.preset", "nope")
+    assert not (tmp_path / "m").exists()
+
+
+def test_failed_training_keeps_the_previous_model(trained_shapes, prepared_shapes, tmp_path):
+    from featviz.train import train
+    from tests.synthetic import TINY_LAYERS
+
+    d = _copy(trained_shapes, tmp_path)
+    before = _snapshot(d)
+    with pytest.raises(FeatvizError, match="training diverged"):
+        train(prepared_shapes, {"layers": TINY_LAYERS}, {"epochs": 2, "batch_size": 16, "lr": 1e12,
+                                                         "schedule": "constant"}, d, device="cpu", progress=False)
+    assert _snapshot(d) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left behind
+
+
+def test_failed_import_keeps_the_previous_model(trained_shapes, prepared_shapes, tmp_path, capsys):
+    import json
+
+    from tests.synthetic import TINY_LAYERS
+
+    d = _copy(trained_shapes, tmp_path)
+    before = _snapshot(d)
+    wrong = [dict(layer) for layer in TINY_LAYERS]
+    wrong[0]["out"] = 5
+    _refused(["import-model", "--data", prepared_shapes, "--model",
+              json.dumps({"layers": wrong, "import": {"path": str(trained_shapes / "model.pt")}}),
+              "--out", d, "--device", "cpu"], capsys, "does not match the architecture")
+    assert _snapshot(d) == before
+    # and a good import replaces all three files
+    from featviz.cli import main
+
+    assert main(["import-model", "--data", str(prepared_shapes), "--model",
+                 json.dumps({"layers": TINY_LAYERS, "import": {"path": str(trained_shapes / "model.pt")}}),
+                 "--out", str(d), "--device", "cpu"]) == 0
+    after = _snapshot(d)
+    assert after["model.pt"] == before["model.pt"] and after["model.json"] != before["model.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("cfg, names", [({"chunk_size": 0}, ("ascent.chunk_size", "minimum")),
+                                        ({"chunk_size": 4, "units": {"conv1": [99]}}, ("ascent.units.conv1", "99")),
+                                        ({"chunk_size": 4, "layers": ["conv9"]}, ("ascent.layers", "conv9")),
+                                        ({"chunk_size": 4, "recipe": {"conv": "nope"}}, ("recipe", "nope"))])
+def test_ascend_refuses_what_the_dag_refuses(trained_shapes, shapes_units, tmp_path, capsys, cfg, names):
+    import json
+
+    _refused(["ascend", "--model", trained_shapes, "--units", shapes_units, "--layer", "conv1", "--chunk", "0",
+              "--config", json.dumps(cfg), "--out-npz", tmp_path / "c.npz", "--out-json", tmp_path / "c.json",
+              "--device", "cpu"], capsys, *names)
+    assert not list(tmp_path.iterdir())
