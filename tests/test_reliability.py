@@ -263,3 +263,30 @@ def test_ascend_refuses_what_the_dag_refuses(trained_shapes, shapes_units, tmp_p
               "--config", json.dumps(cfg), "--out-npz", tmp_path / "c.npz", "--out-json", tmp_path / "c.json",
               "--device", "cpu"], capsys, *names)
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- spec layers (issue 14)
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([{"type": "conv", "kernel": 3}, {"type": "fc"}], "runs[0].model.layers[0].out: required for type 'conv'"),
+    ([{"type": "conv", "out": 4}, {"type": "fc"}], "runs[0].model.layers[0].kernel: required for type 'conv'"),
+    ([{"type": "conv", "out": 4, "kernel": 3, "padding": "full"}, {"type": "fc"}], "runs[0].model.layers[0].padding"),
+    ([{"type": "pool"}, {"type": "fc"}], "runs[0].model.layers[0].type: 'pool' is not one of"),
+])
+def test_schema_requires_each_layer_types_keys(layers, message):
+    from featviz.config import load_schema, schema_error
+
+    cfg = {"runs": [{"dataset": "mnist", "model": {"layers": layers}}]}
+    assert schema_error(cfg, load_schema()).startswith(message)
+    cfg = {"runs": [{"dataset": "mnist", "ascent": {"transfer": {"layers": layers}}}]}
+    assert schema_error(cfg, load_schema()).startswith(message.replace("model.", "ascent.transfer."))
+
+
+def test_builder_names_a_missing_key():
+    from featviz.model import build
+
+    with pytest.raises(FeatvizError, match=r"model.layers\[0\].out: required for a conv layer"):
+        build([{"type": "conv", "kernel": 3}, {"type": "fc"}], (1, 8, 8), 2)
+    with pytest.raises(FeatvizError, match=r"model.layers\[0\] \(conv\): bad value"):
+        build([{"type": "conv", "out": "four", "kernel": 3}, {"type": "fc"}], (1, 8, 8), 2)
