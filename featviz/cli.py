@@ -182,6 +182,26 @@ def cmd_verify_archive(a):
     print(f"{a.archive}: OK, {n} files match the manifest")
 
 
+def cmd_check_config(a):
+    import yaml
+
+    from .config import load_schema, schema_error, yaml_syntax_error
+
+    for path in a.files:
+        if not Path(path).is_file():
+            raise FeatvizError(f"config file {path} does not exist")
+        problem = yaml_syntax_error(path)
+        if problem:
+            raise FeatvizError(problem)
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        schema = load_schema()
+        problem = schema_error(config, schema) if schema is not None else None
+        if problem:
+            raise FeatvizError(f"{path}: {problem}")
+        print(f"{path}: OK ({'YAML and schema' if schema is not None else 'YAML; schema not found'}; the "
+              f"workflow checks names, layers and units when it builds the DAG)")
+
+
 def cmd_recipes(a):
     from .ascent import get_recipe, list_recipes
     from .ascent.recipes import SOURCES
@@ -325,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("verify-archive", cmd_verify_archive, "check an archive (.tar.gz or extracted folder) against its manifest")
     s.add_argument("archive", help="<run>.tar.gz, or the folder it was extracted to")
 
+    s = verb("check-config", cmd_check_config, "check config files' YAML syntax (file and line) and the schema, "
+             "as the workflow does before it builds the DAG")
+    s.add_argument("files", nargs="+", help="config.yaml files (also those you pass to snakemake --configfile)")
+
     s = verb("recipes", cmd_recipes, "list the activation-maximization recipes")
     s.add_argument("-v", "--verbose", action="store_true", help="show every parameter")
 
@@ -333,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Verbs that only read and write files: they skip torch's import (about 2 s), which matters at the
 # end of a report, where these jobs run one after another.
-WITHOUT_TORCH = frozenset({"report", "index", "archive", "verify-archive"})
+WITHOUT_TORCH = frozenset({"report", "index", "archive", "verify-archive", "check-config"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
         imported = time.perf_counter()
         args.fn(args)
-        if args.verb not in ("recipes", "verify-archive"):
+        if args.verb not in ("recipes", "verify-archive", "check-config"):
             print(f"featviz {args.verb}: {time.perf_counter() - imported:.2f} s of work after "
                   f"{imported - _STARTED:.2f} s of start-up (imports)", flush=True)
     except FeatvizError as exc:

@@ -252,6 +252,33 @@ def schema_error(config: dict, schema: dict) -> str | None:
     return f"{where}: {message}"
 
 
+def yaml_syntax_error(path: str | os.PathLike) -> str | None:
+    """A config file's YAML syntax error as one line with the file and the line (`config/config.yaml:
+    line 4, column 4: expected <block end>, but found '<block mapping start>'`), or None (also when
+    the file does not exist: whoever loads it says so)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path}: cannot be read as text ({exc})"
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1})"
+        return f"{path}: {where}{exc.problem or 'YAML syntax error'}{context}"
+    except yaml.YAMLError as exc:
+        return f"{path}: YAML syntax error: {' '.join(str(exc).split())}"
+    return None
+
+
 # The workflow's schema: verbs check their own config sections against it too, so that a verb used
 # without Snakemake refuses what the DAG refuses (one copy of the rules). It lives in the checkout;
 # an installed featviz without it skips this check (the verbs' own checks remain).

@@ -105,3 +105,16 @@ def test_duplicate_run_names(workdir):
     r = dry_run(workdir, cfg)
     assert r.returncode != 0
     assert "runs[1].name: duplicate run name 'shapes'" in r.stdout + r.stderr
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    """The Snakefile's config file with a YAML error: one message with the file and the line."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("runs:\n  - name: x\n    dataset: mnist\n   train: {epochs: 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "FEATVIZ_DATA_ROOT"}
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--dry-run", "--cores", "1",
+                        "--directory", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "featviz config error: config/config.yaml: line 4, column 4: " in out, out
+    assert out.count("featviz config error") == 1 and "not valid JSON or YAML" not in out

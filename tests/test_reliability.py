@@ -290,3 +290,21 @@ def test_builder_names_a_missing_key():
         build([{"type": "conv", "kernel": 3}, {"type": "fc"}], (1, 8, 8), 2)
     with pytest.raises(FeatvizError, match=r"model.layers\[0\] \(conv\): bad value"):
         build([{"type": "conv", "out": "four", "kernel": 3}, {"type": "fc"}], (1, 8, 8), 2)
+
+
+# --------------------------------------------------------------------------- YAML errors (issue 14)
+
+
+def test_yaml_syntax_error_has_file_and_line(tmp_path, capsys):
+    from featviz.config import yaml_syntax_error
+
+    bad = tmp_path / "c.yaml"
+    bad.write_text("runs:\n  - dataset: mnist\n\ttrain: {}\n")
+    assert yaml_syntax_error(bad).startswith(f"{bad}: line 3, column 1: found character '\\t'")
+    bad.write_text("runs: [{dataset: mnist}\n")
+    assert f"{bad}: line 2" in yaml_syntax_error(bad)
+    assert yaml_syntax_error(tmp_path / "none.yaml") is None
+    _refused(["check-config", bad], capsys, str(bad), "line 2")
+    good = tmp_path / "g.yaml"
+    good.write_text("runs: [{dataset: mnist, train: {epochs: 0}}]\n")
+    _refused(["check-config", good], capsys, "runs[0].train.epochs: 0 is less than the minimum of 1")
