@@ -163,6 +163,11 @@ def _check_run(i: int, r: dict) -> None:
         if data["resize"] < max(size):
             raise FeatvizError(f"{where}.data.resize: {data['resize']} is smaller than the crop data.image_size "
                                f"{list(size)}; resize the shorter side to at least {max(size)}")
+    if r["dataset"] == "imagefolder" and Path(data["path"], "train").is_dir():
+        from .data import check_classes
+
+        check_classes(sorted(d.name for d in Path(data["path"], "train").iterdir()
+                             if d.is_dir() and not d.name.startswith(".")), f"{where}.data.path")
     if data.get("source") and not Path(data["source"]).is_dir():
         raise FeatvizError(f"{where}.data.source: folder {data['source']} does not exist")
     model = r.get("model") or {}

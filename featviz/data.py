@@ -334,6 +334,17 @@ def _probe_format(first: Path, channels: int | None, size) -> tuple[int, tuple[i
     return channels, (int(size[0]), int(size[1]))
 
 
+MIN_CLASSES = 2
+
+
+def check_classes(names: list[str], where: str) -> None:
+    """A classifier needs at least two classes: with one, every image is that class, the loss is zero
+    from the start and there is nothing to visualize."""
+    if len(names) < MIN_CLASSES:
+        raise FeatvizError(f"{where}: the dataset needs at least two classes (one folder per class), "
+                           f"found {len(names)}{': ' + names[0] if names else ''}")
+
+
 def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_fraction: float, seed: int,
                      resize: int | None = None) -> Split:
     path = Path(path)
@@ -341,6 +352,7 @@ def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_f
         raise FeatvizError(f"data.path: {path} has no train/ folder (expected {path}/train/<class>/<image>)")
     train_classes = _class_folders(path / "train")
     names = list(train_classes)
+    check_classes(names, f"data.path: {path}/train")
     has_test = (path / "test").is_dir()
     if has_test:
         test_classes = _class_folders(path / "test")
@@ -408,6 +420,25 @@ def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
     if train.images.shape[1:] != test.images.shape[1:]:
         raise FeatvizError(f"dataset: train and test images differ in shape "
                            f"({tuple(train.images.shape[1:])} vs {tuple(test.images.shape[1:])})")
+    check_classes(train.classes, "dataset")
+    held_out = data_cfg["dataset"] == "imagefolder" and not (Path(data_cfg["path"]) / "test").is_dir()
+    for name, split in (("train", train), ("test", test)):
+        if len(split.labels) == 0:
+            how = " after holding out data.test_fraction" if held_out else ""
+            raise FeatvizError(f"dataset: the {name} split is empty{how}; give more images "
+                               f"(or a test/ folder beside train/)")
+    counts = torch.bincount(train.labels, minlength=len(train.classes)).tolist()
+    lacking = [c for c, n in zip(train.classes, counts) if n == 0]
+    if lacking:
+        raise FeatvizError(f"dataset: class '{lacking[0]}' has no training images"
+                           f"{' after holding out data.test_fraction' if held_out else ''}"
+                           f"{' within data.limit_train' if data_cfg.get('limit_train') else ''}: "
+                           f"give it more images")
+    untested = [c for c, n in zip(train.classes, torch.bincount(test.labels, minlength=len(train.classes)).tolist())
+                if n == 0]
+    if untested:
+        print(f"note: {len(untested)} class(es) have no test images ({', '.join(untested[:5])}): their test "
+              f"accuracy is not measured", flush=True)
     mean, std = channel_stats(train.images)
     info = {
         "dataset": data_cfg["dataset"],

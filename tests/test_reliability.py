@@ -308,3 +308,30 @@ def test_yaml_syntax_error_has_file_and_line(tmp_path, capsys):
     good = tmp_path / "g.yaml"
     good.write_text("runs: [{dataset: mnist, train: {epochs: 0}}]\n")
     _refused(["check-config", good], capsys, "runs[0].train.epochs: 0 is less than the minimum of 1")
+
+
+# --------------------------------------------------------------------------- degenerate datasets (issue 14)
+
+
+def test_single_class_folder_is_refused(tmp_path, capsys):
+    from tests.synthetic import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "one", per_class=4, test_per_class=2, classes=("only",))
+    cfg = '{"dataset": "imagefolder", "path": "%s"}' % root
+    _refused(["data", "--config", cfg, "--out", tmp_path / "prep"], capsys, "needs at least two classes", "only")
+    assert not (tmp_path / "prep").exists()
+    from featviz.config import resolve_runs
+
+    with pytest.raises(FeatvizError, match=r"runs\[0\].data.path: the dataset needs at least two classes"):
+        resolve_runs({"data_root": str(tmp_path), "runs": [{"dataset": "imagefolder", "data": {"path": str(root)}}]})
+
+
+def test_class_without_training_images_is_refused(tmp_path, capsys):
+    from tests.synthetic import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "tiny", per_class=1, test_per_class=0, classes=("a", "b"))
+    shutil.rmtree(root / "test")
+    cfg = '{"dataset": "imagefolder", "path": "%s", "test_fraction": 0.1}' % root
+    _refused(["data", "--config", cfg, "--out", tmp_path / "prep"], capsys, "has no training images",
+             "test_fraction")
+    assert not (tmp_path / "prep").exists()
