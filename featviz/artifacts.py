@@ -8,30 +8,14 @@ its meaning: whether a layer exists, or a unit is in range, is the business of t
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-from .errors import FeatvizError
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+from .errors import FeatvizError, why
 
 REMAKE_DATA = "delete it and re-run `featviz data` (or the workflow, which remakes it)"
 REMAKE_MODEL = "re-run `featviz train` or `featviz import-model` into that folder (or the workflow)"
 REMAKE_UNITS = "re-run `featviz units --model <model folder> --out <units.json>` (or the workflow)"
-
-
-def plain(text: str, limit: int = 300) -> str:
-    """A message from torch or another library as featviz embeds it: ANSI colour codes removed,
-    blank lines and indentation collapsed, cut to `limit` characters."""
-    text = _ANSI.sub("", str(text))
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def why(exc: BaseException) -> str:
-    """One line for an exception: its message, or its type where it has none (EOFError)."""
-    return plain(str(exc)) or type(exc).__name__
 
 
 def read_json_file(path: str | Path, what: str, remedy: str) -> Any:

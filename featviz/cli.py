@@ -13,7 +13,7 @@ import time
 _STARTED = time.perf_counter()
 from pathlib import Path
 
-from .errors import FeatvizError
+from .errors import FeatvizError, plain
 
 
 def _json_arg(text: str):
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"featviz {args.verb}: {time.perf_counter() - imported:.2f} s of work after "
                   f"{imported - _STARTED:.2f} s of start-up (imports)", flush=True)
     except FeatvizError as exc:
-        print(f"featviz: error: {exc}", file=sys.stderr)
+        print(f"featviz: error: {plain(str(exc), 2000)}", file=sys.stderr)  # one line, no colour codes
         return 2
     except KeyboardInterrupt:
         print("featviz: interrupted", file=sys.stderr)

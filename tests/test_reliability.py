@@ -335,3 +335,45 @@ def test_class_without_training_images_is_refused(tmp_path, capsys):
     _refused(["data", "--config", cfg, "--out", tmp_path / "prep"], capsys, "has no training images",
              "test_fraction")
     assert not (tmp_path / "prep").exists()
+
+
+# --------------------------------------------------------------------------- foreign messages (issue 14)
+
+
+def test_corrupt_checkpoint_does_not_suggest_trust(trained_shapes, tmp_path, capsys):
+    d = _copy(trained_shapes, tmp_path)
+    data = bytearray((d / "model.pt").read_bytes())
+    for i in range(0, len(data), 7):
+        data[i] ^= 0xFF
+    (d / "model.pt").write_bytes(bytes(data))
+    err = _refused(["units", "--model", d], capsys, "model.pt", "corrupt", "re-create it")
+    assert "trust_checkpoint" not in err
+
+
+def test_refused_class_message_is_plain(trained_shapes, tmp_path, capsys):
+    d = _copy(trained_shapes, tmp_path)
+    state = torch.load(d / "model.pt", weights_only=True)
+    torch.save({"state_dict": state, "extra": Payload()}, d / "model.pt", pickle_module=pickle)
+    err = _refused(["units", "--model", d], capsys, "trust_checkpoint: true", "`print`")
+    assert "\x1b" not in err and "pwned" not in err
+
+
+def test_export_format_on_a_state_dict_is_one_line(trained_shapes, prepared_shapes, tmp_path):
+    """`format: export` on a file that is not a torch.export archive: featviz's message, and nothing of
+    torch's logging (run as a user runs it: a fresh process)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for src in (trained_shapes / "model.pt", trained_shapes / "model.json"):
+        r = subprocess.run([sys.executable, "-m", "featviz", "import-model", "--data", str(prepared_shapes), "--model",
+                            json.dumps({"import": {"path": str(src), "format": "export"}}), "--out",
+                            str(tmp_path / "m"), "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("featviz: error: model.import: ") and r.stderr.count("\n") == 1, r.stderr
+        assert "not a readable torch.export archive" in r.stderr and "warnings above" not in r.stderr
+        assert "Traceback" not in r.stdout + r.stderr and not (tmp_path / "m").exists()

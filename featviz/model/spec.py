@@ -16,7 +16,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..errors import FeatvizError
+from ..errors import FeatvizError, why
 
 
 def _conv(out, kernel, padding="same", stride=1):
@@ -194,7 +194,7 @@ def build(layers: list[dict], input_shape: tuple[int, int, int], num_classes: in
             with torch.no_grad():
                 x = mod.eval()(x)
         except RuntimeError as exc:
-            raise FeatvizError(f"{where} ({kind}): does not fit the input of shape {tuple(x.shape[1:])}: {exc}") from None
+            raise FeatvizError(f"{where} ({kind}): does not fit the input of shape {tuple(x.shape[1:])}: {why(exc)}") from None
         if x.numel() == 0:
             raise FeatvizError(f"{where} ({kind}): output is empty for input shape {tuple(input_shape)}")
     return nn.Sequential(mods)
