@@ -44,6 +44,26 @@ def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
     return name, overrides
 
 
+def check_units_match(model, units_info: dict, layer: dict, units_json: Path) -> None:
+    """units.json was made for this model: same input and classes, and the layer exists with the
+    unit count units.json gives (a stale or edited units.json would index past the layer)."""
+    from .units import candidates
+
+    remake = f"re-run `featviz units --model <this model> --out {units_json}`"
+    if list(units_info["input_shape"]) != list(model.input_shape) or list(units_info["classes"]) != list(model.classes):
+        raise FeatvizError(f"units file {units_json} was made for another model (input shape or classes differ): {remake}")
+    if layer["kind"] == "class":
+        actual = len(model.classes)
+    else:
+        found = {e["name"]: e["units"] for e in candidates(model.net, tuple(model.input_shape))[0]}
+        if layer["name"] not in found:
+            raise FeatvizError(f"units file {units_json}: the model has no module '{layer['name']}': {remake}")
+        actual = found[layer["name"]]
+    if layer["units"] != actual:
+        raise FeatvizError(f"units file {units_json}: layer '{layer['name']}' has {actual} units in the model, not "
+                           f"{layer['units']}: {remake}")
+
+
 def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, ascent_cfg: dict,
               out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False) -> dict:
     units_info = read_units(units_json)
@@ -61,7 +81,9 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
     dev = resolve_device(device)
-    model = load_model(model_dir, trust).to(dev)
+    model = load_model(model_dir, trust)
+    check_units_match(model, units_info, layer, Path(units_json))
+    model = model.to(dev)
     recipe, overrides = recipe_for(layer["kind"], ascent_cfg)
     seed = int(ascent_cfg.get("seed", 0))
     target = None if layer["kind"] == "class" else layer_name

@@ -377,3 +377,19 @@ def test_export_format_on_a_state_dict_is_one_line(trained_shapes, prepared_shap
         assert r.stderr.startswith("featviz: error: model.import: ") and r.stderr.count("\n") == 1, r.stderr
         assert "not a readable torch.export archive" in r.stderr and "warnings above" not in r.stderr
         assert "Traceback" not in r.stdout + r.stderr and not (tmp_path / "m").exists()
+
+
+def test_units_file_that_does_not_match_the_model(trained_shapes, shapes_units, tmp_path, capsys):
+    import json
+
+    cfg = json.dumps({"chunk_size": 16, "recipe": {"class": "hvass", "conv": "hvass"},
+                      "overrides": {"class": {"class_steps": 2, "snapshots": 0}, "conv": {"steps": 2, "snapshots": 0}}})
+    units = json.loads(shapes_units.read_text())
+    for layer in units["layers"]:
+        layer["units"] = 9
+    (tmp_path / "units.json").write_text(json.dumps(units))
+    for name, count in (("classes", 3), ("conv1", 4)):
+        _refused(["ascend", "--model", trained_shapes, "--units", tmp_path / "units.json", "--layer", name, "--chunk",
+                  "0", "--config", cfg, "--out-npz", tmp_path / "c.npz", "--out-json", tmp_path / "c.json",
+                  "--device", "cpu"], capsys, f"'{name}' has {count} units in the model, not 9", "featviz units")
+    assert not (tmp_path / "c.json").exists()
