@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import FeatvizError
-from .io import atomic_path, read_json, save_torch, write_json
+from .io import atomic_path, read_json, save_torch, staged_files, write_json
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DIGITS = [str(i) for i in range(10)]
@@ -414,7 +414,13 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 
 def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
-    """Load both splits, check them, and write the cached form: train.pt, test.pt, info.json."""
+    """Load both splits, check them, and write the cached form: train.pt, test.pt, info.json (moved
+    into out_dir together at the end: a failure leaves a previous preparation as it was)."""
+    from .config import check_sections
+
+    if not isinstance(data_cfg.get("dataset"), str):
+        raise FeatvizError("dataset: not given (e.g. {\"dataset\": \"mnist\"})")
+    check_sections(dataset=data_cfg["dataset"], data={k: v for k, v in data_cfg.items() if k != "dataset"})
     train = load_split(data_cfg, data_root, train=True)
     test = load_split(data_cfg, data_root, train=False)
     if train.images.shape[1:] != test.images.shape[1:]:
@@ -449,10 +455,10 @@ def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
         "mean": mean,
         "std": std,
     }
-    out_dir = Path(out_dir)
-    save_torch(out_dir / "train.pt", train.to_dict())
-    save_torch(out_dir / "test.pt", test.to_dict())
-    write_json(out_dir / "info.json", info)
+    with staged_files(out_dir, ("train.pt", "test.pt", "info.json")) as tmp:
+        save_torch(tmp / "train.pt", train.to_dict())
+        save_torch(tmp / "test.pt", test.to_dict())
+        write_json(tmp / "info.json", info)
     return info
 
 

@@ -393,3 +393,12 @@ def test_units_file_that_does_not_match_the_model(trained_shapes, shapes_units, 
                   "0", "--config", cfg, "--out-npz", tmp_path / "c.npz", "--out-json", tmp_path / "c.json",
                   "--device", "cpu"], capsys, f"'{name}' has {count} units in the model, not 9", "featviz units")
     assert not (tmp_path / "c.json").exists()
+
+
+def test_data_refuses_a_bad_config_and_keeps_a_previous_preparation(shapes_folder, prepared_shapes, tmp_path, capsys):
+    data = _copy_data(prepared_shapes, tmp_path)
+    before = _snapshot(data)
+    _refused(["data", "--config", '{"dataset": "imagefolder", "path": "%s", "test_fraction": 2}' % shapes_folder,
+              "--out", data], capsys, "data.test_fraction")
+    _refused(["data", "--config", '{"path": "%s"}' % shapes_folder, "--out", data], capsys, "dataset")
+    assert _snapshot(data) == before
