@@ -134,10 +134,26 @@ def read_info(data_dir: str | Path) -> dict:
     return info
 
 
-def read_prepared(data_dir: str | Path, split: str):
+def check_prepared_file(data_dir: str | Path, split: str) -> Path:
+    """A cheap check of a prepared split without loading it: the file exists and its zip directory
+    (torch.save's format) is intact, which a truncated or half-copied file's is not. Byte flips
+    inside are only found by reading it (read_prepared)."""
+    import zipfile
+
+    data_dir = Path(data_dir)
+    path = _prepared_file(data_dir, f"{split}.pt")
+    try:
+        with zipfile.ZipFile(path) as z:
+            z.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise FeatvizError(f"prepared dataset file {path} is truncated or corrupt ({why(exc)}): {REMAKE_DATA}") from None
+    return path
+
+
+def read_prepared(data_dir: str | Path, split: str, **load_kwargs):
     """One split ("train" or "test") of a prepared dataset as a featviz.data.Split, checked
     (against its info.json where there is one): a missing, truncated or corrupt .pt file is one
-    FeatvizError saying to re-run `featviz data`."""
+    FeatvizError saying to re-run `featviz data`. `load_kwargs` go to featviz.data.load_prepared."""
     import torch
 
     from .data import load_prepared
@@ -148,7 +164,7 @@ def read_prepared(data_dir: str | Path, split: str):
     path = _prepared_file(data_dir, f"{split}.pt")
     info = read_info(data_dir) if (data_dir / "info.json").exists() else None
     try:
-        s = load_prepared(Path(data_dir), train=split == "train")
+        s = load_prepared(Path(data_dir), train=split == "train", **load_kwargs)
     except FeatvizError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch.load's errors: RuntimeError, UnpicklingError, EOFError, ...

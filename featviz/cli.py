@@ -111,13 +111,14 @@ def cmd_ascend(a):
 
 
 def cmd_probe(a):
-    from .artifacts import read_info, read_units
+    from .artifacts import check_prepared_file, read_info, read_units
     from .device import claim_device
     from .model import load_model
     from .probe import probe
 
     units = read_units(a.units)
     read_info(a.data)  # a folder that is not a prepared dataset stops here, before the model is loaded
+    check_prepared_file(a.data, "test")  # truncated or missing: probe itself reads it later
     s = probe(load_model(Path(a.model), a.trust_checkpoint), units, Path(a.data), Path(a.out),
               device=claim_device(a.device), top_k=a.top_k, samples=a.samples, corr_threshold=a.corr_threshold,
               prune_images=a.prune_images, prune_tolerance=a.prune_tolerance)

@@ -402,3 +402,12 @@ def test_data_refuses_a_bad_config_and_keeps_a_previous_preparation(shapes_folde
               "--out", data], capsys, "data.test_fraction")
     _refused(["data", "--config", '{"path": "%s"}' % shapes_folder, "--out", data], capsys, "dataset")
     assert _snapshot(data) == before
+
+
+def test_probe_refuses_a_truncated_test_split(trained_shapes, shapes_units, prepared_shapes, tmp_path, capsys):
+    data = _copy_data(prepared_shapes, tmp_path)
+    blob = (data / "test.pt").read_bytes()
+    (data / "test.pt").write_bytes(blob[: len(blob) // 2])
+    _refused(["probe", "--model", trained_shapes, "--units", shapes_units, "--data", data, "--out", tmp_path / "probe",
+              "--device", "cpu"], capsys, "test.pt", "truncated or corrupt")
+    assert not (tmp_path / "probe").exists()
