@@ -44,6 +44,64 @@ def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
     return name, overrides
 
 
+def _transform_problem(spec) -> str | None:
+    """What is wrong with one transform dict of a recipe's `transforms` list, or None."""
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(spec, dict):
+        return f"{spec!r} is not a transform object ({{type: pad|jitter|scale|rotate, ...}})"
+    kind = spec.get("type")
+    if kind == "pad" and not (isinstance(spec.get("pad"), int) and spec["pad"] >= 0):
+        return f"{spec}: pad needs `pad`, a number of pixels >= 0"
+    if kind == "jitter" and not (isinstance(spec.get("d"), int) and spec["d"] >= 0):
+        return f"{spec}: jitter needs `d`, a number of pixels >= 0"
+    if kind in ("scale", "rotate"):
+        values = spec.get("choices") if "choices" in spec else spec.get("range")
+        if not isinstance(values, list) or not values or not all(num(v) for v in values) \
+                or ("choices" not in spec and (len(values) != 2 or values[0] > values[1])):
+            return f"{spec}: {kind} needs `choices` (a list of numbers) or `range` ([low, high])"
+        if kind == "scale" and min(values) <= 0:
+            return f"{spec}: scale factors must be > 0"
+    if "value" in spec and not num(spec["value"]):
+        return f"{spec}: `value` (the fill gray level) must be a number"
+    return None
+
+
+def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> None:
+    """Recipe parameters whose validity depends on the network, checked against units.json (or the
+    network built on paper) before any ascent job: the transforms (presets and each transform's
+    keys) and `neuron_pos` inside every selected conv layer."""
+    from .ascent.transforms import build as build_transforms
+
+    h, w = units_info["input_shape"][1:]
+    for kind in ("conv", "dense", "class"):
+        layers = [layer for layer in units_info["layers"] if layer["kind"] == kind and selected_units(layer, ascent_cfg)]
+        if not layers:
+            continue
+        name, overrides = recipe_for(kind, ascent_cfg)
+        recipe = get_recipe(name, overrides)
+        key = f"{where}.overrides.{kind}"
+        try:
+            build_transforms(recipe, (h, w))
+        except RecipeError as exc:
+            raise FeatvizError(f"{key}.transforms: {exc}") from None
+        if isinstance(recipe["transforms"], list):
+            for i, spec in enumerate(recipe["transforms"]):
+                problem = _transform_problem(spec)
+                if problem:
+                    raise FeatvizError(f"{key}.transforms[{i}]: {problem}")
+        pos = recipe["neuron_pos"]
+        if kind == "conv" and pos is not None:  # outside a layer whatever the objective: a mistake
+            if len(pos) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pos):
+                raise FeatvizError(f"{key}.neuron_pos: {pos!r} is not a position [y, x] of integers >= 0")
+            for layer in layers:
+                shape = layer.get("output_shape") or []
+                if len(shape) == 3 and not (pos[0] < shape[1] and pos[1] < shape[2]):
+                    raise FeatvizError(f"{key}.neuron_pos: {list(pos)} is outside layer {layer['name']}, whose "
+                                       f"maps are {shape[1]}x{shape[2]} (y 0..{shape[1] - 1}, x 0..{shape[2] - 1})")
+
+
 def check_units_match(model, units_info: dict, layer: dict, units_json: Path) -> None:
     """units.json was made for this model: same input and classes, and the layer exists with the
     unit count units.json gives (a stale or edited units.json would index past the layer)."""
@@ -74,6 +132,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     # the checks the DAG makes: the schema's ascent section, then layers and units against units.json
     check_sections(ascent=ascent_cfg)
     check_selection(units_info, ascent_cfg, "ascent")
+    check_recipe_values(units_info, ascent_cfg, "ascent")
     layer = find_layer(units_info, layer_name)
     size = int(ascent_cfg["chunk_size"])
     all_chunks = chunks(selected_units(layer, ascent_cfg), size)

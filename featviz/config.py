@@ -115,6 +115,9 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
     except FeatvizError as exc:
         raise FeatvizError(f"{where}.{exc}") from None
     check_selection(units, ascent, f"{where}.ascent")
+    from .ascent_job import check_recipe_values
+
+    check_recipe_values(units, ascent, f"{where}.ascent")
 
 
 def _check_model(where: str, model: dict) -> None:
@@ -172,13 +175,13 @@ def _check_run(i: int, r: dict) -> None:
         raise FeatvizError(f"{where}.data.source: folder {data['source']} does not exist")
     model = r.get("model") or {}
     _check_model(where, model)
-    _check_selection(where, r, model)
     ascent = r.get("ascent") or {}
     for kind, name in (ascent.get("recipe") or {}).items():
         try:
             get_recipe(name, (ascent.get("overrides") or {}).get(kind))
         except RecipeError as exc:
             raise FeatvizError(f"{where}.ascent.recipe.{kind}: {exc}") from None
+    _check_selection(where, r, model)  # then what depends on the network (layers, units, recipe values)
 
 
 def resolve_runs(config: dict) -> list[Run]:

@@ -411,3 +411,35 @@ def test_probe_refuses_a_truncated_test_split(trained_shapes, shapes_units, prep
     _refused(["probe", "--model", trained_shapes, "--units", shapes_units, "--data", data, "--out", tmp_path / "probe",
               "--device", "cpu"], capsys, "test.pt", "truncated or corrupt")
     assert not (tmp_path / "probe").exists()
+
+
+# --------------------------------------------------------------------------- recipe values (issue 14)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"conv": {"transforms": "bogus"}}, "runs[0].ascent.overrides.conv.transforms: unknown transforms preset 'bogus'"),
+    ({"conv": {"neuron_pos": [99, 99]}}, "runs[0].ascent.overrides.conv.neuron_pos: [99, 99] is outside layer conv1"),
+    ({"conv": {"neuron_pos": [1]}}, "runs[0].ascent.overrides.conv.neuron_pos: [1] is not a position"),
+    ({"class": {"transforms": [{"type": "jitter"}]}}, "runs[0].ascent.overrides.class.transforms[0]: "),
+    ({"dense": {"transforms": [{"type": "scale", "range": [0, 1]}]}}, "runs[0].ascent.overrides.dense.transforms[0]: "),
+])
+def test_recipe_values_that_depend_on_the_network_stop_the_dag(shapes_folder, overrides, message):
+    from featviz.config import resolve_runs
+    from tests.synthetic import TINY_LAYERS
+
+    cfg = {"data_root": str(shapes_folder), "runs": [{
+        "dataset": "imagefolder", "data": {"path": str(shapes_folder)}, "model": {"layers": TINY_LAYERS},
+        "ascent": {"chunk_size": 4, "recipe": {"conv": "lucid", "dense": "lucid", "class": "lucid"},
+                   "overrides": overrides}}]}
+    with pytest.raises(FeatvizError) as info:
+        resolve_runs(cfg)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_ascend_checks_recipe_values(trained_shapes, shapes_units, tmp_path, capsys):
+    import json
+
+    cfg = {"chunk_size": 4, "recipe": {"conv": "hvass"}, "overrides": {"conv": {"neuron_pos": [12, 0]}}}
+    _refused(["ascend", "--model", trained_shapes, "--units", shapes_units, "--layer", "conv1", "--chunk", "0",
+              "--config", json.dumps(cfg), "--out-npz", tmp_path / "c.npz", "--out-json", tmp_path / "c.json",
+              "--device", "cpu"], capsys, "ascent.overrides.conv.neuron_pos: [12, 0] is outside layer conv1", "12x12")
