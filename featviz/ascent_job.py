@@ -11,7 +11,7 @@ import torch
 
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
-from .config import check_sections
+from .config import check_sections, with_defaults
 from .errors import FeatvizError
 from .artifacts import read_units
 from .io import pack_images, write_json, write_npz
@@ -131,6 +131,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
                            "as many units as fit the device's memory)")
     # the checks the DAG makes: the schema's ascent section, then layers and units against units.json
     check_sections(ascent=ascent_cfg)
+    ascent_cfg = with_defaults("ascent", ascent_cfg)
     check_selection(units_info, ascent_cfg, "ascent")
     check_recipe_values(units_info, ascent_cfg, "ascent")
     layer = find_layer(units_info, layer_name)

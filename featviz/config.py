@@ -6,6 +6,7 @@ before any job with one message naming the key.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -300,6 +301,25 @@ def load_schema() -> dict | None:
 
         _SCHEMA.append(yaml.safe_load(SCHEMA_PATH.read_text()) if SCHEMA_PATH.is_file() else None)
     return _SCHEMA[0]
+
+
+def _fill(obj, schema: dict) -> None:
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in obj and "default" in sub:
+            obj[key] = copy.deepcopy(sub["default"])
+        if isinstance(obj.get(key), dict):
+            _fill(obj[key], sub)
+
+
+def with_defaults(section: str, cfg: dict) -> dict:
+    """A copy of one run section (`train`, `ascent`...) with the schema's defaults filled in, as
+    snakemake.utils.validate fills them for the workflow: a verb given part of a section runs with
+    the same values the workflow would (no second copy of the defaults)."""
+    out = copy.deepcopy(cfg)
+    schema = load_schema()
+    if schema is not None:
+        _fill(out, schema["properties"]["runs"]["items"]["properties"][section])
+    return out
 
 
 def check_sections(dataset: str = "imagefolder", **sections) -> None:

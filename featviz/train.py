@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .artifacts import read_info, read_prepared
 from .errors import FeatvizError
-from .config import check_sections
+from .config import check_sections, with_defaults
 from .io import staged_files, write_json
 from .device import resolve_device
 from .model import LoadedModel, input_description, load_model, save_model
@@ -78,8 +78,9 @@ def make_optimizer(net, cfg: dict, steps_total: int):
     if name == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
     elif name == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=float(cfg.get("momentum", 0.9)),
-                              weight_decay=wd, nesterov=True)
+        momentum = float(cfg.get("momentum", 0.9))
+        # Nesterov needs a momentum: `momentum: 0` (the schema's minimum) is plain SGD
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=momentum > 0)
     else:
         raise FeatvizError(f"train.optimizer: unknown optimizer '{name}' (known: adam, sgd)")
     schedule = cfg.get("schedule", "onecycle")
@@ -109,6 +110,7 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
     files replace a previous model in out_dir only once all of them are written and read back:
     a failed run leaves the previous model byte-identical."""
     check_sections(model=model_cfg, train=train_cfg)
+    train_cfg = with_defaults("train", train_cfg)
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
