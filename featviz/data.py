@@ -286,10 +286,11 @@ def resize_center_crop(im, resize: int, size: tuple[int, int]):
     return im.crop((left, top, left + size[1], top + size[0]))
 
 
-def _read_images(files: list[Path], channels: int, size: tuple[int, int], resize: int | None = None) -> torch.Tensor:
+def _read_images(files: list[Path], channels: int, size: tuple[int, int], resize: int | None = None,
+                 seen: dict | None = None) -> torch.Tensor:
     """Decode (and resize, or resize and centre-crop) images into one uint8 (N, C, H, W) tensor;
     PIL releases the GIL while decoding, so a few threads read a large folder (CIFAR-10's 50,000
-    JPEGs) in parallel."""
+    JPEGs) in parallel. `seen`, if given, collects the images' original sizes and modes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
@@ -301,6 +302,8 @@ def _read_images(files: list[Path], channels: int, size: tuple[int, int], resize
         f = files[i]
         try:
             with Image.open(f) as im:
+                if seen is not None:
+                    seen[i] = (im.size, im.mode)
                 im = im.convert(mode)
                 if resize:
                     im = resize_center_crop(im, resize, size)
@@ -375,8 +378,23 @@ def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_f
         idx = sorted(perm[n_test:] if train else perm[:n_test])
         files = [files_all[i] for i in idx]
         labels = [labels_all[i] for i in idx]
-    images = _read_images(files, channels, size, resize)
+    seen: dict = {}
+    images = _read_images(files, channels, size, resize, seen)
+    _note_mixed(path / ("train" if train or not has_test else "test"), seen, size, resize)
     return Split(images, torch.tensor(labels, dtype=torch.int64), names)
+
+
+def _note_mixed(where: Path, seen: dict, size: tuple[int, int], resize: int | None) -> None:
+    """Images of mixed sizes or modes are all brought to one size and mode (featviz's decision: a
+    network takes one input shape); the log says how many, so that it is not a surprise."""
+    sizes = {s for s, _ in seen.values()}
+    modes = {m for _, m in seen.values()}
+    if len(sizes) > 1 and not resize:
+        print(f"note: {where}: images of {len(sizes)} different sizes, all resized to {size[1]}x{size[0]} "
+              f"(width x height; set data.image_size, or data.resize to keep the aspect ratio)", flush=True)
+    if len(modes) > 1:
+        print(f"note: {where}: images in {len(modes)} modes ({', '.join(sorted(modes))}), all converted to one "
+              f"(set data.channels to choose gray or RGB)", flush=True)
 
 
 # --------------------------------------------------------------------------- the cached form

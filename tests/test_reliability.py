@@ -443,3 +443,18 @@ def test_ascend_checks_recipe_values(trained_shapes, shapes_units, tmp_path, cap
     _refused(["ascend", "--model", trained_shapes, "--units", shapes_units, "--layer", "conv1", "--chunk", "0",
               "--config", json.dumps(cfg), "--out-npz", tmp_path / "c.npz", "--out-json", tmp_path / "c.json",
               "--device", "cpu"], capsys, "ascent.overrides.conv.neuron_pos: [12, 0] is outside layer conv1", "12x12")
+
+
+def test_mixed_sizes_and_modes_are_noted(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from featviz.data import prepare
+    from tests.synthetic import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "mixed", per_class=4, test_per_class=2)
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(root / "train" / "hbar" / "big.png")
+    info = prepare({"dataset": "imagefolder", "path": str(root)}, tmp_path, tmp_path / "prep")
+    assert info["input_shape"] == [1, 12, 12]
+    out = capsys.readouterr().out
+    assert "2 different sizes, all resized to 12x12" in out and "2 modes (L, RGB)" in out
