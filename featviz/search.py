@@ -117,6 +117,8 @@ def run_search(model_dir: Path, layer: str, recipe: str, trials: int, units: lis
 
     if trials < 1:
         raise FeatvizError("--trials must be >= 1")
+    if max_steps < 1:
+        raise FeatvizError(f"--max-steps must be >= 1, not {max_steps}")
     dev = resolve_device(device)
     model = load_model(Path(model_dir), trust).to(dev)
     model.net.eval()

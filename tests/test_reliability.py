@@ -458,3 +458,9 @@ def test_mixed_sizes_and_modes_are_noted(tmp_path, capsys):
     assert info["input_shape"] == [1, 12, 12]
     out = capsys.readouterr().out
     assert "2 different sizes, all resized to 12x12" in out and "2 modes (L, RGB)" in out
+
+
+def test_search_refuses_zero_max_steps(trained_shapes, tmp_path, capsys):
+    _refused(["search", "--model", trained_shapes, "--layer", "conv1", "--max-steps", "0", "--out", tmp_path / "s.json",
+              "--device", "cpu"], capsys, "--max-steps must be >= 1")
+    assert not (tmp_path / "s.json").exists()
