@@ -74,6 +74,8 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
             raise FeatvizError(f"archive: folder {folder} does not exist")
     entries = _files(report, f"{run}/report") + _files(results, f"{run}/results")
     for p in extra:
+        if not Path(p).is_file():
+            raise FeatvizError(f"archive --extra: file {p} does not exist")
         entries.append((f"{run}/extra/{Path(p).name}", Path(p)))
     files = dict(entries)
     generated = {f"{run}/environment.json": json.dumps(environment(), indent=2, sort_keys=True).encode()}

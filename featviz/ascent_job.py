@@ -11,11 +11,13 @@ import torch
 
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
+from .config import check_sections, with_defaults
 from .errors import FeatvizError
-from .io import pack_images, read_json, write_json, write_npz
+from .artifacts import read_units
+from .io import pack_images, write_json, write_npz
 from .device import resolve_device
 from .model import load_model
-from .units import chunks, find_layer, selected_units
+from .units import check_selection, chunks, find_layer, selected_units
 
 
 SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
@@ -42,21 +44,106 @@ def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
     return name, overrides
 
 
+def _transform_problem(spec) -> str | None:
+    """What is wrong with one transform dict of a recipe's `transforms` list, or None."""
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(spec, dict):
+        return f"{spec!r} is not a transform object ({{type: pad|jitter|scale|rotate, ...}})"
+    kind = spec.get("type")
+    if kind == "pad" and not (isinstance(spec.get("pad"), int) and spec["pad"] >= 0):
+        return f"{spec}: pad needs `pad`, a number of pixels >= 0"
+    if kind == "jitter" and not (isinstance(spec.get("d"), int) and spec["d"] >= 0):
+        return f"{spec}: jitter needs `d`, a number of pixels >= 0"
+    if kind in ("scale", "rotate"):
+        values = spec.get("choices") if "choices" in spec else spec.get("range")
+        if not isinstance(values, list) or not values or not all(num(v) for v in values) \
+                or ("choices" not in spec and (len(values) != 2 or values[0] > values[1])):
+            return f"{spec}: {kind} needs `choices` (a list of numbers) or `range` ([low, high])"
+        if kind == "scale" and min(values) <= 0:
+            return f"{spec}: scale factors must be > 0"
+    if "value" in spec and not num(spec["value"]):
+        return f"{spec}: `value` (the fill gray level) must be a number"
+    return None
+
+
+def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> None:
+    """Recipe parameters whose validity depends on the network, checked against units.json (or the
+    network built on paper) before any ascent job: the transforms (presets and each transform's
+    keys) and `neuron_pos` inside every selected conv layer."""
+    from .ascent.transforms import build as build_transforms
+
+    h, w = units_info["input_shape"][1:]
+    for kind in ("conv", "dense", "class"):
+        layers = [layer for layer in units_info["layers"] if layer["kind"] == kind and selected_units(layer, ascent_cfg)]
+        if not layers:
+            continue
+        name, overrides = recipe_for(kind, ascent_cfg)
+        recipe = get_recipe(name, overrides)
+        key = f"{where}.overrides.{kind}"
+        try:
+            build_transforms(recipe, (h, w))
+        except RecipeError as exc:
+            raise FeatvizError(f"{key}.transforms: {exc}") from None
+        if isinstance(recipe["transforms"], list):
+            for i, spec in enumerate(recipe["transforms"]):
+                problem = _transform_problem(spec)
+                if problem:
+                    raise FeatvizError(f"{key}.transforms[{i}]: {problem}")
+        pos = recipe["neuron_pos"]
+        if kind == "conv" and pos is not None:  # outside a layer whatever the objective: a mistake
+            if len(pos) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pos):
+                raise FeatvizError(f"{key}.neuron_pos: {pos!r} is not a position [y, x] of integers >= 0")
+            for layer in layers:
+                shape = layer.get("output_shape") or []
+                if len(shape) == 3 and not (pos[0] < shape[1] and pos[1] < shape[2]):
+                    raise FeatvizError(f"{key}.neuron_pos: {list(pos)} is outside layer {layer['name']}, whose "
+                                       f"maps are {shape[1]}x{shape[2]} (y 0..{shape[1] - 1}, x 0..{shape[2] - 1})")
+
+
+def check_units_match(model, units_info: dict, layer: dict, units_json: Path) -> None:
+    """units.json was made for this model: same input and classes, and the layer exists with the
+    unit count units.json gives (a stale or edited units.json would index past the layer)."""
+    from .units import candidates
+
+    remake = f"re-run `featviz units --model <this model> --out {units_json}`"
+    if list(units_info["input_shape"]) != list(model.input_shape) or list(units_info["classes"]) != list(model.classes):
+        raise FeatvizError(f"units file {units_json} was made for another model (input shape or classes differ): {remake}")
+    if layer["kind"] == "class":
+        actual = len(model.classes)
+    else:
+        found = {e["name"]: e["units"] for e in candidates(model.net, tuple(model.input_shape))[0]}
+        if layer["name"] not in found:
+            raise FeatvizError(f"units file {units_json}: the model has no module '{layer['name']}': {remake}")
+        actual = found[layer["name"]]
+    if layer["units"] != actual:
+        raise FeatvizError(f"units file {units_json}: layer '{layer['name']}' has {actual} units in the model, not "
+                           f"{layer['units']}: {remake}")
+
+
 def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, ascent_cfg: dict,
               out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False) -> dict:
-    units_info = read_json(units_json)
+    units_info = read_units(units_json)
+    batch_size = ascent_cfg.get("batch_size")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise FeatvizError(f"ascent.batch_size: {batch_size!r} is not a positive integer (leave it unset for "
+                           "as many units as fit the device's memory)")
+    # the checks the DAG makes: the schema's ascent section, then layers and units against units.json
+    check_sections(ascent=ascent_cfg)
+    ascent_cfg = with_defaults("ascent", ascent_cfg)
+    check_selection(units_info, ascent_cfg, "ascent")
+    check_recipe_values(units_info, ascent_cfg, "ascent")
     layer = find_layer(units_info, layer_name)
     size = int(ascent_cfg["chunk_size"])
     all_chunks = chunks(selected_units(layer, ascent_cfg), size)
     if not 0 <= chunk < len(all_chunks):
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
-    batch_size = ascent_cfg.get("batch_size")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise FeatvizError(f"ascent.batch_size: {batch_size!r} is not a positive integer (leave it unset for "
-                           "as many units as fit the device's memory)")
     dev = resolve_device(device)
-    model = load_model(model_dir, trust).to(dev)
+    model = load_model(model_dir, trust)
+    check_units_match(model, units_info, layer, Path(units_json))
+    model = model.to(dev)
     recipe, overrides = recipe_for(layer["kind"], ascent_cfg)
     seed = int(ascent_cfg.get("seed", 0))
     target = None if layer["kind"] == "class" else layer_name

@@ -13,22 +13,33 @@ import time
 _STARTED = time.perf_counter()
 from pathlib import Path
 
-from .errors import FeatvizError
+from .errors import FeatvizError, plain
 
 
-def _json_arg(text: str) -> dict:
-    """A JSON object given inline, or @path to a JSON/YAML file."""
+def _json_arg(text: str):
+    """JSON given inline, or @path to a JSON/YAML file."""
+    import yaml
+
     try:
         if text.startswith("@"):
             path = Path(text[1:])
             if path.suffix in (".yaml", ".yml"):
-                import yaml
+                obj = yaml.safe_load(path.read_text()) or {}
+            else:
+                obj = json.loads(path.read_text())
+        else:
+            obj = json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise argparse.ArgumentTypeError(f"not a JSON object or @file: {' '.join(str(exc).split())}") from None
+    return obj
 
-                return yaml.safe_load(path.read_text()) or {}
-            return json.loads(path.read_text())
-        return json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(f"not a JSON object or @file: {exc}") from None
+
+def _json_object(text: str) -> dict:
+    """_json_arg that must give an object (a config section)."""
+    obj = _json_arg(text)
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object (a config section): {text[:80]}")
+    return obj
 
 
 def cmd_data(a):
@@ -100,12 +111,15 @@ def cmd_ascend(a):
 
 
 def cmd_probe(a):
+    from .artifacts import check_prepared_file, read_info, read_units
     from .device import claim_device
-    from .io import read_json
     from .model import load_model
     from .probe import probe
 
-    s = probe(load_model(Path(a.model), a.trust_checkpoint), read_json(a.units), Path(a.data), Path(a.out),
+    units = read_units(a.units)
+    read_info(a.data)  # a folder that is not a prepared dataset stops here, before the model is loaded
+    check_prepared_file(a.data, "test")  # truncated or missing: probe itself reads it later
+    s = probe(load_model(Path(a.model), a.trust_checkpoint), units, Path(a.data), Path(a.out),
               device=claim_device(a.device), top_k=a.top_k, samples=a.samples, corr_threshold=a.corr_threshold,
               prune_images=a.prune_images, prune_tolerance=a.prune_tolerance,
               histogram_images=a.histogram_images, prune_passes=a.prune_passes)
@@ -136,8 +150,15 @@ def cmd_search(a):
 
 
 def cmd_report(a):
+    from .artifacts import read_json_object, read_model_json, read_units
     from .report import render_run
 
+    # the run's main artifacts, checked before anything is rendered (the report renders into a
+    # temporary folder and swaps it in, so a failure leaves the previous report as it was)
+    results = Path(a.results)
+    read_model_json(results / "model")
+    read_units(results / "units.json")
+    read_json_object(results / "eval" / "metrics.json", "evaluation file", "re-run `featviz evaluate` (or the workflow)")
     render_run(Path(a.results), Path(a.out), a.config)
     print(f"wrote {Path(a.out) / 'index.html'}")
 
@@ -163,6 +184,26 @@ def cmd_verify_archive(a):
     print(f"{a.archive}: OK, {n} files match the manifest")
 
 
+def cmd_check_config(a):
+    import yaml
+
+    from .config import load_schema, schema_error, yaml_syntax_error
+
+    for path in a.files:
+        if not Path(path).is_file():
+            raise FeatvizError(f"config file {path} does not exist")
+        problem = yaml_syntax_error(path)
+        if problem:
+            raise FeatvizError(problem)
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        schema = load_schema()
+        problem = schema_error(config, schema) if schema is not None else None
+        if problem:
+            raise FeatvizError(f"{path}: {problem}")
+        print(f"{path}: OK ({'YAML and schema' if schema is not None else 'YAML; schema not found'}; the "
+              f"workflow checks names, layers and units when it builds the DAG)")
+
+
 def cmd_recipes(a):
     from .ascent import get_recipe, list_recipes
     from .ascent.recipes import SOURCES
@@ -175,8 +216,16 @@ def cmd_recipes(a):
                 print(f"    {k} = {v}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one `featviz: error:` line (exit 2) like every other user error."""
+
+    def error(self, message):
+        verb = self.prog.removeprefix("featviz").strip()
+        self.exit(2, f"featviz: error: {verb + ': ' if verb else ''}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="featviz", description=__doc__.splitlines()[0])
+    p = _Parser(prog="featviz", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
 
     def verb(name, fn, help_):
@@ -192,14 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
 
     s = verb("data", cmd_data, "prepare a dataset (download or import if needed) into tensors")
-    s.add_argument("--config", type=_json_arg, required=True, help='dataset config, e.g. {"dataset": "mnist"}')
+    s.add_argument("--config", type=_json_object, required=True, help='dataset config, e.g. {"dataset": "mnist"}')
     s.add_argument("--data-root", help="dataset folder (default: $FEATVIZ_DATA_ROOT, else ./data)")
     s.add_argument("--out", required=True)
 
     s = verb("train", cmd_train, "train a network on a prepared dataset")
     s.add_argument("--data", required=True, help="prepared dataset folder")
-    s.add_argument("--model", type=_json_arg, required=True, help="model config (preset or layers)")
-    s.add_argument("--train", type=_json_arg, required=True, help="training config")
+    s.add_argument("--model", type=_json_object, required=True, help="model config (preset or layers)")
+    s.add_argument("--train", type=_json_object, required=True, help="training config")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--run", default="")
     s.add_argument("--out", required=True)
@@ -210,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("import-model", cmd_import_model, "import a model trained elsewhere (state_dict with a spec or "
              "a class, TorchScript, torch.export) and evaluate it on a prepared dataset")
     s.add_argument("--data", required=True, help="prepared dataset folder")
-    s.add_argument("--model", type=_json_arg, required=True, help="model config with an `import` section")
+    s.add_argument("--model", type=_json_object, required=True, help="model config with an `import` section")
     s.add_argument("--run", default="")
     s.add_argument("--out", required=True)
     device(s)
@@ -237,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--units", required=True, help="units.json")
     s.add_argument("--layer", required=True)
     s.add_argument("--chunk", type=int, required=True)
-    s.add_argument("--config", type=_json_arg, required=True, help="ascent config")
+    s.add_argument("--config", type=_json_object, required=True, help="ascent config")
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
     device(s)
@@ -286,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = verb("report", cmd_report, "render one run's HTML report")
     s.add_argument("--results", required=True, help="results/<run>")
-    s.add_argument("--config", type=_json_arg, default={}, help="the run's config, shown in the report")
+    s.add_argument("--config", type=_json_object, default={}, help="the run's config, shown in the report")
     s.add_argument("--out", required=True, help="reports/<run>")
 
     s = verb("index", cmd_index, "render the index page linking every run")
@@ -302,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("verify-archive", cmd_verify_archive, "check an archive (.tar.gz or extracted folder) against its manifest")
     s.add_argument("archive", help="<run>.tar.gz, or the folder it was extracted to")
 
+    s = verb("check-config", cmd_check_config, "check config files' YAML syntax (file and line) and the schema, "
+             "as the workflow does before it builds the DAG")
+    s.add_argument("files", nargs="+", help="config.yaml files (also those you pass to snakemake --configfile)")
+
     s = verb("recipes", cmd_recipes, "list the activation-maximization recipes")
     s.add_argument("-v", "--verbose", action="store_true", help="show every parameter")
 
@@ -310,22 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Verbs that only read and write files: they skip torch's import (about 2 s), which matters at the
 # end of a report, where these jobs run one after another.
-WITHOUT_TORCH = frozenset({"report", "index", "archive", "verify-archive"})
+WITHOUT_TORCH = frozenset({"report", "index", "archive", "verify-archive", "check-config"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.verb not in WITHOUT_TORCH:
             import torch  # noqa: F401  (imported here so that its cost is measured apart from the work)
 
         imported = time.perf_counter()
         args.fn(args)
-        if args.verb not in ("recipes", "verify-archive"):
+        if args.verb not in ("recipes", "verify-archive", "check-config"):
             print(f"featviz {args.verb}: {time.perf_counter() - imported:.2f} s of work after "
                   f"{imported - _STARTED:.2f} s of start-up (imports)", flush=True)
     except FeatvizError as exc:
-        print(f"featviz: error: {exc}", file=sys.stderr)
+        print(f"featviz: error: {plain(str(exc), 2000)}", file=sys.stderr)  # one line, no colour codes
         return 2
     except KeyboardInterrupt:
         print("featviz: interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ before any job with one message naming the key.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -116,6 +117,9 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
     except FeatvizError as exc:
         raise FeatvizError(f"{where}.{exc}") from None
     check_selection(units, ascent, f"{where}.ascent")
+    from .ascent_job import check_recipe_values
+
+    check_recipe_values(units, ascent, f"{where}.ascent")
 
 
 def _check_model(where: str, model: dict) -> None:
@@ -164,17 +168,22 @@ def _check_run(i: int, r: dict) -> None:
         if data["resize"] < max(size):
             raise FeatvizError(f"{where}.data.resize: {data['resize']} is smaller than the crop data.image_size "
                                f"{list(size)}; resize the shorter side to at least {max(size)}")
+    if r["dataset"] == "imagefolder" and Path(data["path"], "train").is_dir():
+        from .data import check_classes
+
+        check_classes(sorted(d.name for d in Path(data["path"], "train").iterdir()
+                             if d.is_dir() and not d.name.startswith(".")), f"{where}.data.path")
     if data.get("source") and not Path(data["source"]).is_dir():
         raise FeatvizError(f"{where}.data.source: folder {data['source']} does not exist")
     model = r.get("model") or {}
     _check_model(where, model)
-    _check_selection(where, r, model)
     ascent = r.get("ascent") or {}
     for kind, name in (ascent.get("recipe") or {}).items():
         try:
             get_recipe(name, (ascent.get("overrides") or {}).get(kind))
         except RecipeError as exc:
             raise FeatvizError(f"{where}.ascent.recipe.{kind}: {exc}") from None
+    _check_selection(where, r, model)  # then what depends on the network (layers, units, recipe values)
 
 
 def resolve_runs(config: dict) -> list[Run]:
@@ -239,8 +248,95 @@ def schema_error(config: dict, schema: dict) -> str | None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
         return None
+    path = list(error.absolute_path)
+    message = error.message
+    if error.validator == "required" and isinstance(error.instance, dict):
+        # name the missing key itself: "model.layers[0].out: required ..." rather than the object holding it
+        missing = [k for k in error.validator_value if k not in error.instance]
+        if missing:
+            path.append(missing[0])
+            message = "required" + (f" for type {error.instance['type']!r}" if "type" in error.instance else "")
     where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
-                    for i, p in enumerate(error.absolute_path)) or "config"
+                    for i, p in enumerate(path)) or "config"
     if error.validator == "additionalProperties":
-        return f"{where}: {error.message} (see config/README.md for the known keys)"
-    return f"{where}: {error.message}"
+        return f"{where}: {message} (see config/README.md for the known keys)"
+    return f"{where}: {message}"
+
+
+def yaml_syntax_error(path: str | os.PathLike) -> str | None:
+    """A config file's YAML syntax error as one line with the file and the line (`config/config.yaml:
+    line 4, column 4: expected <block end>, but found '<block mapping start>'`), or None (also when
+    the file does not exist: whoever loads it says so)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path}: cannot be read as text ({exc})"
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1})"
+        return f"{path}: {where}{exc.problem or 'YAML syntax error'}{context}"
+    except yaml.YAMLError as exc:
+        return f"{path}: YAML syntax error: {' '.join(str(exc).split())}"
+    return None
+
+
+# The workflow's schema: verbs check their own config sections against it too, so that a verb used
+# without Snakemake refuses what the DAG refuses (one copy of the rules). It lives in the checkout;
+# an installed featviz without it skips this check (the verbs' own checks remain).
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+_SCHEMA: list = []
+
+
+def load_schema() -> dict | None:
+    if not _SCHEMA:
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where present: 6 ms instead of 40
+        _SCHEMA.append(yaml.load(SCHEMA_PATH.read_text(), Loader=loader) if SCHEMA_PATH.is_file() else None)
+    return _SCHEMA[0]
+
+
+def _fill(obj, schema: dict) -> None:
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in obj and "default" in sub:
+            obj[key] = copy.deepcopy(sub["default"])
+        if isinstance(obj.get(key), dict):
+            _fill(obj[key], sub)
+
+
+def with_defaults(section: str, cfg: dict) -> dict:
+    """A copy of one run section (`train`, `ascent`...) with the schema's defaults filled in, as
+    snakemake.utils.validate fills them for the workflow: a verb given part of a section runs with
+    the same values the workflow would (no second copy of the defaults)."""
+    out = copy.deepcopy(cfg)
+    schema = load_schema()
+    if schema is not None:
+        _fill(out, schema["properties"]["runs"]["items"]["properties"][section])
+    return out
+
+
+def check_sections(dataset: str = "imagefolder", **sections) -> None:
+    """A verb's config sections (`data`, `model`, `train`, `ascent` of one run, as the workflow
+    passes them) checked as the DAG checks them: against the schema's runs[i] sections, then the
+    model's naming rules. Raises FeatvizError naming the key (`train.epochs: 0 is less than the
+    minimum of 1`)."""
+    schema = load_schema()
+    if schema is not None:
+        problem = schema_error({"runs": [{"dataset": dataset, **sections}]}, schema)
+        if problem:
+            raise FeatvizError(problem.removeprefix("runs[0]."))
+    if sections.get("model") is not None:
+        try:
+            _check_model("", sections["model"])
+        except FeatvizError as exc:
+            raise FeatvizError(str(exc).removeprefix(".")) from None

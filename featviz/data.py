@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import FeatvizError
-from .io import atomic_path, read_json, save_torch, write_json
+from .io import atomic_path, read_json, save_torch, staged_files, write_json
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DIGITS = [str(i) for i in range(10)]
@@ -286,10 +286,11 @@ def resize_center_crop(im, resize: int, size: tuple[int, int]):
     return im.crop((left, top, left + size[1], top + size[0]))
 
 
-def _read_images(files: list[Path], channels: int, size: tuple[int, int], resize: int | None = None) -> torch.Tensor:
+def _read_images(files: list[Path], channels: int, size: tuple[int, int], resize: int | None = None,
+                 seen: dict | None = None) -> torch.Tensor:
     """Decode (and resize, or resize and centre-crop) images into one uint8 (N, C, H, W) tensor;
     PIL releases the GIL while decoding, so a few threads read a large folder (CIFAR-10's 50,000
-    JPEGs) in parallel."""
+    JPEGs) in parallel. `seen`, if given, collects the images' original sizes and modes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
@@ -301,6 +302,8 @@ def _read_images(files: list[Path], channels: int, size: tuple[int, int], resize
         f = files[i]
         try:
             with Image.open(f) as im:
+                if seen is not None:
+                    seen[i] = (im.size, im.mode)
                 im = im.convert(mode)
                 if resize:
                     im = resize_center_crop(im, resize, size)
@@ -334,6 +337,17 @@ def _probe_format(first: Path, channels: int | None, size) -> tuple[int, tuple[i
     return channels, (int(size[0]), int(size[1]))
 
 
+MIN_CLASSES = 2
+
+
+def check_classes(names: list[str], where: str) -> None:
+    """A classifier needs at least two classes: with one, every image is that class, the loss is zero
+    from the start and there is nothing to visualize."""
+    if len(names) < MIN_CLASSES:
+        raise FeatvizError(f"{where}: the dataset needs at least two classes (one folder per class), "
+                           f"found {len(names)}{': ' + names[0] if names else ''}")
+
+
 def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_fraction: float, seed: int,
                      resize: int | None = None) -> Split:
     path = Path(path)
@@ -341,6 +355,7 @@ def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_f
         raise FeatvizError(f"data.path: {path} has no train/ folder (expected {path}/train/<class>/<image>)")
     train_classes = _class_folders(path / "train")
     names = list(train_classes)
+    check_classes(names, f"data.path: {path}/train")
     has_test = (path / "test").is_dir()
     if has_test:
         test_classes = _class_folders(path / "test")
@@ -363,8 +378,23 @@ def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_f
         idx = sorted(perm[n_test:] if train else perm[:n_test])
         files = [files_all[i] for i in idx]
         labels = [labels_all[i] for i in idx]
-    images = _read_images(files, channels, size, resize)
+    seen: dict = {}
+    images = _read_images(files, channels, size, resize, seen)
+    _note_mixed(path / ("train" if train or not has_test else "test"), seen, size, resize)
     return Split(images, torch.tensor(labels, dtype=torch.int64), names)
+
+
+def _note_mixed(where: Path, seen: dict, size: tuple[int, int], resize: int | None) -> None:
+    """Images of mixed sizes or modes are all brought to one size and mode (featviz's decision: a
+    network takes one input shape); the log says how many, so that it is not a surprise."""
+    sizes = {s for s, _ in seen.values()}
+    modes = {m for _, m in seen.values()}
+    if len(sizes) > 1 and not resize:
+        print(f"note: {where}: images of {len(sizes)} different sizes, all resized to {size[1]}x{size[0]} "
+              f"(width x height; set data.image_size, or data.resize to keep the aspect ratio)", flush=True)
+    if len(modes) > 1:
+        print(f"note: {where}: images in {len(modes)} modes ({', '.join(sorted(modes))}), all converted to one "
+              f"(set data.channels to choose gray or RGB)", flush=True)
 
 
 # --------------------------------------------------------------------------- the cached form
@@ -402,12 +432,37 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 
 def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
-    """Load both splits, check them, and write the cached form: train.pt, test.pt, info.json."""
+    """Load both splits, check them, and write the cached form: train.pt, test.pt, info.json (moved
+    into out_dir together at the end: a failure leaves a previous preparation as it was)."""
+    from .config import check_sections
+
+    if not isinstance(data_cfg.get("dataset"), str):
+        raise FeatvizError("dataset: not given (e.g. {\"dataset\": \"mnist\"})")
+    check_sections(dataset=data_cfg["dataset"], data={k: v for k, v in data_cfg.items() if k != "dataset"})
     train = load_split(data_cfg, data_root, train=True)
     test = load_split(data_cfg, data_root, train=False)
     if train.images.shape[1:] != test.images.shape[1:]:
         raise FeatvizError(f"dataset: train and test images differ in shape "
                            f"({tuple(train.images.shape[1:])} vs {tuple(test.images.shape[1:])})")
+    check_classes(train.classes, "dataset")
+    held_out = data_cfg["dataset"] == "imagefolder" and not (Path(data_cfg["path"]) / "test").is_dir()
+    for name, split in (("train", train), ("test", test)):
+        if len(split.labels) == 0:
+            how = " after holding out data.test_fraction" if held_out else ""
+            raise FeatvizError(f"dataset: the {name} split is empty{how}; give more images "
+                               f"(or a test/ folder beside train/)")
+    counts = torch.bincount(train.labels, minlength=len(train.classes)).tolist()
+    lacking = [c for c, n in zip(train.classes, counts) if n == 0]
+    if lacking:
+        raise FeatvizError(f"dataset: class '{lacking[0]}' has no training images"
+                           f"{' after holding out data.test_fraction' if held_out else ''}"
+                           f"{' within data.limit_train' if data_cfg.get('limit_train') else ''}: "
+                           f"give it more images")
+    untested = [c for c, n in zip(train.classes, torch.bincount(test.labels, minlength=len(train.classes)).tolist())
+                if n == 0]
+    if untested:
+        print(f"note: {len(untested)} class(es) have no test images ({', '.join(untested[:5])}): their test "
+              f"accuracy is not measured", flush=True)
     mean, std = channel_stats(train.images)
     info = {
         "dataset": data_cfg["dataset"],
@@ -418,10 +473,10 @@ def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
         "mean": mean,
         "std": std,
     }
-    out_dir = Path(out_dir)
-    save_torch(out_dir / "train.pt", train.to_dict())
-    save_torch(out_dir / "test.pt", test.to_dict())
-    write_json(out_dir / "info.json", info)
+    with staged_files(out_dir, ("train.pt", "test.pt", "info.json")) as tmp:
+        save_torch(tmp / "train.pt", train.to_dict())
+        save_torch(tmp / "test.pt", test.to_dict())
+        write_json(tmp / "info.json", info)
     return info
 
 

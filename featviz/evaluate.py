@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import load_prepared
+from .artifacts import read_prepared
 from .figures import confusion_png, image_grid_png
 from .io import write_json, write_npz
 from .device import resolve_device
@@ -18,7 +18,7 @@ MAX_MISCLASSIFIED = 64
 def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "auto") -> dict:
     dev = resolve_device(device)
     model.to(dev)
-    test = load_prepared(data_dir, train=False)
+    test = read_prepared(data_dir, "test")
     probs = model.predict(test.images, dev)
     pred = probs.argmax(1)
     true = test.labels

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .data import load_info, load_prepared
+from .artifacts import read_info, read_prepared
+from .config import check_sections
 from .device import resolve_device
 from .errors import FeatvizError
-from .io import atomic_path, write_json
+from .io import staged_files, write_json
 from .model import LoadedModel, input_description, load_state_dict, load_weights, save_model
 from .model import torchvision_archs as tv
 from .model.architecture import build_architecture, check_fits, describe
@@ -87,6 +88,7 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
                  run_name: str = "") -> dict:
     """Read the configured model, check it against the dataset, evaluate it, and write model.pt,
     model.json and metrics.json to out_dir like `train` does."""
+    check_sections(model=model_cfg)
     imp = dict(model_cfg.get("import") or {})
     weights_only = bool(model_cfg.get("weights")) and not imp
     if not imp and not weights_only:
@@ -98,7 +100,7 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
     else:
         ident = identity(imp, model_cfg)
         fmt, path, sha = ident["format"], Path(imp["path"]), ident["sha256"]
-    info = load_info(data_dir)
+    info = read_info(data_dir)
     shape = tuple(info["input_shape"])
     dataset_classes = list(info["classes"])
     is_tv = fmt == "torchvision"
@@ -140,7 +142,7 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
 
     dev = resolve_device(device)
     model = LoadedModel(net.to(dev), classes, shape, list(mean), list(std))
-    test = load_prepared(data_dir, train=False)
+    test = read_prepared(data_dir, "test")
     acc = model.accuracy(test.images, test.labels, dev)
     net.cpu()
 
@@ -173,13 +175,13 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
         "parameters": sum(p.numel() for p in net.parameters()),
         "imported": imported,
     }
-    out_dir = Path(out_dir)
-    write_json(out_dir / "metrics.json", metrics)
-    if fmt in ("spec", "class", "torchvision"):
-        save_model(out_dir, net, meta)
-    else:
-        with atomic_path(out_dir / "model.pt") as tmp:
-            shutil.copyfile(path, tmp)
-        write_json(out_dir / "model.json", meta)
+    # the three files replace a previous import only once all of them are written
+    with staged_files(out_dir, ("metrics.json", "model.pt", "model.json")) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        if fmt in ("spec", "class", "torchvision"):
+            save_model(tmp, net, meta)
+        else:
+            shutil.copyfile(path, tmp / "model.pt")
+            write_json(tmp / "model.json", meta)
     return metrics
 

@@ -5,6 +5,7 @@ import contextlib
 import io as _io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -30,6 +31,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def staged_files(out_dir: str | os.PathLike, names: tuple[str, ...]) -> Iterator[Path]:
+    """A multi-file output written whole or not at all: yield a temporary folder beside `out_dir`;
+    when the block succeeds, move the files `names` from it into `out_dir` (the last name is the
+    one whose presence marks the output complete: it is removed first and moved in last). When the
+    block fails, `out_dir` is left exactly as it was."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
+        missing = [n for n in names if not (tmp / n).is_file()]
+        if missing:
+            raise RuntimeError(f"staged output lacks {missing}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / names[-1]).unlink(missing_ok=True)
+        for n in names:
+            os.replace(tmp / n, out_dir / n)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -117,6 +117,8 @@ def run_search(model_dir: Path, layer: str, recipe: str, trials: int, units: lis
 
     if trials < 1:
         raise FeatvizError("--trials must be >= 1")
+    if max_steps < 1:
+        raise FeatvizError(f"--max-steps must be >= 1, not {max_steps}")
     dev = resolve_device(device)
     model = load_model(Path(model_dir), trust).to(dev)
     model.net.eval()
@@ -139,9 +141,9 @@ def run_search(model_dir: Path, layer: str, recipe: str, trials: int, units: lis
         tmodel.net.eval()
     baseline = None
     if data_dir is not None and kind != "class":
-        from .data import load_prepared
+        from .artifacts import read_prepared
 
-        split = load_prepared(Path(data_dir), train=False)
+        split = read_prepared(Path(data_dir), "test")
         baseline = unit_baselines(model, target_layer, kind, units, split.images, base, baseline_images, dev)
     rng = np.random.default_rng(seed)
     rows = []

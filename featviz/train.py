@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import load_info, load_prepared
+from .artifacts import read_info, read_prepared
 from .errors import FeatvizError
-from .io import write_json
+from .config import check_sections, with_defaults
+from .io import staged_files, write_json
 from .device import resolve_device
-from .model import LoadedModel, input_description, save_model
+from .model import LoadedModel, input_description, load_model, save_model
 from .model.architecture import build_architecture, describe
 from .model.torchvision_archs import main_output
 
@@ -77,8 +78,9 @@ def make_optimizer(net, cfg: dict, steps_total: int):
     if name == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
     elif name == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=float(cfg.get("momentum", 0.9)),
-                              weight_decay=wd, nesterov=True)
+        momentum = float(cfg.get("momentum", 0.9))
+        # Nesterov needs a momentum: `momentum: 0` (the schema's minimum) is plain SGD
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=momentum > 0)
     else:
         raise FeatvizError(f"train.optimizer: unknown optimizer '{name}' (known: adam, sgd)")
     schedule = cfg.get("schedule", "onecycle")
@@ -102,13 +104,19 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
 
     Speed on CPU: data stays in memory as uint8 tensors (a batch is one gather), bf16 autocast where
     the CPU does bf16 natively (`train.precision`), optional channels_last and torch.compile
-    (`train.channels_last`, `train.compile`; see docs/training.md for what each buys)."""
+    (`train.channels_last`, `train.compile`; see docs/training.md for what each buys).
+
+    The config is checked against the workflow's schema first (as the DAG does), and the three
+    files replace a previous model in out_dir only once all of them are written and read back:
+    a failed run leaves the previous model byte-identical."""
+    check_sections(model=model_cfg, train=train_cfg)
+    train_cfg = with_defaults("train", train_cfg)
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
-    info = load_info(data_dir)
-    train_split = load_prepared(data_dir, train=True)
-    test_split = load_prepared(data_dir, train=False)
+    info = read_info(data_dir)
+    train_split = read_prepared(data_dir, "train")
+    test_split = read_prepared(data_dir, "test")
     g = seed_everything(seed)
     arch = describe(model_cfg)
     shape = tuple(info["input_shape"])
@@ -195,7 +203,8 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
         "precision": "bf16" if dtype is not None else "fp32",
         "threads": torch.get_num_threads(),
     }
-    out_dir = Path(out_dir)
-    write_json(out_dir / "metrics.json", metrics)
-    save_model(out_dir, net.cpu().to(memory_format=torch.contiguous_format), meta)
+    with staged_files(out_dir, ("metrics.json", "model.pt", "model.json")) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        save_model(tmp, net.cpu().to(memory_format=torch.contiguous_format), meta)
+        load_model(tmp)  # reads back: what replaces the previous model is complete and loads
     return metrics

@@ -94,27 +94,30 @@ def class_layer(units_info: dict) -> dict:
 
 def read_class_images(run_dir: Path) -> tuple[np.ndarray, list[int], list[dict], dict]:
     """All class images of a run, in unit order: (images (N, C, H, W), units, stats, recipe)."""
-    from .io import read_json, unpack_images
+    from .artifacts import read_json_object, read_npz, read_units
+    from .io import unpack_images
 
     run_dir = Path(run_dir)
-    layer = class_layer(read_json(run_dir / "units.json"))
+    units_info = read_units(run_dir / "units.json")
+    layer = class_layer(units_info)
     folder = run_dir / "ascent" / layer["name"]
     files = sorted(folder.glob("*.json"), key=lambda p: int(p.stem)) if folder.is_dir() else []
     images, units, stats, recipe = [], [], [], {}
     for f in files:
-        rec = read_json(f)
+        remedy = "delete it and rerun its ascent job (`featviz ascend`, or the workflow)"
+        rec = read_json_object(f, "ascent chunk record", remedy, ("units", "stats"))
         npz = f.with_suffix(".npz")
         if not npz.is_file():
             raise FeatvizError(f"{f}: the images file {npz.name} is missing (rerun the ascent job)")
-        with np.load(npz) as z:
-            imgs, us = unpack_images(z["images"]), [int(u) for u in z["units"]]
-        if us != [int(u) for u in rec["units"]]:
+        z = read_npz(npz, "ascent chunk images", remedy, ("images", "units"))
+        imgs, us = unpack_images(z["images"]), [int(u) for u in z["units"]]
+        if not isinstance(rec["units"], list) or us != [int(u) for u in rec["units"]] or len(imgs) != len(us):
             raise FeatvizError(f"{f}: units differ from those in {npz.name}")
         images.append(imgs)
         units += us
         stats += rec["stats"]
         recipe = rec.get("recipe") or recipe
-    shape = (0, *read_json(run_dir / "units.json")["input_shape"])
+    shape = (0, *units_info["input_shape"])
     return (np.concatenate(images) if images else np.zeros(shape, np.float32)), units, stats, recipe
 
 
@@ -190,7 +193,8 @@ def summarize(rows: list[dict]) -> dict:
 def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = None, device: str = "auto",
                  trust: bool = False, seed: int = 0, samples: int = 8) -> dict:
     """Score every class image of `run_dir` (results/<run>) and write `out` (transfer.json)."""
-    from .io import read_json, write_json
+    from .artifacts import read_json_file, read_model_json
+    from .io import write_json
     from .device import resolve_device
     from .model import load_model
 
@@ -208,9 +212,12 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
         if tuple(tmodel.input_shape) != tuple(model.input_shape):
             raise FeatvizError(f"{transfer_model_dir}: input shape {tuple(tmodel.input_shape)} differs from "
                                f"the run's {tuple(model.input_shape)}")
-        meta = read_json(transfer_model_dir / "model.json")
+        meta = read_model_json(transfer_model_dir)
         metrics_file = transfer_model_dir / "metrics.json"
-        metrics = read_json(metrics_file) if metrics_file.is_file() else {}
+        metrics = read_json_file(metrics_file, "training metrics file", "re-run `featviz train` for the "
+                                 "transfer model (or the workflow)") if metrics_file.is_file() else {}
+        if not isinstance(metrics, dict):
+            raise FeatvizError(f"training metrics file {metrics_file} is not a JSON object: re-run `featviz train`")
         tinfo = {"model": meta.get("model"), "seed": meta.get("seed"),
                  "test_accuracy": metrics.get("final_test_accuracy")}
         tinfo.update(transfer_validity(tinfo["test_accuracy"], len(model.classes)))

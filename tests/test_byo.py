@@ -168,7 +168,7 @@ def test_refuses_unpickling_unless_trusted(data_dir, tmp_path, tiny_cls):
     net = TinyNet()
     torch.save(net, tmp_path / "whole.pt")  # a pickled module, not a state_dict
     cfg = {"import": {"path": str(tmp_path / "whole.pt"), "class": "byo_tinynet:TinyNet", "code_path": str(code)}}
-    with pytest.raises(FeatvizError, match="cannot be loaded safely.*trust_checkpoint: true"):
+    with pytest.raises(FeatvizError, match="needs arbitrary unpickling.*trust_checkpoint: true"):
         import_model(cfg, data_dir, tmp_path / "m")
     import_model(cfg, data_dir, tmp_path / "m", trust=True)
     _check_loaded(tmp_path / "m", net, TINY_LAYERS)

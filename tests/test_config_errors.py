@@ -35,7 +35,15 @@ CASES = {
     "unknown recipe": ("runs.0.ascent.recipe", {"conv": "deepdraem"}, "runs[0].ascent.recipe.conv: unknown recipe 'deepdraem'"),
     "unknown layer": ("runs.0.ascent.layers", ["conv1", "conv9"], "runs[0].ascent.layers: unknown layer 'conv9'"),
     "unit out of range": ("runs.0.ascent.units", {"conv1": [0, 4]}, "runs[0].ascent.units.conv1: unit 4 is out of range"),
-    "unknown layer type": ("runs.0.model.layers.1.type", "relux", "runs[0].model.layers[1].type: unknown layer type 'relux'"),
+    "unknown layer type": ("runs.0.model.layers.1.type", "relux", "runs[0].model.layers[1].type: 'relux' is not one of ['conv', 'relu'"),
+    "unknown transforms preset": ("runs.0.ascent.overrides", {"conv": {"transforms": "bogus"}},
+                                  "runs[0].ascent.overrides.conv.transforms: unknown transforms preset 'bogus'"),
+    "neuron position outside the layer": ("runs.0.ascent.overrides", {"conv": {"neuron_pos": [99, 99]}},
+                                          "runs[0].ascent.overrides.conv.neuron_pos: [99, 99] is outside layer conv1"),
+    "conv layer without out": ("runs.0.model.layers.0", {"type": "conv", "kernel": 3},
+                               "runs[0].model.layers[0].out: required for type 'conv'"),
+    "transfer conv layer without kernel": ("runs.0.ascent.transfer", {"layers": [{"type": "conv", "out": 3}, {"type": "fc"}]},
+                                           "runs[0].ascent.transfer.layers[0].kernel: required for type 'conv'"),
     "zero epochs": ("runs.0.train.epochs", 0, "runs[0].train.epochs: 0 is less than the minimum of 1"),
     "negative lr": ("runs.0.train.lr", -0.1, "runs[0].train.lr: -0.1 is less than or equal to the minimum of 0"),
     "zero chunk size": ("runs.0.ascent.chunk_size", 0, "runs[0].ascent.chunk_size: 0 is less than the minimum of 1"),
@@ -101,3 +109,16 @@ def test_duplicate_run_names(workdir):
     r = dry_run(workdir, cfg)
     assert r.returncode != 0
     assert "runs[1].name: duplicate run name 'shapes'" in r.stdout + r.stderr
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    """The Snakefile's config file with a YAML error: one message with the file and the line."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("runs:\n  - name: x\n    dataset: mnist\n   train: {epochs: 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "FEATVIZ_DATA_ROOT"}
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--dry-run", "--cores", "1",
+                        "--directory", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "featviz config error: config/config.yaml: line 4, column 4: " in out, out
+    assert out.count("featviz config error") == 1 and "not valid JSON or YAML" not in out

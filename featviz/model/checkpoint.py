@@ -3,12 +3,13 @@ weights_only=True, or the imported archive itself) and `model.json` (architectur
 shape and the input normalization the net expects)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import FeatvizError
+from ..errors import FeatvizError, why
 from ..io import save_torch, write_json
 
 
@@ -21,6 +22,17 @@ def save_model(out_dir: Path, net: nn.Module, meta: dict) -> None:
     write_json(out_dir / "model.json", meta)
 
 
+def refused_global(exc: BaseException) -> str | None:
+    """The class or function that torch's weights_only unpickler refused to load ('GLOBAL
+    __main__.Payload'), or None when `exc` is any other failure (a truncated or corrupt file)."""
+    import pickle
+
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return m.group(1) if m else None
+
+
 def load_state_dict(path: Path, trust: bool = False) -> dict:
     path = Path(path)
     if not path.exists():
@@ -28,15 +40,20 @@ def load_state_dict(path: Path, trust: bool = False) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        refused = refused_global(exc)
         if not trust:
-            raise FeatvizError(
-                f"checkpoint {path} cannot be loaded safely ({str(exc).splitlines()[0][:200]}). If it is "
-                f"corrupt, re-create it; if it needs arbitrary unpickling and you trust its source, set "
-                f"trust_checkpoint: true") from None
+            if refused:
+                raise FeatvizError(
+                    f"checkpoint {path} needs arbitrary unpickling: it refers to `{refused}`, a class or function "
+                    f"the safe loader (torch.load with weights_only=True) refuses. If you trust its source, set "
+                    f"trust_checkpoint: true (--trust-checkpoint); better, save a plain state_dict") from None
+            raise FeatvizError(f"checkpoint {path} is truncated, corrupt or not a PyTorch file ({why(exc)}): "
+                               f"re-create it") from None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:
-            raise FeatvizError(f"checkpoint {path} is corrupt or not a PyTorch file: {exc2}") from None
+            raise FeatvizError(f"checkpoint {path} is truncated, corrupt or not a PyTorch file ({why(exc2)}): "
+                               f"re-create it") from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):

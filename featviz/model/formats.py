@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import FeatvizError
+from ..errors import FeatvizError, why
 
 FORMATS = ("auto", "spec", "torchvision", "class", "torchscript", "export")
 
@@ -153,7 +153,7 @@ def build_class(class_path: str, kwargs: dict | None, code_path: str | None) -> 
     try:
         net = cls(**(kwargs or {}))
     except Exception as exc:
-        raise FeatvizError(f"model.import.kwargs: {class_path}(**{kwargs or {}}) failed: {type(exc).__name__}: {exc}") from None
+        raise FeatvizError(f"model.import.kwargs: {class_path}(**{kwargs or {}}) failed: {type(exc).__name__}: {why(exc)}") from None
     if not isinstance(net, nn.Module):
         raise FeatvizError(f"model.import.class: {class_path} did not build an nn.Module")
     return net
@@ -177,24 +177,23 @@ def _load_torchscript(path: Path) -> nn.Module:
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
-            raise FeatvizError(f"model.import: {path} is not a readable TorchScript archive: {str(exc).splitlines()[0][:200]}") from None
+            raise FeatvizError(f"model.import: {path} is not a readable TorchScript archive (torch.jit.save): "
+                               f"{why(exc)}") from None
 
 
 @contextlib.contextmanager
 def quiet_torch_logs():
     """Silence torch's own logging (export and the TorchScript converter log warnings and even
-    tracebacks) while featviz reads a foreign format: featviz reports problems itself, in one line."""
-    loggers = [logging.getLogger(n) for n in ("torch", "torch._export", "torch.export", "torch._dynamo")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
+    tracebacks) while featviz reads a foreign format: featviz reports problems itself, in one line.
+    Every logger is muted, whatever level torch's own logging set on its children."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
+        logging.disable(previous)
 
 
 def _load_export(path: Path):
@@ -202,7 +201,9 @@ def _load_export(path: Path):
         with quiet_torch_logs():
             return torch.export.load(str(path))
     except Exception as exc:
-        raise FeatvizError(f"model.import: {path} is not a readable torch.export archive: {str(exc).splitlines()[0][:200]}") from None
+        # torch's own text points at warnings it logged ("check the warnings above"), silenced here
+        reason = "not an archive of torch.export.save" if "warnings above" in str(exc) else why(exc)
+        raise FeatvizError(f"model.import: {path} is not a readable torch.export archive ({reason})") from None
 
 
 def _holder_is_plain(mod: nn.Module, names: set[str]) -> bool:
@@ -358,7 +359,7 @@ def from_export(path: Path, input_shape) -> tuple[nn.Module, str]:
     except Exception as exc:
         raise FeatvizError(
             f"model.import: {path} does not run on a batch of 3 inputs of shape {tuple(input_shape)}: "
-            f"{str(exc).splitlines()[0][:200]}. Export it with a dynamic batch dimension, e.g. "
+            f"{why(exc)}. Export it with a dynamic batch dimension, e.g. "
             f"torch.export.export(net, (x,), dynamic_shapes={{'x': {{0: torch.export.Dim('batch')}}}})") from None
     return net, "torch.export program as an fx graph with nn.Conv2d/nn.Linear modules"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import FeatvizError
-from ..io import read_json
+from ..artifacts import read_model_json
 from . import torchvision_archs
 from .checkpoint import load_state_dict, load_weights
 from .formats import build_class, from_export, from_torchscript, guard_inputs
@@ -55,9 +55,6 @@ def build_network(model_dir: Path, meta: dict, trust: bool = False) -> nn.Module
 def load_model(model_dir: Path, trust: bool = False) -> LoadedModel:
     """Load a model folder written by `featviz train` or `featviz import-model`."""
     model_dir = Path(model_dir)
-    meta_path = model_dir / "model.json"
-    if not meta_path.exists():
-        raise FeatvizError(f"model folder {model_dir} has no model.json")
-    meta = read_json(meta_path)
+    meta = read_model_json(model_dir)
     net = build_network(model_dir, meta, trust)
     return LoadedModel(net, list(meta["classes"]), tuple(meta["input_shape"]), meta["mean"], meta["std"], meta)

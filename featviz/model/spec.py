@@ -16,7 +16,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..errors import FeatvizError
+from ..errors import FeatvizError, why
 
 
 def _conv(out, kernel, padding="same", stride=1):
@@ -128,54 +128,61 @@ def build(layers: list[dict], input_shape: tuple[int, int, int], num_classes: in
     shape = (1, *input_shape)
     x = torch.zeros(shape)
     for i, spec in enumerate(layers):
-        kind = spec.get("type")
         where = f"model.layers[{i}]"
+        if not isinstance(spec, dict):
+            raise FeatvizError(f"{where}: a layer is an object with a type, not {spec!r}")
+        kind = spec.get("type")
         if kind not in LAYER_TYPES:
             raise FeatvizError(f"{where}.type: unknown layer type '{kind}' (known: {', '.join(LAYER_TYPES)})")
         last = i == len(layers) - 1
-        if kind == "conv":
-            if x.dim() != 4:
-                raise FeatvizError(f"{where}: conv after flatten")
-            pad = spec.get("padding", "same")
-            if isinstance(pad, str) and pad not in ("same", "valid"):
-                raise FeatvizError(f"{where}.padding: must be same, valid or an integer, not '{pad}'")
-            stride = int(spec.get("stride", 1))
-            if pad == "same" and stride != 1:
-                pad = int(spec["kernel"]) // 2
-            mod = nn.Conv2d(x.shape[1], int(spec["out"]), int(spec["kernel"]), stride=stride, padding=pad)
-        elif kind == "relu":
-            mod = nn.ReLU()
-        elif kind in ("maxpool", "avgpool"):
-            cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
-            mod = cls(int(spec.get("kernel", 2)))
-        elif kind == "dropout":
-            mod = nn.Dropout(float(spec.get("p", 0.5)))
-        elif kind == "batchnorm":
-            mod = nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])
-        elif kind == "flatten":
-            mod = nn.Flatten()
-        elif kind == "residual":
-            if x.dim() != 4:
-                raise FeatvizError(f"{where}: residual after flatten")
-            if spec.get("out") not in (None, x.shape[1]):
-                raise FeatvizError(f"{where}.out: a residual block keeps its input's {x.shape[1]} channels")
-            mod = Residual(x.shape[1], int(spec.get("kernel", 3)))
-        elif kind == "globalavgpool":
-            if x.dim() != 4:
-                raise FeatvizError(f"{where}: globalavgpool after flatten")
-            mod = GlobalAvgPool()
-        else:  # fc
-            out = spec.get("out")
-            if last:
-                if out not in (None, num_classes):
-                    raise FeatvizError(f"{where}.out: the last fc layer must have {num_classes} outputs (one per class), not {out}")
-                out = num_classes
-            elif out is None:
-                raise FeatvizError(f"{where}.out: only the last fc layer may omit `out`")
-            if x.dim() != 2:
-                mods["flatten"] = nn.Flatten()
-                x = x.flatten(1)
-            mod = nn.Linear(x.shape[1], int(out))
+        try:
+            if kind == "conv":
+                if x.dim() != 4:
+                    raise FeatvizError(f"{where}: conv after flatten")
+                pad = spec.get("padding", "same")
+                if isinstance(pad, str) and pad not in ("same", "valid"):
+                    raise FeatvizError(f"{where}.padding: must be same, valid or an integer, not '{pad}'")
+                stride = int(spec.get("stride", 1))
+                if pad == "same" and stride != 1:
+                    pad = int(spec["kernel"]) // 2
+                mod = nn.Conv2d(x.shape[1], int(spec["out"]), int(spec["kernel"]), stride=stride, padding=pad)
+            elif kind == "relu":
+                mod = nn.ReLU()
+            elif kind in ("maxpool", "avgpool"):
+                cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
+                mod = cls(int(spec.get("kernel", 2)))
+            elif kind == "dropout":
+                mod = nn.Dropout(float(spec.get("p", 0.5)))
+            elif kind == "batchnorm":
+                mod = nn.BatchNorm2d(x.shape[1]) if x.dim() == 4 else nn.BatchNorm1d(x.shape[1])
+            elif kind == "flatten":
+                mod = nn.Flatten()
+            elif kind == "residual":
+                if x.dim() != 4:
+                    raise FeatvizError(f"{where}: residual after flatten")
+                if spec.get("out") not in (None, x.shape[1]):
+                    raise FeatvizError(f"{where}.out: a residual block keeps its input's {x.shape[1]} channels")
+                mod = Residual(x.shape[1], int(spec.get("kernel", 3)))
+            elif kind == "globalavgpool":
+                if x.dim() != 4:
+                    raise FeatvizError(f"{where}: globalavgpool after flatten")
+                mod = GlobalAvgPool()
+            else:  # fc
+                out = spec.get("out")
+                if last:
+                    if out not in (None, num_classes):
+                        raise FeatvizError(f"{where}.out: the last fc layer must have {num_classes} outputs (one per class), not {out}")
+                    out = num_classes
+                elif out is None:
+                    raise FeatvizError(f"{where}.out: only the last fc layer may omit `out`")
+                if x.dim() != 2:
+                    mods["flatten"] = nn.Flatten()
+                    x = x.flatten(1)
+                mod = nn.Linear(x.shape[1], int(out))
+        except KeyError as exc:  # a key the layer type needs
+            raise FeatvizError(f"{where}.{exc.args[0]}: required for a {kind} layer") from None
+        except (TypeError, ValueError) as exc:  # a value of the wrong type
+            raise FeatvizError(f"{where} ({kind}): bad value: {exc}") from None
         if kind == "flatten":
             name = "flatten"
         else:
@@ -187,7 +194,7 @@ def build(layers: list[dict], input_shape: tuple[int, int, int], num_classes: in
             with torch.no_grad():
                 x = mod.eval()(x)
         except RuntimeError as exc:
-            raise FeatvizError(f"{where} ({kind}): does not fit the input of shape {tuple(x.shape[1:])}: {exc}") from None
+            raise FeatvizError(f"{where} ({kind}): does not fit the input of shape {tuple(x.shape[1:])}: {why(exc)}") from None
         if x.numel() == 0:
             raise FeatvizError(f"{where} ({kind}): output is empty for input shape {tuple(input_shape)}")
     return nn.Sequential(mods)

@@ -10,6 +10,7 @@ import yaml
 from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
+from featviz.ascent_job import check_recipe_values
 from featviz.units import check_selection, n_chunks, selected_units
 
 
@@ -59,13 +60,15 @@ def ascent_params(wildcards):
 
 
 def checked_units(run_id):
-    """units.json of a run (a checkpoint), with ascent.layers / ascent.units checked against it:
-    an imported network's layers are only known here, before any ascent job."""
+    """units.json of a run (a checkpoint), with ascent.layers / ascent.units and the recipes'
+    network-dependent values checked against it: an imported network's layers are only known here,
+    before any ascent job."""
     with open(checkpoints.units.get(run=run_id).output.units) as f:
         units = json.load(f)
     where = f"runs[{list(RUNS).index(run_id)}].ascent"
     try:
         check_selection(units, RUNS[run_id].ascent, where)
+        check_recipe_values(units, RUNS[run_id].ascent, where)
     except FeatvizError as exc:
         raise WorkflowError(f"featviz config error: {exc}") from None
     return units
