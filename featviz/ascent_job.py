@@ -35,7 +35,7 @@ def small_snapshot(images: np.ndarray, size: int = SNAPSHOT_SIZE) -> np.ndarray:
 
 
 def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
-    name = (ascent_cfg.get("recipe") or {}).get(kind, "hvass")
+    name = ascent_cfg["recipe"][kind]  # a schema-filled ascent config (with_defaults)
     overrides = dict((ascent_cfg.get("overrides") or {}).get(kind) or {})
     try:
         get_recipe(name, overrides)
@@ -145,7 +145,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     check_units_match(model, units_info, layer, Path(units_json))
     model = model.to(dev)
     recipe, overrides = recipe_for(layer["kind"], ascent_cfg)
-    seed = int(ascent_cfg.get("seed", 0))
+    seed = int(ascent_cfg["seed"])
     target = None if layer["kind"] == "class" else layer_name
     # units per batch: the config's ascent.batch_size, else as many as fit this device's memory
     batch = batch_size or auto_chunk_size(model.net, target, tuple(model.input_shape), dev)
@@ -155,7 +155,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         model.net, target, units, layer["kind"],
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
         seed=seed, device=str(dev), progress=False, max_batch=batch,
-        precision=ascent_cfg.get("precision", "fp32"), channels_last=bool(ascent_cfg.get("channels_last", False)))
+        precision=ascent_cfg["precision"], channels_last=ascent_cfg["channels_last"])
     wall = time.perf_counter() - started
     snapshots = {f"snapshot_{step:05d}": small_snapshot(arr) for step, arr in sorted(result.snapshots.items())}
     write_npz(out_npz, images=pack_images(result.images), objective=result.objective.astype(np.float32),
@@ -169,8 +169,8 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "seed": seed,
         "device": str(dev),
         "batch_size": batch_used(result.recipe, len(units), batch),
-        "precision": ascent_cfg.get("precision", "fp32"),
-        "channels_last": bool(ascent_cfg.get("channels_last", False)),
+        "precision": ascent_cfg["precision"],
+        "channels_last": ascent_cfg["channels_last"],
         "wall_s": round(wall, 3),
         # unit-steps per second: units x optimization steps actually taken, over the optimization's wall time
         "unit_steps_per_s": round(sum(int(s.get("steps", 0)) for s in result.stats) / max(wall, 1e-9), 2),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from featviz.report import render_index, render_run
-from featviz.report.render import slug
+from featviz.report.templating import slug
 from featviz.report.site import _inside, unique_slugs
 from featviz.report.synthetic import make_run
 

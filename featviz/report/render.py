@@ -7,97 +7,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
-import jinja2
-import numpy as np
-
 from ..errors import FeatvizError
-from ..io import read_json, unpack_images, write_text
-
-TEMPLATES = Path(__file__).parent / "templates"
-STATIC = Path(__file__).parent / "static"
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a user-given name (layer, class): it cannot leave its folder."""
-    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "unnamed"
-    return s[:80]
-
-
-def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                             autoescape=True, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
-    env.filters["pct"] = lambda x: "–" if x is None else f"{100.0 * float(x):.2f}%"
-    env.filters["num"] = lambda x, d=3: "–" if x is None else f"{float(x):.{d}f}"
-    return env
-
-
-def load_ascent(results: Path, units: dict) -> dict[str, dict]:
-    """Per layer: per-unit stats, per-unit job settings (recipe, seed, device, chunk), the chunk
-    files in unit order and the snapshot steps every chunk has. No pixels: `ascent_pixels` reads a
-    layer's images when its pages are written, so a report holds one layer's pictures at a time."""
-    out = {}
-    for layer in units["layers"]:
-        folder = results / "ascent" / layer["name"]
-        if not folder.is_dir():
-            continue
-        stats, jobs, files, steps = [], [], [], None
-        for js in sorted(folder.glob("*.json"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem)):
-            rec = read_json(js)
-            npz = js.with_suffix(".npz")
-            with np.load(npz) as z:  # the zip directory only: no arrays are read here
-                have = {int(k.split("_")[1]) for k in z.files if k.startswith("snapshot_")}
-            steps = have if steps is None else steps & have
-            files.append(npz)
-            stats.extend(rec["stats"])
-            job = {k: rec.get(k) for k in ("recipe", "seed", "device", "chunk")}
-            jobs.extend([job] * len(rec["stats"]))
-        if not files:
-            continue
-        if layer["kind"] == "class":
-            _merge_transfer(results, stats)
-        out[layer["name"]] = {"files": files, "stats": stats, "jobs": jobs, "recipe": jobs[0]["recipe"],
-                              "snapshot_steps": sorted(steps or ())}
-    return out
-
-
-def ascent_pixels(data: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """One layer's final images (N, C, H, W) float32 in [0, 1] and its snapshots {step: images}."""
-    images, snaps = [], {st: [] for st in data["snapshot_steps"]}
-    for npz in data["files"]:
-        with np.load(npz) as z:
-            images.append(unpack_images(z["images"]))
-            for st in snaps:
-                snaps[st].append(unpack_images(z[f"snapshot_{st:05d}"]))
-    return np.concatenate(images), {st: np.concatenate(v) for st, v in snaps.items()}
-
-
-TRANSFER_KEYS = ("transfer_softmax", "transfer_predicted", "transfer_recognized", "robustness")
-
-
-def _merge_transfer(results: Path, stats: list[dict]) -> None:
-    """Add the transfer score (results/<run>/transfer.json) to the class images' stats."""
-    path = results / "transfer.json"
-    if not path.exists():
-        return
-    rows = {row["unit"]: row for row in read_json(path).get("images", [])}
-    for st in stats:
-        row = rows.get(st["unit"], {})
-        st.update({k: row[k] for k in TRANSFER_KEYS if row.get(k) is not None})
-
-
-def load_probe(results: Path) -> tuple[dict | None, dict]:
-    """probe.json and the arrays of probe.npz (loaded whole: they are small), or (None, {})."""
-    js, npz = results / "probe" / "probe.json", results / "probe" / "probe.npz"
-    if not (js.exists() and npz.exists()):
-        return None, {}
-    with np.load(npz) as z:
-        return read_json(js), {k: z[k] for k in z.files}
+from ..io import read_json, write_text
+from .inputs import load_ascent, load_probe
+from .site import write_site as _write_site
+from .templating import STATIC, environment, slug  # noqa: F401  (slug: re-exported for callers)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -134,9 +52,6 @@ def render_run(results: Path, out: Path, config: dict | None = None) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-from .site import write_site as _write_site  # noqa: E402
 
 
 def render_index(run_dirs: list[Path], out: Path) -> None:

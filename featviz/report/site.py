@@ -15,7 +15,8 @@ import numpy as np
 from ..crops import top_crops
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
 from ..io import read_json, write_json, write_text
-from .render import STATIC, ascent_pixels, environment, slug
+from .inputs import ascent_pixels
+from .templating import STATIC, environment, slug
 
 # stats that are not metrics to sort by
 NOT_METRICS = {"unit", "predicted"}

@@ -74,13 +74,15 @@ def checked_units(run_id):
     return units
 
 
-def ascent_results(wildcards):
-    """Every ascent job of a run, known once its units are enumerated (a checkpoint)."""
+def ascent_results(wildcards, kind=None):
+    """Every ascent job of a run (or of its layers of one kind), known once its units are
+    enumerated (a checkpoint)."""
     units = checked_units(wildcards.run)
     ascent = RUNS[wildcards.run].ascent
     return [
         f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.json"
         for layer in units["layers"]
+        if kind is None or layer["kind"] == kind
         for chunk in range(n_chunks(len(selected_units(layer, ascent)), ascent["chunk_size"]))
     ]
 
@@ -123,15 +125,8 @@ TRANSFER = _transfer_setup()
 
 
 def class_ascent_results(wildcards):
-    """The ascent jobs of a run's class layer (known once units.json exists)."""
-    units = checked_units(wildcards.run)
-    ascent = RUNS[wildcards.run].ascent
-    return [
-        f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.json"
-        for layer in units["layers"]
-        if layer["kind"] == "class"
-        for chunk in range(n_chunks(len(selected_units(layer, ascent)), ascent["chunk_size"]))
-    ]
+    """The ascent jobs of a run's class layer."""
+    return ascent_results(wildcards, kind="class")
 
 
 def transfer_model_input(wildcards):

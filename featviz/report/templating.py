@@ -1,0 +1,26 @@
+"""The report's Jinja2 environment (autoescape on, strict undefined, its filters), its static files
+and the one rule that turns user-given names into file names."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a user-given name (layer, class): it cannot leave its folder."""
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "unnamed"
+    return s[:80]
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda x: "–" if x is None else f"{100.0 * float(x):.2f}%"
+    env.filters["num"] = lambda x, d=3: "–" if x is None else f"{float(x):.{d}f}"
+    return env
