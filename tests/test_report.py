@@ -141,3 +141,15 @@ def test_report_without_probe_or_snapshots_still_renders(tmp_path, site):
     assert (tmp_path / "out" / "index.html").exists()
     assert "Strongest test images" not in (tmp_path / "out" / "units/conv2/1.html").read_text()
     assert (tmp_path / "out" / "units/conv2/1.html").exists()
+
+
+def test_confusion_picture_of_a_thousand_classes_stays_small(tmp_path):
+    """1000 ImageNet classes: a fixed-size picture (it once asked for a 45,000-pixel square)."""
+    from PIL import Image
+
+    from featviz.figures import confusion_png
+
+    k = 1000
+    confusion_png(tmp_path / "c.png", np.eye(k, dtype=np.int64) * 3, [f"n{i:08d}" for i in range(k)])
+    w, h = Image.open(tmp_path / "c.png").size
+    assert max(w, h) <= 1400

@@ -93,6 +93,7 @@ def _metrics(stats: dict, base: dict | None) -> dict:
 
 RUN_PAGE_CELLS = 64  # per conv layer on the run page (the layer page has them all)
 RUN_PAGE_CLASSES = 100
+CONFUSION_TABLE = 50  # classes up to which the run page carries the confusion matrix as a table
 LAYER_PAGE = 256  # cells per page of a layer page's grid
 SAMPLE_MAPS = 64  # activation maps per layer and sample on the run page
 HERO, THUMB, TOP = 224, 112, 64  # display heights: unit page, grids, top test images and crops
@@ -244,7 +245,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         "first": first, "misclassified": misclassified, "confusion": conf,
         "confusion_max": max((max(r) for r in conf if r), default=0), "class_layer": class_layer,
         "model_id": run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id,
-        "transfer_model": transfer_model, "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "run_page_classes": RUN_PAGE_CLASSES,
+        "transfer_model": transfer_model, "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "confusion_table_classes": CONFUSION_TABLE, "run_page_classes": RUN_PAGE_CLASSES,
     }
     write_text(site / "index.html", env.get_template("run.html").render(**ctx, root=""))
     for layer in layers:
