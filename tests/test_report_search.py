@@ -68,7 +68,7 @@ def test_index_has_one_row_per_visualized_unit(reports):
 
 def test_pages_carry_the_search(reports):
     run_html = (reports / "index.html").read_text()
-    assert 'id="q-results"' in run_html and '<script src="units-index.js"></script>' in run_html
+    assert 'id="q-results"' in run_html and 'data-index="units-index.js"' in run_html
     assert (reports / "static" / "search.js").is_file()
     index = (reports.parent / "index.html").read_text()
     assert f'data-index="{reports.name}/units-index.js"' in index

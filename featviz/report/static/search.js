@@ -2,7 +2,7 @@
  *
  * Plain script, no library, no network: the units come from units-index.js (window.FEATVIZ_UNITS,
  * written by featviz/report/search_index.py, whose docstring lists the row keys), loaded with a
- * <script> tag, which file:// allows where fetch()/XHR are blocked. The all-runs page inlines this
+ * <script> element, which file:// allows where fetch()/XHR are blocked. The all-runs page inlines this
  * file and loads each run's units-index.js the same way, one after the other.
  *
  * Query: words separated by spaces, every word must match. A word matches a unit when it is part of
@@ -104,11 +104,35 @@
   function fmt(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3); }
 
   /* ------------------------------------------------------------------ run page */
+  /* the index is loaded once the page has loaded (so a large one never delays the page), or at once
+     when the address carries a query or a search control is touched */
   function runPage() {
+    var bar = document.getElementById("search-bar"), count = document.getElementById("q-count");
+    var state = "idle";
+    function load() {
+      if (state !== "idle") return;
+      state = "loading";
+      if (Array.isArray(window.FEATVIZ_UNITS)) { state = "done"; runSearch(window.FEATVIZ_UNITS); return; }
+      count.textContent = "loading the search index…";
+      var s = el("script", {src: bar.getAttribute("data-index")});
+      s.onload = function () {
+        state = "done";
+        if (Array.isArray(window.FEATVIZ_UNITS)) runSearch(window.FEATVIZ_UNITS);
+        else count.textContent = "the search index (units-index.js) holds no units";
+      };
+      s.onerror = function () { state = "done"; count.textContent = "no search index (units-index.js) in this report"; };
+      document.head.appendChild(s);
+    }
+    count.textContent = "type a layer, a unit number or a class, or pick a filter";
+    bar.addEventListener("focusin", load);
+    if (Object.keys(readHash()).length) load();
+    else if (document.readyState === "complete") setTimeout(load, 0);
+    else window.addEventListener("load", function () { setTimeout(load, 0); });
+  }
+
+  function runSearch(rows) {
     var box = document.getElementById("q"), results = document.getElementById("q-results");
     var count = document.getElementById("q-count");
-    var rows = window.FEATVIZ_UNITS;
-    if (!Array.isArray(rows)) { count.textContent = "no search index (units-index.js) in this report"; box.disabled = true; return; }
     var layerSel = document.getElementById("q-layer"), scoreSel = document.getElementById("q-score");
     var minBox = document.getElementById("q-min"), orderSel = document.getElementById("q-order");
     var flagBoxes = Array.prototype.slice.call(document.querySelectorAll("input.q-flag"));
@@ -178,6 +202,7 @@
     var linked = fromHash();
     apply(false);
     if (linked) document.getElementById("search").scrollIntoView();
+    window.FeatvizSearch.ready = true;
   }
 
   /* ------------------------------------------------------------------ all-runs page */
