@@ -74,6 +74,7 @@ def test_pages_carry_the_search(reports):
     assert f'data-index="{reports.name}/units-index.js"' in index
     assert f'href="{reports.name}/index.html#search"' in index
     assert "window.FeatvizSearch" in index and index.count("</script>") == 1  # search.js inlined, inert
+    assert '"Segoe UI"' in index  # the inlined stylesheet is not HTML-escaped (it was: the font rule was dropped)
 
 
 # --------------------------------------------------------------------------- browser
