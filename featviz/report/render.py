@@ -54,6 +54,11 @@ def render_run(results: Path, out: Path, config: dict | None = None) -> None:
         raise
 
 
+def _inline_js(path: Path) -> str:
+    """A script's text for an inline <script> element (which must not contain "</")."""
+    return path.read_text().replace("</", "<\\/")
+
+
 def render_index(run_dirs: list[Path], out: Path) -> None:
     """reports/index.html: one row per run, read from each run's report folder; links are relative
     to the index's folder, and an archive is linked only where `<run>.tar.gz` exists beside it."""
@@ -72,8 +77,9 @@ def render_index(run_dirs: list[Path], out: Path) -> None:
         row.setdefault("weak", "–")
         archive = d.parent / row.get("archive", f"{d.name}.tar.gz")
         row["archive_href"] = Path(os.path.relpath(archive, out.parent)).as_posix() if archive.exists() else None
+        row["index_href"] = f"{rel}/units-index.js" if (d / "units-index.js").is_file() else None
         rows.append(row)
     html = environment().get_template("index.html").render(
-        runs=rows, root="", inline_css=(STATIC / "style.css").read_text(),
+        runs=rows, root="", inline_css=(STATIC / "style.css").read_text(), search_js=_inline_js(STATIC / "search.js"),
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     write_text(out, html)

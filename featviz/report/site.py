@@ -16,6 +16,7 @@ from ..crops import top_crops
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
 from ..io import read_json, write_json, write_text
 from .inputs import ascent_pixels
+from .search_index import write_units_index
 from .templating import STATIC, environment, slug
 
 # stats that are not metrics to sort by
@@ -233,6 +234,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         if not layer["cells"]:
             continue
         _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)
+    write_units_index(site, layers)  # units-index.js: the run page's search (static/search.js)
 
     # ------------------------------------------------------------------ run, layer, class pages
     per_class = [(c, ev["per_class_accuracy"].get(c)) for c in ev["classes"]]
