@@ -120,6 +120,9 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
     from .ascent_job import check_recipe_values
 
     check_recipe_values(units, ascent, f"{where}.ascent")
+    from .compare import check_compare
+
+    check_compare(units, ascent, f"{where}.ascent")
 
 
 def _check_model(where: str, model: dict) -> None:
@@ -183,6 +186,9 @@ def _check_run(i: int, r: dict) -> None:
             get_recipe(name, (ascent.get("overrides") or {}).get(kind))
         except RecipeError as exc:
             raise FeatvizError(f"{where}.ascent.recipe.{kind}: {exc}") from None
+    from .compare import resolve_compare
+
+    resolve_compare(ascent.get("compare"), f"{where}.ascent.compare")  # recipe names, override values
     _check_selection(where, r, model)  # then what depends on the network (layers, units, recipe values)
 
 
