@@ -64,7 +64,7 @@ def resolve_compare(compare: dict | None, where: str = "ascent.compare", check: 
 
                 get_recipe(item["recipe"], overrides)
         except ValueError as exc:  # featviz.ascent.RecipeError
-            sub = "recipe" if "unknown recipe " in str(exc) else "overrides"
+            sub = "recipe" if str(exc).startswith("unknown recipe '") else "overrides"
             raise FeatvizError(f"{key}.{sub}: {exc}") from None
         label = str(item.get("label") or _default_label(item["recipe"], overrides))
         slug = entry_slug(label)

@@ -56,6 +56,7 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
     classes = units["classes"]
     probe_layers = {e["name"]: e for e in (probe or {}).get("layers", [])}
     main_recipe = (config.get("ascent") or {}).get("recipe") or {}
+    main_overrides = (config.get("ascent") or {}).get("overrides") or {}
     layers = []
     for layer in units["layers"]:
         have = [e for e in entries if layer["name"] in e["layers"]]
@@ -91,7 +92,9 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
                 "label": e["label"], "entry": e["entry"], "units": len(by_unit),
                 "means": means,
                 "recipe_steps": recipe.get("class_steps") or recipe.get("steps") if is_class else recipe.get("steps"),
-                "main": e["entry"]["recipe"] == main_recipe.get(layer["kind"]) and not e["entry"]["overrides"],
+                # the settings the run's own report uses for this kind of unit
+                "main": e["entry"]["recipe"] == main_recipe.get(layer["kind"])
+                        and e["entry"]["overrides"] == (main_overrides.get(layer["kind"]) or {}),
             })
         for row in rows.values():
             reached = [c["reached"] for c in row["cells"] if c and c["reached"] is not None]
