@@ -215,6 +215,21 @@ def score(stat: dict, dataset_max: float | None) -> dict:
             "steps": stat.get("steps"), "dead": bool(stat.get("dead"))}
 
 
+SCORES = ("reached", "robustness", "target_softmax", "steps", "wall_s", "cpu_s")
+
+
+def summarize(scores: list[dict]) -> dict:
+    """Means over a layer's compared units of each score (None values left out), and the median of
+    `reached` (`reached_median`: a unit whose strongest test image barely activates it makes the
+    mean of ratios large)."""
+    def finite(key):
+        return [float(s[key]) for s in scores if s.get(key) is not None and np.isfinite(s[key])]
+
+    out = {k: (sum(finite(k)) / len(finite(k)) if finite(k) else None) for k in SCORES}
+    out["reached_median"] = float(np.median(finite("reached"))) if finite("reached") else None
+    return out
+
+
 def read_compare(results: Path, entries: list[dict] | None = None) -> list[dict]:
     """results/<run>/compare/: per entry (in config order where `entries` is given, else by folder)
     `{slug, label, entry, layers: {layer: {json: record, npz: path}}}`. No pixels are read."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compare import read_compare, resolve_compare, score
+from ..compare import read_compare, resolve_compare, score, summarize
 from ..errors import FeatvizError
 from ..figures import save_image
 from ..io import unpack_images, write_text
@@ -20,19 +20,6 @@ THUMB = 96  # display height of a compared image
 SUMMARY = (("reached", "reached / test max (mean)", 3), ("reached_median", "(median)", 3), ("robustness", "robustness", 3),
            ("target_softmax", "target softmax", 4), ("steps", "steps", 0), ("wall_s", "s per unit", 3),
            ("cpu_s", "CPU s per unit", 3))
-
-
-SCORES = ("reached", "robustness", "target_softmax", "steps", "wall_s", "cpu_s")
-
-
-def _median(values) -> float | None:
-    v = [float(x) for x in values if x is not None and np.isfinite(x)]
-    return float(np.median(v)) if v else None
-
-
-def _mean(values) -> float | None:
-    v = [float(x) for x in values if x is not None and np.isfinite(x)]
-    return sum(v) / len(v) if v else None
 
 
 def _entries(results: Path, config: dict) -> list[dict]:
@@ -86,8 +73,7 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
                 row["cells"].append(by_unit.get(u))
             recipe = rec.get("recipe") or {}
             is_class = layer["kind"] == "class"
-            means = {k: _mean(c[k] for c in by_unit.values()) for k in SCORES}
-            means["reached_median"] = _median(c["reached"] for c in by_unit.values())
+            means = summarize(list(by_unit.values()))
             summary.append({
                 "label": e["label"], "entry": e["entry"], "units": len(by_unit),
                 "means": means,
