@@ -79,8 +79,10 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
                 "means": means,
                 "recipe_steps": recipe.get("class_steps") or recipe.get("steps") if is_class else recipe.get("steps"),
                 # the settings the run's own report uses for this kind of unit
-                "main": e["entry"]["recipe"] == main_recipe.get(layer["kind"])
-                        and e["entry"]["overrides"] == (main_overrides.get(layer["kind"]) or {}),
+                "main": e["entry"]["recipe"] == ((main_recipe.get("layers") or {}).get(layer["name"])
+                                                 or main_recipe.get(layer["kind"]))
+                        and e["entry"]["overrides"] == {**(main_overrides.get(layer["kind"]) or {}),
+                                                        **((main_overrides.get("layers") or {}).get(layer["name"]) or {})},
             })
         for row in rows.values():
             reached = [c["reached"] for c in row["cells"] if c and c["reached"] is not None]
