@@ -44,7 +44,7 @@ def main(results: Path) -> None:
                 continue
             stats = part["record"]["stats"]
             pu = per_unit.get(layer["name"], [])
-            scores = [score(st, pu[st["unit"]]["max"] if st["unit"] < len(pu) else None) for st in stats]
+            scores = [score(st, pu[st["unit"]] if st["unit"] < len(pu) else None) for st in stats]
             m = summarize(scores)
             total.setdefault(e["label"], []).extend(s["wall_s"] for s in scores)
             print(f"| {layer['name']} | {e['label']} | {len(stats)} | {fmt(m['reached'])} | {fmt(m['reached_median'])} | "

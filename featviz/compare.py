@@ -204,13 +204,22 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
 
 # ---------------------------------------------------------------------------------------------- reading
 
-def score(stat: dict, dataset_max: float | None) -> dict:
-    """The scores of one compared image: `reached` = its activation (the probe's measure) over the
-    unit's strongest test image's (None where that is not positive), robustness, target softmax
-    (classes), wall time."""
+def score(stat: dict, base: dict | None) -> dict:
+    """The scores of one compared image against the unit's probe baseline `base` (probe.json
+    per_unit: `max` and `mean` over the test images of the probe's measure):
+
+    - `reached`: (activation - test mean) / (test max - test mean): 0 is an average test image, 1
+      the unit's strongest test image, above 1 stronger than any. (The plain ratio activation / test
+      max is undefined where the strongest test activation is <= 0, e.g. every pre-ReLU conv2
+      channel of the quick MNIST net, whose spatial means are negative on all test images; where the
+      test mean is 0 the two agree.) `ratio`: that plain ratio, where test max > 0.
+    - robustness, target softmax (classes), steps, wall and CPU time, as the job measured them."""
     a = stat.get("activation")
-    reached = a / dataset_max if a is not None and dataset_max is not None and dataset_max > 0 else None
-    return {"reached": reached, "activation": a, "robustness": stat.get("robustness"),
+    hi = base.get("max") if base else None
+    lo = base.get("mean") if base else None
+    reached = (a - lo) / (hi - lo) if a is not None and hi is not None and lo is not None and hi > lo else None
+    ratio = a / hi if a is not None and hi is not None and hi > 0 else None
+    return {"reached": reached, "ratio": ratio, "activation": a, "robustness": stat.get("robustness"),
             "target_softmax": stat.get("target_softmax"), "wall_s": stat.get("wall_s"), "cpu_s": stat.get("cpu_s"),
             "steps": stat.get("steps"), "dead": bool(stat.get("dead"))}
 

@@ -56,6 +56,18 @@ def test_units_evenly_spaced():
     assert compare_units(layer, 1) == [0]
 
 
+def test_scores_against_the_probe_baseline():
+    from featviz.compare import score, summarize
+
+    # a pre-ReLU conv channel whose strongest test image is negative: reached is still defined
+    s = score({"activation": 0.5, "robustness": 0.9, "wall_s": 0.2}, {"max": -0.25, "mean": -1.0})
+    assert s["reached"] == pytest.approx(2.0) and s["ratio"] is None and s["robustness"] == 0.9
+    assert score({"activation": 3.0}, {"max": 2.0, "mean": 0.0})["reached"] == pytest.approx(1.5)
+    assert score({"activation": 3.0}, None)["reached"] is None
+    m = summarize([{"reached": 1.0, "wall_s": 1.0}, {"reached": 3.0, "wall_s": None}, {"reached": 10.0, "wall_s": 3.0}])
+    assert m["reached"] == pytest.approx(14 / 3) and m["reached_median"] == 3.0 and m["wall_s"] == 2.0
+
+
 def test_readme_documents_the_defaults():
     text = (ROOT / "config" / "README.md").read_text()
     for key, value in DEFAULT_COMPARE.items():

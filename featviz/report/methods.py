@@ -17,7 +17,7 @@ PAGE = "methods.html"
 THUMB = 96  # display height of a compared image
 
 # summary columns: (score key, heading, digits)
-SUMMARY = (("reached", "reached / test max (mean)", 3), ("reached_median", "(median)", 3), ("robustness", "robustness", 3),
+SUMMARY = (("reached", "reached (mean)", 3), ("reached_median", "reached (median)", 3), ("robustness", "robustness", 3),
            ("target_softmax", "target softmax", 4), ("steps", "steps", 0), ("wall_s", "s per unit", 3),
            ("cpu_s", "CPU s per unit", 3))
 
@@ -55,7 +55,7 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
         for e in have:
             unit_ids += [u for u in e["layers"][layer["name"]]["record"]["units"] if u not in unit_ids]
         rows = {u: {"unit": u, "label": classes[u] if layer["kind"] == "class" and u < len(classes) else None,
-                    "dataset_max": pe["per_unit"][u]["max"] if pe and u < len(pe["per_unit"]) else None,
+                    "base": pe["per_unit"][u] if pe and u < len(pe["per_unit"]) else None,
                     "cells": []} for u in unit_ids}
         summary = []
         for e in have:
@@ -66,7 +66,7 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
             by_unit = {}
             for i, st in enumerate(rec["stats"]):
                 u = int(st["unit"])
-                sc = score(st, rows[u]["dataset_max"])
+                sc = score(st, rows[u]["base"])
                 name = save_image(_inside(site, f"methods/{e['slug']}/{lslug}/{u}"), images[i], THUMB)
                 by_unit[u] = dict(sc, image=f"methods/{e['slug']}/{lslug}/{name}")
             for u, row in rows.items():
