@@ -32,7 +32,7 @@ def main(results: Path) -> None:
     probe = read_json(results / "probe" / "probe.json") if (results / "probe" / "probe.json").is_file() else {}
     per_unit = {e["name"]: e["per_unit"] for e in probe.get("layers", [])}
     entries = read_compare(results)
-    print(f"{results.name}: {len(entries)} entries; uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"{results.name}: {len(entries)} entries; uptime: {subprocess.run(['uptime'], capture_output=True, text=True, check=False).stdout.strip()}")
     print()
     print("| layer | recipe | units | reached (mean) | reached (median) | robustness | target softmax | steps | s / unit | CPU s / unit |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

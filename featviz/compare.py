@@ -93,7 +93,7 @@ def compare_units(layer: dict, n: int, picked: list[int] | None = None) -> list[
     pool = sorted(set(picked)) if picked else list(range(layer["units"]))
     if len(pool) <= n:
         return pool
-    return [pool[int(round(i * (len(pool) - 1) / (n - 1)))] for i in range(n)] if n > 1 else [pool[0]]
+    return [pool[round(i * (len(pool) - 1) / (n - 1))] for i in range(n)] if n > 1 else [pool[0]]
 
 
 def check_compare(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> None:
