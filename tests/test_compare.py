@@ -212,3 +212,43 @@ def test_no_comparison_no_page(tmp_path):
     render_run(run, tmp_path / "site", {})
     assert not (tmp_path / "site" / "methods.html").exists()
     assert "methods.html" not in (tmp_path / "site" / "index.html").read_text()
+
+
+# ------------------------------------------------------------------------------------------ workflow
+
+@pytest.mark.workflow
+def test_workflow_runs_one_job_per_entry_and_layer(tmp_path, monkeypatch):
+    """The rule on the tiny .test config: targets are the comparison's files, so only data, train,
+    units and the comparison jobs run; a changed main ascent setting reruns none of them."""
+    import yaml
+
+    from featviz.config import resolve_runs
+    from tests.snakemake_run import snakemake
+    from tests.synthetic import make_imagefolder
+
+    make_imagefolder(tmp_path / "shapes", per_class=8, test_per_class=2)
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    cfg["runs"][0]["train"]["epochs"] = 1
+    cfg["runs"][0]["ascent"]["compare"] = {
+        "recipes": [{"recipe": "hvass", "overrides": {"steps": 3}},
+                    {"recipe": "hvass", "overrides": {"steps": 3, "blur_sigma": 1.0, "blur_every": 2}, "label": "hvass+blur"}],
+        "units_per_layer": 2, "layers": ["conv2"]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    from snakemake.utils import validate
+
+    filled = copy.deepcopy(cfg)
+    validate(filled, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))  # the defaults, as the DAG has them
+    run = resolve_runs(filled)[0].id
+    targets = [f"results/{run}/compare/{s}/conv2.json" for s in ("hvass-steps-3", "hvass-blur")]
+    r = snakemake(tmp_path, *targets, configfile=path, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for t in targets:
+        rec = json.loads((tmp_path / t).read_text())
+        assert rec["units"] == [0, 5] and rec["recipe"]["steps"] == 3
+    assert json.loads((tmp_path / targets[1]).read_text())["recipe"]["blur_sigma"] == 1.0
+    cfg["runs"][0]["ascent"]["recipe"] = {"conv": "hvass"}  # the main ascent's setting, not the comparison's
+    path.write_text(yaml.safe_dump(cfg))
+    r = snakemake(tmp_path, *targets, "--dry-run", configfile=path, timeout=120)
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
