@@ -34,13 +34,26 @@ def small_snapshot(images: np.ndarray, size: int = SNAPSHOT_SIZE) -> np.ndarray:
     return pack_images(images)
 
 
-def recipe_for(kind: str, ascent_cfg: dict) -> tuple[str, dict]:
-    name = ascent_cfg["recipe"][kind]  # a schema-filled ascent config (with_defaults)
-    overrides = dict((ascent_cfg.get("overrides") or {}).get(kind) or {})
+KINDS = ("conv", "dense", "class")
+
+
+def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None) -> tuple[str, dict]:
+    """The recipe and overrides of a layer's units: `recipe.layers.<layer>` where given, else
+    `recipe.<kind>`; `overrides.<kind>` with `overrides.layers.<layer>` applied over it (seed 003's
+    table: lr and median settings differ per layer)."""
+    recipes = ascent_cfg.get("recipe") or {}
+    all_overrides = ascent_cfg.get("overrides") or {}
+    per_layer = (recipes.get("layers") or {}).get(layer) if layer is not None else None
+    layer_overrides = (all_overrides.get("layers") or {}).get(layer) if layer is not None else None
+    name = per_layer or recipes[kind]  # a schema-filled ascent config (with_defaults)
+    overrides = {**(all_overrides.get(kind) or {}), **(layer_overrides or {})}
     try:
         get_recipe(name, overrides)
     except RecipeError as exc:
-        raise FeatvizError(f"ascent.recipe.{kind}: {exc}") from None
+        key = (f"ascent.recipe.layers.{layer}" if per_layer else f"ascent.recipe.{kind}") \
+            if str(exc).startswith("unknown recipe '") else \
+            (f"ascent.overrides.layers.{layer}" if layer_overrides else f"ascent.overrides.{kind}")
+        raise FeatvizError(f"{key}: {exc}") from None
     return name, overrides
 
 
@@ -75,13 +88,23 @@ def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent
     from .ascent.transforms import build as build_transforms
 
     h, w = units_info["input_shape"][1:]
-    for kind in ("conv", "dense", "class"):
-        layers = [layer for layer in units_info["layers"] if layer["kind"] == kind and selected_units(layer, ascent_cfg)]
-        if not layers:
+    for section in ("recipe", "overrides"):
+        for name in (ascent_cfg.get(section) or {}).get("layers") or {}:
+            try:
+                find_layer(units_info, name)
+            except FeatvizError as exc:
+                raise FeatvizError(f"{where}.{section}.layers: {exc}") from None
+    for layer in units_info["layers"]:
+        kind = layer["kind"]
+        if kind not in KINDS or not selected_units(layer, ascent_cfg):
             continue
-        name, overrides = recipe_for(kind, ascent_cfg)
+        try:
+            name, overrides = recipe_for(kind, ascent_cfg, layer["name"])
+        except FeatvizError as exc:
+            raise FeatvizError(f"{where}{str(exc).removeprefix('ascent')}") from None
         recipe = get_recipe(name, overrides)
-        key = f"{where}.overrides.{kind}"
+        per_layer = any(layer["name"] in ((ascent_cfg.get(s) or {}).get("layers") or {}) for s in ("recipe", "overrides"))
+        key = f"{where}.overrides.layers.{layer['name']}" if per_layer else f"{where}.overrides.{kind}"
         try:
             build_transforms(recipe, (h, w))
         except RecipeError as exc:
@@ -95,11 +118,10 @@ def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent
         if kind == "conv" and pos is not None:  # outside a layer whatever the objective: a mistake
             if len(pos) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pos):
                 raise FeatvizError(f"{key}.neuron_pos: {pos!r} is not a position [y, x] of integers >= 0")
-            for layer in layers:
-                shape = layer.get("output_shape") or []
-                if len(shape) == 3 and not (pos[0] < shape[1] and pos[1] < shape[2]):
-                    raise FeatvizError(f"{key}.neuron_pos: {list(pos)} is outside layer {layer['name']}, whose "
-                                       f"maps are {shape[1]}x{shape[2]} (y 0..{shape[1] - 1}, x 0..{shape[2] - 1})")
+            shape = layer.get("output_shape") or []
+            if len(shape) == 3 and not (pos[0] < shape[1] and pos[1] < shape[2]):
+                raise FeatvizError(f"{key}.neuron_pos: {list(pos)} is outside layer {layer['name']}, whose "
+                                   f"maps are {shape[1]}x{shape[2]} (y 0..{shape[1] - 1}, x 0..{shape[2] - 1})")
 
 
 def check_units_match(model, units_info: dict, layer: dict, units_json: Path) -> None:
@@ -144,7 +166,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
     model = model.to(dev)
-    recipe, overrides = recipe_for(layer["kind"], ascent_cfg)
+    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name)
     seed = int(ascent_cfg["seed"])
     target = None if layer["kind"] == "class" else layer_name
     # units per batch: the config's ascent.batch_size, else as many as fit this device's memory

@@ -110,6 +110,14 @@ def cmd_ascend(a):
               device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
+def cmd_compare(a):
+    from .compare import run_compare
+    from .device import claim_device
+
+    run_compare(Path(a.model), Path(a.units), a.layer, a.config, Path(a.out_npz), Path(a.out_json),
+                device=claim_device(a.device), trust=a.trust_checkpoint)
+
+
 def cmd_probe(a):
     from .artifacts import check_prepared_file, read_info, read_units
     from .device import claim_device
@@ -287,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", required=True)
     s.add_argument("--chunk", type=int, required=True)
     s.add_argument("--config", type=_json_object, required=True, help="ascent config")
+    s.add_argument("--out-npz", required=True)
+    s.add_argument("--out-json", required=True)
+    device(s)
+    trust(s)
+
+    s = verb("compare", cmd_compare, "one entry of a method comparison (ascent.compare): a few units of one layer "
+             "visualized with one recipe (and overrides), each unit timed, for the methods page")
+    s.add_argument("--model", required=True)
+    s.add_argument("--units", required=True, help="units.json")
+    s.add_argument("--layer", required=True)
+    s.add_argument("--config", type=_json_object, required=True,
+                   help='{"recipe": NAME, "overrides": {...}, "label": TEXT, "units_per_layer": N, "units": [...] '
+                        'or null, "seed": 0, "precision": "fp32", "channels_last": false}')
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
     device(s)

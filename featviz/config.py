@@ -120,6 +120,9 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
     from .ascent_job import check_recipe_values
 
     check_recipe_values(units, ascent, f"{where}.ascent")
+    from .compare import check_compare
+
+    check_compare(units, ascent, f"{where}.ascent")
 
 
 def _check_model(where: str, model: dict) -> None:
@@ -178,11 +181,24 @@ def _check_run(i: int, r: dict) -> None:
     model = r.get("model") or {}
     _check_model(where, model)
     ascent = r.get("ascent") or {}
-    for kind, name in (ascent.get("recipe") or {}).items():
+    recipes, overrides = ascent.get("recipe") or {}, ascent.get("overrides") or {}
+    for kind, name in recipes.items():
+        if kind == "layers":
+            continue
         try:
-            get_recipe(name, (ascent.get("overrides") or {}).get(kind))
+            get_recipe(name, overrides.get(kind))
         except RecipeError as exc:
             raise FeatvizError(f"{where}.ascent.recipe.{kind}: {exc}") from None
+    # per-layer recipes by name here; their layer names, and per-layer overrides with the recipe of
+    # the layer they apply to, against the network (_check_selection, or the workflow's units.json)
+    for layer, name in (recipes.get("layers") or {}).items():
+        try:
+            get_recipe(name, None)
+        except RecipeError as exc:
+            raise FeatvizError(f"{where}.ascent.recipe.layers.{layer}: {exc}") from None
+    from .compare import resolve_compare
+
+    resolve_compare(ascent.get("compare"), f"{where}.ascent.compare")  # recipe names, override values
     _check_selection(where, r, model)  # then what depends on the network (layers, units, recipe values)
 
 

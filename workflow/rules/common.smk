@@ -11,6 +11,7 @@ from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
 from featviz.ascent_job import check_recipe_values
+from featviz.compare import check_compare, compare_layers, job_config, resolve_compare
 from featviz.units import check_selection, n_chunks, selected_units
 
 
@@ -55,7 +56,7 @@ def as_json(section):
 
 def ascent_params(wildcards):
     """The ascent settings one ascent job reads (not the transfer model's, which its own rules read)."""
-    ascent = {k: v for k, v in RUNS[wildcards.run].ascent.items() if k != "transfer"}
+    ascent = {k: v for k, v in RUNS[wildcards.run].ascent.items() if k not in ("transfer", "compare")}
     return json.dumps(ascent, sort_keys=True)
 
 
@@ -69,6 +70,7 @@ def checked_units(run_id):
     try:
         check_selection(units, RUNS[run_id].ascent, where)
         check_recipe_values(units, RUNS[run_id].ascent, where)
+        check_compare(units, RUNS[run_id].ascent, where)
     except FeatvizError as exc:
         raise WorkflowError(f"featviz config error: {exc}") from None
     return units
@@ -85,6 +87,26 @@ def ascent_results(wildcards, kind=None):
         if kind is None or layer["kind"] == kind
         for chunk in range(n_chunks(len(selected_units(layer, ascent)), ascent["chunk_size"]))
     ]
+
+
+def compare_results(wildcards):
+    """Every comparison job of a run (ascent.compare; none without it): one per entry and layer."""
+    compare = resolve_compare(RUNS[wildcards.run].ascent.get("compare"))
+    if compare is None:
+        return []
+    units = checked_units(wildcards.run)
+    return [
+        f"results/{wildcards.run}/compare/{entry['slug']}/{layer['name']}.json"
+        for entry in compare["entries"]
+        for layer in compare_layers(units, compare)
+    ]
+
+
+def compare_params(wildcards):
+    """The settings one comparison job reads, as JSON."""
+    ascent = RUNS[wildcards.run].ascent
+    entry = next(e for e in resolve_compare(ascent.get("compare"))["entries"] if e["slug"] == wildcards.entry)
+    return json.dumps(job_config(ascent, entry, wildcards.layer), sort_keys=True)
 
 
 def _only(ids):

@@ -4,6 +4,7 @@ rule report_run:
         metrics="results/{run}/eval/metrics.json",
         units="results/{run}/units.json",
         ascent=ascent_results,
+        compare=compare_results,
         probe="results/{run}/probe/probe.json",
         probe_arrays="results/{run}/probe/probe.npz",
         transfer="results/{run}/transfer.json",

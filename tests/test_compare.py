@@ -1,0 +1,254 @@
+"""ascent.compare (issue 13, the methods page): the config check, the comparison job on a tiny model,
+and the methods page with every recipe."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featviz.ascent import list_recipes
+from featviz.compare import DEFAULT_COMPARE, compare_units, entry_slug, read_compare, resolve_compare, run_compare
+from featviz.errors import FeatvizError
+
+ROOT = Path(__file__).resolve().parents[1]
+SIX = ["hvass", "chollet", "yosinski", "tence-median", "oip-multiscale", "lucid"]
+FAST = {"steps": 4, "class_steps": 4}  # every recipe, cut short: the page and the files, not the pictures
+
+
+# ------------------------------------------------------------------------------------------ config
+
+def test_entries_labels_and_defaults():
+    c = resolve_compare({"recipes": ["hvass", {"recipe": "hvass", "overrides": {"blur_every": 4, "blur_sigma": 1.0}},
+                                     {"recipe": "tence-median", "overrides": {"lr": 0.001}, "label": "Tence, lr 1e-3"}]})
+    assert c["units_per_layer"] == DEFAULT_COMPARE["units_per_layer"] and c["layers"] is None
+    assert [e["label"] for e in c["entries"]] == ["hvass", "hvass+blur_every=4,blur_sigma=1.0", "Tence, lr 1e-3"]
+    assert [e["slug"] for e in c["entries"]] == ["hvass", "hvass-blur_every-4-blur_sigma-1.0", "tence-lr-1e-3"]
+    assert resolve_compare(None) is None
+    assert entry_slug("../../x") == "x"
+
+
+@pytest.mark.parametrize("compare, message", [
+    ({"recipes": ["hvass", "deepdraem"]}, "ascent.compare.recipes[1].recipe: unknown recipe 'deepdraem'"),
+    ({"recipes": [{"recipe": "hvass", "overrides": {"stepz": 3}}]},
+     "ascent.compare.recipes[0].overrides: unknown recipe parameter 'stepz'"),
+    ({"recipes": [{"recipe": "hvass", "overrides": {"blur_every": 0}}]},
+     "ascent.compare.recipes[0].overrides: recipe parameter 'blur_every' must be >= 1"),
+    ({"recipes": ["lucid", {"recipe": "lucid"}]}, "ascent.compare.recipes[1]: label 'lucid' is also recipes[0]'s"),
+    ({"recipes": ["lucid"], "units_per_layer": 0}, "ascent.compare.units_per_layer: 0 is not a positive integer"),
+])
+def test_bad_entries_name_the_key(compare, message):
+    with pytest.raises(FeatvizError) as exc:
+        resolve_compare(compare)
+    assert message in str(exc.value)
+
+
+def test_units_evenly_spaced():
+    layer = {"name": "conv2", "units": 36}
+    assert compare_units(layer, 4) == [0, 12, 23, 35]
+    assert compare_units({"name": "classes", "units": 3}, 4) == [0, 1, 2]
+    assert compare_units(layer, 2, [30, 5, 9]) == [5, 30]
+    assert compare_units(layer, 1) == [0]
+
+
+def test_scores_against_the_probe_baseline():
+    from featviz.compare import score, summarize
+
+    # a pre-ReLU conv channel whose strongest test image is negative: reached is still defined
+    s = score({"activation": 0.5, "robustness": 0.9, "wall_s": 0.2}, {"max": -0.25, "mean": -1.0})
+    assert s["reached"] == pytest.approx(2.0) and s["ratio"] is None and s["robustness"] == 0.9
+    assert score({"activation": 3.0}, {"max": 2.0, "mean": 0.0})["reached"] == pytest.approx(1.5)
+    assert score({"activation": 3.0}, None)["reached"] is None
+    m = summarize([{"reached": 1.0, "wall_s": 1.0}, {"reached": 3.0, "wall_s": None}, {"reached": 10.0, "wall_s": 3.0}])
+    assert m["reached"] == pytest.approx(14 / 3) and m["reached_median"] == 3.0 and m["wall_s"] == 2.0
+
+
+def test_readme_documents_the_defaults():
+    text = (ROOT / "config" / "README.md").read_text()
+    for key, value in DEFAULT_COMPARE.items():
+        row = re.search(rf"^\| `compare\.{key}` \| `([^`]*)` \|", text, re.MULTILINE)
+        assert row, f"config/README.md has no row for compare.{key}"
+        assert row.group(1) == ("null" if value is None else str(value))
+
+
+@pytest.fixture(scope="module")
+def cfgdir(tmp_path_factory):
+    from tests.synthetic import make_imagefolder
+
+    d = tmp_path_factory.mktemp("cmpcfg")
+    make_imagefolder(d / "shapes", per_class=2, test_per_class=1)
+    return d
+
+
+@pytest.mark.parametrize("compare, message", [
+    ({"recipes": ["hvass", "deepdraem"]}, "runs[0].ascent.compare.recipes[1].recipe: unknown recipe 'deepdraem'"),
+    ({"recipes": ["hvass"], "layers": ["conv9"]}, "runs[0].ascent.compare.layers: unknown layer 'conv9'"),
+    ({"recipes": [{"recipe": "hvass", "overrides": {"neuron_pos": [99, 99]}}]},
+     "runs[0].ascent.compare.recipes[0].overrides.neuron_pos: [99, 99] is outside layer conv1"),
+])
+def test_dag_stops_with_one_message(cfgdir, compare, message):
+    from tests.test_config_errors import GOOD, dry_run
+
+    cfg = copy.deepcopy(GOOD)
+    cfg["runs"][0]["ascent"]["compare"] = compare
+    r = dry_run(cfgdir, cfg)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert message in out, out
+    assert out.count("featviz config error") == 1
+    assert "Job stats" not in out and not (cfgdir / "results").exists()
+
+
+# ------------------------------------------------------------------------------------------ jobs
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from featviz.report.synthetic import make_run
+
+    return make_run(tmp_path_factory.mktemp("cmp"))
+
+
+def _job(run: Path, recipe: str, layer: str, overrides=None, label=None, n=2):
+    label = label or recipe
+    out = run / "compare" / entry_slug(label) / layer
+    cfg = {"recipe": recipe, "overrides": dict(FAST, **(overrides or {})), "label": label, "units_per_layer": n,
+           "units": None, "seed": 0}
+    return run_compare(run / "model", run / "units.json", layer, cfg, out.with_suffix(".npz"),
+                       out.with_suffix(".json"), device="cpu")
+
+
+def test_job_writes_images_and_scores(tiny):
+    rec = _job(tiny, "hvass", "classes", n=3)
+    assert rec["units"] == [0, 1, 2] and rec["label"] == "hvass" and rec["recipe"]["class_steps"] == 4
+    for st in rec["stats"]:
+        assert st["wall_s"] > 0 and st["cpu_s"] >= 0 and 0 <= st["target_softmax"] <= 1
+        assert isinstance(st["activation"], float) and "robustness" in st
+    with np.load(tiny / "compare" / "hvass" / "classes.npz") as z:
+        assert z["images"].dtype == np.uint8 and z["images"].shape == (3, 1, 12, 12)
+        assert list(z["units"]) == [0, 1, 2]
+    # for a class the probe's measure is the logit: what hvass maximizes
+    assert np.allclose([s["activation"] for s in rec["stats"]], [s["objective"] for s in rec["stats"]], rtol=1e-4)
+    saved = json.loads((tiny / "compare" / "hvass" / "classes.json").read_text())
+    assert saved["entry"] == {"recipe": "hvass", "overrides": FAST, "label": "hvass"}
+
+
+def test_job_image_is_the_batch_image(tiny):
+    """One unit at a time (for its own wall time) gives the image the batched ascent gives."""
+    from featviz.ascent import visualize
+    from featviz.model import load_model
+
+    rec = _job(tiny, "hvass", "conv2", label="hvass-batch", n=3)
+    model = load_model(tiny / "model")
+    batch = visualize(model.net, "conv2", rec["units"], "conv", model.input_shape, normalize=model.normalize,
+                      recipe="hvass", overrides=FAST, seed=0)
+    with np.load(tiny / "compare" / "hvass-batch" / "conv2.npz") as z:
+        from featviz.io import pack_images
+
+        assert np.array_equal(z["images"], pack_images(batch.images))
+
+
+def test_job_refuses_a_bad_entry(tiny, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "featviz", "compare", "--model", str(tiny / "model"),
+                        "--units", str(tiny / "units.json"), "--layer", "conv2", "--config",
+                        json.dumps({"recipe": "deepdraem", "label": "x", "units_per_layer": 2}),
+                        "--out-npz", str(tmp_path / "a.npz"), "--out-json", str(tmp_path / "a.json")],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "unknown recipe 'deepdraem'" in r.stderr and not (tmp_path / "a.npz").exists()
+
+
+# ------------------------------------------------------------------------------------------ methods page
+
+def test_methods_page_shows_every_recipe(tiny, tmp_path):
+    from featviz.report import render_index, render_run
+
+    entries = SIX + [{"recipe": "hvass", "overrides": {"blur_sigma": 1.0, "blur_every": 2}, "label": "hvass+blur"}]
+    assert set(SIX) == set(list_recipes())
+    for e in entries:
+        name, over, label = (e, {}, e) if isinstance(e, str) else (e["recipe"], e["overrides"], e["label"])
+        for layer in ("conv2", "classes"):
+            _job(tiny, name, layer, over, label, n=1)
+    config = {"ascent": {"compare": {"recipes": entries, "layers": ["conv2", "classes"]},
+                         "recipe": {"conv": "lucid", "dense": "lucid", "class": "lucid"},
+                         "overrides": {"conv": FAST, "dense": FAST, "class": FAST}}}
+    reports = tmp_path / "reports"
+    render_run(tiny, reports / tiny.name, config)
+    site = reports / tiny.name
+    html = (site / "methods.html").read_text()
+    labels = ["hvass", "chollet", "yosinski", "tence-median", "oip-multiscale", "lucid", "hvass+blur"]
+    for layer in ("conv2", "classes"):
+        table = html.split(f'id="summary-{layer}"')[1].split("</table>")[0]
+        assert [re.sub(r"<.*", "", row).strip() for row in table.split('<tr><td class="l">')[1:]] == labels
+        units = html.split(f'id="units-{layer}"')[1].split("</table>")[0]
+        assert units.count("<img ") == len(labels)
+    assert "(this report&#39;s)" in html or "(this report's)" in html
+    assert "softmax" in html.split('id="units-classes"')[1]
+    imgs = re.findall(r'src="([^"]+)"', html)
+    assert imgs and all((site / src).is_file() and not src.startswith(("/", "http")) for src in imgs)
+    assert 'href="methods.html"' in (site / "index.html").read_text()
+    # the order of the page is the config's; without a config, the folders'
+    assert [e["slug"] for e in read_compare(tiny)] == sorted(p.name for p in (tiny / "compare").iterdir())
+
+    from tests.browser import browser_unavailable_reason, crawl
+
+    render_index([site], reports / "index.html")
+    if browser_unavailable_reason() is None:
+        report = crawl(reports / "index.html", screenshot_dir=tmp_path / "shots",
+                       screenshot_names={f"{tiny.name}/methods.html": "methods.png"})
+        report.assert_clean()
+        assert (tmp_path / "shots" / "methods.png").is_file()
+
+
+def test_no_comparison_no_page(tmp_path):
+    from featviz.report import render_run
+    from featviz.report.synthetic import make_run
+
+    run = make_run(tmp_path, steps=6)
+    render_run(run, tmp_path / "site", {})
+    assert not (tmp_path / "site" / "methods.html").exists()
+    assert "methods.html" not in (tmp_path / "site" / "index.html").read_text()
+
+
+# ------------------------------------------------------------------------------------------ workflow
+
+@pytest.mark.workflow
+def test_workflow_runs_one_job_per_entry_and_layer(tmp_path, monkeypatch):
+    """The rule on the tiny .test config: targets are the comparison's files, so only data, train,
+    units and the comparison jobs run; a changed main ascent setting reruns none of them."""
+    import yaml
+
+    from featviz.config import resolve_runs
+    from tests.snakemake_run import snakemake
+    from tests.synthetic import make_imagefolder
+
+    make_imagefolder(tmp_path / "shapes", per_class=8, test_per_class=2)
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    cfg["runs"][0]["train"]["epochs"] = 1
+    cfg["runs"][0]["ascent"]["compare"] = {
+        "recipes": [{"recipe": "hvass", "overrides": {"steps": 3}},
+                    {"recipe": "hvass", "overrides": {"steps": 3, "blur_sigma": 1.0, "blur_every": 2}, "label": "hvass+blur"}],
+        "units_per_layer": 2, "layers": ["conv2"]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    from snakemake.utils import validate
+
+    filled = copy.deepcopy(cfg)
+    validate(filled, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))  # the defaults, as the DAG has them
+    run = resolve_runs(filled)[0].id
+    targets = [f"results/{run}/compare/{s}/conv2.json" for s in ("hvass-steps-3", "hvass-blur")]
+    r = snakemake(tmp_path, *targets, configfile=path, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for t in targets:
+        rec = json.loads((tmp_path / t).read_text())
+        assert rec["units"] == [0, 5] and rec["recipe"]["steps"] == 3
+    assert json.loads((tmp_path / targets[1]).read_text())["recipe"]["blur_sigma"] == 1.0
+    cfg["runs"][0]["ascent"]["recipe"] = {"conv": "hvass"}  # the main ascent's setting, not the comparison's
+    path.write_text(yaml.safe_dump(cfg))
+    r = snakemake(tmp_path, *targets, "--dry-run", configfile=path, timeout=120)
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
