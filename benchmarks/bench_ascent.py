@@ -43,12 +43,15 @@ def mnist_net(seed=0):
 KIND = {"conv1": "conv", "conv2": "conv", "fc1": "dense", "fc2": "dense", "output": "class"}
 
 
+RECIPE = "hvass"
+
+
 def run_job(net, layer, units, steps):
     lay = None if layer == "output" else layer
     ov = {"steps": steps, "class_steps": steps, "robustness_samples": 0, "snapshots": 0,
           "dead_retries": 0}
     t = time.perf_counter()
-    visualize(net, lay, units, KIND[layer], (1, 28, 28), recipe="hvass", overrides=ov)
+    visualize(net, lay, units, KIND[layer], (1, 28, 28), recipe=RECIPE, overrides=ov)
     return time.perf_counter() - t
 
 
@@ -112,6 +115,30 @@ def kernel_ceiling(net, layer, batch, reps=50):
     return batch * reps / (time.perf_counter() - t)
 
 
+def transforms_alone(batch, reps=30):
+    """The recipe's per-step transforms alone (forward + backward), fused into one resampling as the
+    engine runs them, against the same pipeline step by step."""
+    from featviz.ascent import get_recipe
+    from featviz.ascent import transforms as T
+
+    tf = T.build(get_recipe(RECIPE), (28, 28))
+    if not tf:
+        print("(c) the recipe has no transforms")
+        return
+    x = torch.rand(batch, 1, 28, 28, requires_grad=True)
+    best = {}
+    for _ in range(3):
+        for name, f in (("fused", tf.fused), ("stepwise", tf.stepwise)):
+            gens = [torch.Generator().manual_seed(i) for i in range(batch)]
+            t = time.perf_counter()
+            for _ in range(reps):
+                (g,) = torch.autograd.grad(f(x, gens).sum(), x)
+            best[name] = min(best.get(name, 1e9), (time.perf_counter() - t) / reps)
+    print(f"(c) the recipe's transforms alone, {batch} images, forward + backward per step: fused "
+          f"{best['fused'] * 1e3:.2f} ms, step by step {best['stepwise'] * 1e3:.2f} ms "
+          f"({best['stepwise'] / best['fused']:.1f}x)")
+
+
 def seed_style(layer, units, steps):
     """One fresh python process per filter, as the seed's notebook loop would."""
     t = time.perf_counter()
@@ -130,8 +157,11 @@ def main():
                     help="run only this many seed-style processes and extrapolate (0 = all)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads for every timing, peak included (0 = torch default)")
+    ap.add_argument("--recipe", default="hvass", help="the recipe timed (lucid: FFT image, Lucid's transforms)")
     ap.add_argument("--one", nargs=2, metavar=("LAYER", "UNIT"))
     a = ap.parse_args()
+    global RECIPE
+    RECIPE = a.recipe
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     if a.one:
@@ -141,7 +171,7 @@ def main():
     n_units = {"conv1": 16, "conv2": 36, "fc1": 128, "fc2": 10, "output": 10}[a.layer]
     units = list(range(n_units))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, layer {a.layer}, "
-          f"{n_units} units, {a.steps} steps, recipe hvass")
+          f"{n_units} units, {a.steps} steps, recipe {RECIPE}")
     run_job(net, a.layer, units[:2], 2)  # warm-up
     peak = matmul_peak()
     batched = min(run_job(net, a.layer, units, a.steps) for _ in range(5))
@@ -164,6 +194,7 @@ def main():
     ceiling = kernel_ceiling(net, a.layer, n_units) * per_img_step / 1e9
     print(f"    the same batch through the net's conv/linear kernels alone (forward + input gradient, no engine): "
           f"{ceiling:.2f} GFLOP/s = {100 * ceiling / peak:.1f}% of peak")
+    transforms_alone(n_units)
     for mult in (4, 16):
         big = units * mult
         tb = min(run_job(net, a.layer, big, a.steps) for _ in range(2))
