@@ -58,8 +58,10 @@ def write_config(workdir: Path, folder: Path, archs: list[str], size: int, steps
 def snakemake(workdir: Path, config: Path, *args: str, cores: int = 2) -> tuple[float, subprocess.CompletedProcess]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    # rerun on changed inputs only: a rehearsal resumed after a code change keeps the jobs it finished
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(cores),
-           "--configfile", str(config), "--directory", str(workdir), *args]
+           "--configfile", str(config), "--directory", str(workdir), "--rerun-triggers", "mtime",
+           "--rerun-incomplete", *args]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     return time.perf_counter() - t, proc
