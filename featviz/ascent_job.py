@@ -193,14 +193,15 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "batch_size": batch_used(result.recipe, len(units), batch),
         "precision": ascent_cfg["precision"],
         "channels_last": ascent_cfg["channels_last"],
-        "wall_s": round(wall, 3),
-        # unit-steps per second: units x optimization steps actually taken, over the optimization's wall time
-        "unit_steps_per_s": round(sum(int(s.get("steps", 0)) for s in result.stats) / max(wall, 1e-9), 2),
         "stats": result.stats,
     }
     write_json(out_json, record)
+    # throughput goes to the log (and Snakemake's benchmark TSV), not the chunk JSON: results stay
+    # byte-identical between runs. unit-steps: units x optimization steps actually taken
+    unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)
     print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
-          f"on {dev}, batches of at most {batch}", flush=True)
+          f"on {dev}, batches of at most {batch}, {unit_steps / max(wall, 1e-9):.1f} unit-steps/s "
+          f"({ascent_cfg['precision']}{', channels_last' if ascent_cfg['channels_last'] else ''})", flush=True)
     # where the job ran: read by the Slurm CI check, useful to anyone reading the log
     print(f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', 'none')} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'none')}", flush=True)
