@@ -45,7 +45,8 @@ def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None) -> tuple[s
     all_overrides = ascent_cfg.get("overrides") or {}
     per_layer = (recipes.get("layers") or {}).get(layer) if layer is not None else None
     layer_overrides = (all_overrides.get("layers") or {}).get(layer) if layer is not None else None
-    name = per_layer or recipes[kind]  # a schema-filled ascent config (with_defaults)
+    # the schema's default where the config leaves the kind out (no default of our own)
+    name = per_layer or recipes.get(kind) or with_defaults("ascent", {})["recipe"][kind]
     overrides = {**(all_overrides.get(kind) or {}), **(layer_overrides or {})}
     try:
         get_recipe(name, overrides)

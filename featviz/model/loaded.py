@@ -38,23 +38,33 @@ class LoadedModel:
         self.net.to(device)
         return self
 
+    def batch_for(self, batch_size: int | None) -> int:
+        """Images per inference batch: the caller's, else 1000 up to ~45x45 px inputs and fewer above
+        (2 million input pixels a batch: 39 at 224 px, where 1000 images through a resnet50 held 11 GB)."""
+        if batch_size is not None:
+            return int(batch_size)
+        h, w = self.input_shape[-2:]
+        return max(1, min(1000, 2_000_000 // max(1, int(h) * int(w))))
+
     @torch.no_grad()
-    def logits(self, images_u8: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
+    def logits(self, images_u8: torch.Tensor, device, batch_size: int | None = None) -> torch.Tensor:
         """Class logits (N, classes) of images (uint8, or float in [0, 1]), in batches, on the CPU."""
         self.net.eval()
+        batch_size = self.batch_for(batch_size)
         out = [self.net(self.to_input(images_u8[i:i + batch_size], device)).float().cpu()
                for i in range(0, len(images_u8), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
-    def predict(self, images_u8: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
+    def predict(self, images_u8: torch.Tensor, device, batch_size: int | None = None) -> torch.Tensor:
         """Softmax probabilities (N, classes) of images (uint8, or float in [0, 1]), on the CPU."""
         return torch.softmax(self.logits(images_u8, device, batch_size), 1)
 
     @torch.no_grad()
-    def accuracy(self, images_u8: torch.Tensor, labels: torch.Tensor, device, batch_size: int = 1000,
+    def accuracy(self, images_u8: torch.Tensor, labels: torch.Tensor, device, batch_size: int | None = None,
                  dtype: torch.dtype | None = None, memory_format=torch.contiguous_format) -> float:
         """Top-1 accuracy on uint8 images; optionally under autocast and in a memory format."""
         self.net.eval()
+        batch_size = self.batch_for(batch_size)
         correct = 0
         for i in range(0, len(labels), batch_size):
             x = self.to_input(images_u8[i:i + batch_size], device).contiguous(memory_format=memory_format)
