@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import FeatvizError
-from .io import atomic_path
+from .io import atomic_path, file_sha256
 
 MANIFEST = "MANIFEST.json"
 PACKAGES = ("featviz", "torch", "torchvision", "numpy", "scipy", "jinja2", "matplotlib", "snakemake")
@@ -82,7 +82,7 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
     generated[f"{run}/index.html"] = _landing(run, sorted([*files, *generated]))
     # every file is read twice, a block at a time (its digest, then into the tar): memory stays
     # flat however large the report and results are
-    manifest = {name: _sha256_file(path) for name, path in files.items()}
+    manifest = {name: file_sha256(path) for name, path in files.items()}
     manifest.update({name: hashlib.sha256(data).hexdigest() for name, data in generated.items()})
     generated[f"{run}/{MANIFEST}"] = json.dumps({"run": run, "sha256": dict(sorted(manifest.items()))}, indent=2,
                                                 sort_keys=True).encode()
@@ -95,14 +95,6 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
                     _add_bytes(tar, name, generated[name])
                 else:
                     _add_file(tar, name, files[name])
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
@@ -133,7 +125,7 @@ def verify_folder(folder: Path) -> int:
         p = folder / rel if rel else None
         if p is None or not p.is_file():
             problems.append(f"missing {name}")
-        elif hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+        elif file_sha256(p) != digest:
             problems.append(f"sha256 mismatch for {name}")
     listed = {n.split("/", 1)[1] for n in manifest if "/" in n} | {MANIFEST}
     problems += [f"not in the manifest: {run}/{p.relative_to(folder).as_posix()}"

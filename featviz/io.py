@@ -125,6 +125,17 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray | Chunks) -> None:
                         raise ValueError(f"write_npz: the pieces of {key} hold {rows} rows, expected {val.shape[0]}")
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, read a block at a time (memory stays flat for any size)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def pack_images(images: np.ndarray) -> np.ndarray:
     """Float images in [0, 1] (N, C, H, W) -> uint8, as a picture stores them (4x smaller than float32)."""
     x = np.clip(np.nan_to_num(np.asarray(images, dtype=np.float32)), 0.0, 1.0)

@@ -29,7 +29,6 @@ The imported file is copied into `results/<run>/model/model.pt` (a state_dict fo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import logging
 import sys
@@ -41,16 +40,9 @@ import torch
 from torch import nn
 
 from ..errors import FeatvizError, why
+from ..io import file_sha256
 
 FORMATS = ("auto", "spec", "torchvision", "class", "torchscript", "export")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _zip_names(path: Path) -> list[str]:
