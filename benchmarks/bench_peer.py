@@ -4,6 +4,7 @@ networks, units and steps, in one process, alternating order (ABBA), same thread
     pip install --no-deps torch-lucent==0.1.8 kornia decorator kornia_rs   # for this benchmark only
     python benchmarks/bench_peer.py --model results/mnist-*/model --layers conv2 fc1 classes --steps 512
     python benchmarks/bench_peer.py --model results/tv-resnet18-cifar10-*/model --layers layer2.0.conv2 classes --steps 256
+    python benchmarks/bench_peer.py ... --modes fp32 bf16-cl --threads 1 --clock cpu   # featviz's modes, CPU time
 
 featviz runs its `lucid` recipe (FFT parameterization, decorrelated colour, Lucid's standard
 transforms, Adam 0.05), stopping the forward pass at the target layer; Lucent runs `render_vis`
@@ -73,17 +74,30 @@ def clean_objective(model, layer, kind, units, images: np.ndarray) -> np.ndarray
         return obj(reader(model.normalize(x)), torch.arange(len(units))).double().numpy()
 
 
-def run_featviz(model, layer, kind, units, steps):
+# featviz's execution modes (`ascent.precision`, `ascent.channels_last`): name -> (precision, channels_last)
+MODES = {"fp32": ("fp32", False), "fp32-cl": ("fp32", True), "bf16-cl": ("bf16", True)}
+
+
+def clock(kind: str) -> float:
+    """Wall time, or this process's CPU time (all its threads: less sensitive to other load)."""
+    return time.perf_counter() if kind == "wall" else time.process_time()
+
+
+def run_featviz(model, layer, kind, units, steps, mode="fp32", clock_kind="wall"):
     from featviz.ascent import visualize
 
+    precision, channels_last = MODES[mode]
     ov = {"steps": steps, "class_steps": steps, "robustness_samples": 0, "snapshots": 0, "dead_retries": 0}
-    t = time.perf_counter()
+    t = clock(clock_kind)
     r = visualize(model.net, None if kind == "class" else layer, units, kind, tuple(model.input_shape),
-                  normalize=model.normalize, recipe="lucid", overrides=ov)
-    return time.perf_counter() - t, r.images
+                  normalize=model.normalize, recipe="lucid", overrides=ov, precision=precision,
+                  channels_last=channels_last)
+    wall = clock(clock_kind) - t
+    model.net.to(memory_format=torch.contiguous_format)  # visualize converted it in place: Lucent gets it back
+    return wall, r.images
 
 
-def run_lucent(lucent, model, layer, kind, units, steps, wrapped, names):
+def run_lucent(lucent, model, layer, kind, units, steps, wrapped, names, clock_kind="wall"):
     objectives, param, render, transform = lucent
     c, h, w = model.input_shape
     name = names[layer]
@@ -98,10 +112,10 @@ def run_lucent(lucent, model, layer, kind, units, steps, wrapped, names):
 
     tf = list(transform.standard_transforms) + [crop]
     opt = lambda params: torch.optim.Adam(params, lr=5e-2)  # noqa: E731
-    t = time.perf_counter()
+    t = clock(clock_kind)
     images = render.render_vis(wrapped, objective, param_f, optimizer=opt, transforms=tf, thresholds=(steps,),
                                preprocess=False, progress=False, show_image=False, fixed_image_size=(h, w))
-    wall = time.perf_counter() - t
+    wall = clock(clock_kind) - t
     return wall, np.transpose(images[-1], (0, 3, 1, 2))
 
 
@@ -113,6 +127,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=1, help="ABBA rounds (each runs both twice)")
+    p.add_argument("--modes", nargs="+", default=["fp32"], choices=sorted(MODES),
+                   help="featviz execution modes to run (each against the same Lucent runs)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time, or the process's CPU time (use with --threads 1 on a loaded machine)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from featviz.model import load_model
@@ -130,31 +148,37 @@ def main() -> None:
     load = os.getloadavg()
     print(f"model {a.model}: input {tuple(model.input_shape)}; {a.steps} steps; {a.threads} threads; "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"{'layer':<18}{'units':>6}{'featviz s':>11}{'lucent s':>10}{'speed-up':>10}{'featviz obj':>13}{'lucent obj':>12}")
-    total_f = total_l = 0.0
+    print(f"featviz modes {', '.join(a.modes)}; {a.clock} clock")
+    print(f"{'layer':<18}{'mode':>9}{'units':>6}{'featviz s':>11}{'lucent s':>10}{'speed-up':>10}"
+          f"{'featviz obj':>13}{'lucent obj':>12}")
+    totals = {m: 0.0 for m in a.modes}
+    total_l = 0.0
     for name in a.layers:
         if name not in layers:
             sys.exit(f"no layer {name!r} (known: {', '.join(layers)})")
         layer = layers[name]
         kind = layer["kind"]
         units = list(range(min(a.units, layer["units"])))
-        walls = {"featviz": [], "lucent": []}
+        walls = {who: [] for who in ["lucent", *a.modes]}
         imgs = {}
-        for _ in range(a.rounds):
-            for who in ("featviz", "lucent", "lucent", "featviz"):
-                if who == "featviz":
-                    wall, im = run_featviz(model, name, kind, units, a.steps)
+        for _ in range(a.rounds):  # ABBA: featviz modes, Lucent twice, featviz modes reversed
+            for who in [*a.modes, "lucent", "lucent", *reversed(a.modes)]:
+                if who == "lucent":
+                    wall, im = run_lucent(lucent, model, name, kind, units, a.steps, wrapped, names, a.clock)
                 else:
-                    wall, im = run_lucent(lucent, model, name, kind, units, a.steps, wrapped, names)
+                    wall, im = run_featviz(model, name, kind, units, a.steps, who, a.clock)
                 walls[who].append(wall)
                 imgs[who] = im
-        f, lu = float(np.median(walls["featviz"])), float(np.median(walls["lucent"]))
-        of = clean_objective(model, name, kind, units, imgs["featviz"]).mean()
+        lu = float(np.median(walls["lucent"]))
         ol = clean_objective(model, name, kind, units, imgs["lucent"]).mean()
-        total_f += f
         total_l += lu
-        print(f"{name:<18}{len(units):>6}{f:>11.2f}{lu:>10.2f}{lu / f:>9.2f}x{of:>13.3f}{ol:>12.3f}")
-    print(f"{'all':<18}{'':>6}{total_f:>11.2f}{total_l:>10.2f}{total_l / total_f:>9.2f}x")
+        for mode in a.modes:
+            f = float(np.median(walls[mode]))
+            of = clean_objective(model, name, kind, units, imgs[mode]).mean()
+            totals[mode] += f
+            print(f"{name:<18}{mode:>9}{len(units):>6}{f:>11.2f}{lu:>10.2f}{lu / f:>9.2f}x{of:>13.3f}{ol:>12.3f}")
+    for mode in a.modes:
+        print(f"{'all':<18}{mode:>9}{'':>6}{totals[mode]:>11.2f}{total_l:>10.2f}{total_l / totals[mode]:>9.2f}x")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .config import check_sections, with_defaults
 from .errors import FeatvizError
 from .artifacts import read_units
 from .io import pack_images, write_json, write_npz
-from .device import resolve_device
+from .device import resolve_device, resolve_precision
 from .model import load_model
 from .units import check_selection, chunks, find_layer, selected_units
 
@@ -164,6 +164,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
     dev = resolve_device(device)
+    precision = resolve_precision(ascent_cfg["precision"], dev, "ascent.precision")
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
     model = model.to(dev)
@@ -178,7 +179,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         model.net, target, units, layer["kind"],
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
         seed=seed, device=str(dev), progress=False, max_batch=batch,
-        precision=ascent_cfg["precision"], channels_last=ascent_cfg["channels_last"])
+        precision=precision, channels_last=ascent_cfg["channels_last"])
     wall = time.perf_counter() - started
     snapshots = {f"snapshot_{step:05d}": small_snapshot(arr) for step, arr in sorted(result.snapshots.items())}
     write_npz(out_npz, images=pack_images(result.images), objective=result.objective.astype(np.float32),
@@ -192,7 +193,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "seed": seed,
         "device": str(dev),
         "batch_size": batch_used(result.recipe, len(units), batch),
-        "precision": ascent_cfg["precision"],
+        "precision": precision,
         "channels_last": ascent_cfg["channels_last"],
         "stats": result.stats,
     }
@@ -202,7 +203,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)
     print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
           f"on {dev}, batches of at most {batch}, {unit_steps / max(wall, 1e-9):.1f} unit-steps/s "
-          f"({ascent_cfg['precision']}{', channels_last' if ascent_cfg['channels_last'] else ''})", flush=True)
+          f"({precision}{', channels_last' if ascent_cfg['channels_last'] else ''})", flush=True)
     # where the job ran: read by the Slurm CI check, useful to anyone reading the log
     print(f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', 'none')} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'none')}", flush=True)

@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", required=True)
     s.add_argument("--config", type=_json_object, required=True,
                    help='{"recipe": NAME, "overrides": {...}, "label": TEXT, "units_per_layer": N, "units": [...] '
-                        'or null, "seed": 0, "precision": "fp32", "channels_last": false}')
+                        'or null, "seed": 0, "precision": "auto", "channels_last": true}')
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
     device(s)

@@ -142,7 +142,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     from .ascent.hooks import ActivationReader
     from .ascent.objectives import for_kind
     from .ascent_job import check_units_match
-    from .device import resolve_device
+    from .device import resolve_device, resolve_precision
     from .io import pack_images, write_json, write_npz
     from .model import load_model
     from .units import find_layer
@@ -165,6 +165,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
                                            "layers": [layer_name]}}, "compare")
     units = compare_units(layer, int(cfg["units_per_layer"]), picked)
     dev = resolve_device(device)
+    precision = resolve_precision(cfg.get("precision", "fp32"), dev, "ascent.precision")
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
     model = model.to(dev)
@@ -180,7 +181,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
         started, cpu = time.perf_counter(), time.process_time()
         result = visualize(model.net, target, [u], kind, tuple(model.input_shape), normalize=model.normalize,
                            recipe=entry["recipe"], overrides=entry["overrides"], seed=seed, device=str(dev),
-                           progress=False, precision=cfg.get("precision", "fp32"),
+                           progress=False, precision=precision,
                            channels_last=bool(cfg.get("channels_last", False)))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         images.append(result.images)
@@ -196,7 +197,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
               activation=activation.astype(np.float32))
     record = {"layer": layer_name, "kind": kind, "units": units, "label": entry["label"], "slug": entry["slug"],
               "entry": {k: entry[k] for k in ("recipe", "overrides", "label")}, "recipe": recipe, "seed": seed,
-              "device": str(dev), "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats}
+              "device": str(dev), "precision": precision, "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats}
     write_json(out_json, record)
     print(f"compare {entry['label']} on {layer_name}: units {units} in {record['wall_s']:.2f} s on {dev}", flush=True)
     return record

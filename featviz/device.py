@@ -79,3 +79,23 @@ def wants_gpu(device: str) -> bool:
     if device.startswith("cuda"):
         return True
     return device == "auto" and torch.cuda.is_available()
+
+
+def native_bf16(dev: torch.device) -> bool:
+    """Whether `dev` computes bf16 natively: a CPU with AVX512-BF16/AMX (oneDNN's check), a GPU
+    with bf16 support. Elsewhere bf16 is emulated and slower than fp32."""
+    if dev.type == "cpu":
+        return bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return False
+
+
+def resolve_precision(want: str, dev: torch.device, key: str = "precision") -> str:
+    """`fp32` or `bf16` for a `precision` setting (`auto`: bf16 where `dev` does it natively)."""
+    if want not in ("auto", "fp32", "bf16"):
+        raise FeatvizError(f"{key}: unknown precision '{want}' (known: auto, fp32, bf16)")
+    if want == "auto":
+        return "bf16" if native_bf16(dev) else "fp32"
+    return want

@@ -18,7 +18,7 @@ from .artifacts import read_info, read_prepared
 from .errors import FeatvizError
 from .config import check_sections, with_defaults
 from .io import staged_files, write_json
-from .device import resolve_device
+from .device import resolve_device, resolve_precision
 from .model import LoadedModel, input_description, load_model, save_model
 from .model.architecture import build_architecture, describe
 from .model.torchvision_archs import main_output
@@ -52,23 +52,10 @@ def augment(x: torch.Tensor, cfg: dict, g: torch.Generator) -> torch.Tensor:
 
 
 def _precision(cfg: dict, dev: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 where the hardware does it natively (`precision: auto`), or as
-    configured; None means plain float32."""
-    want = cfg.get("precision", "auto")
-    if want == "fp32":
-        return None
-    if dev.type == "cpu":
-        native = bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
-                      and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    elif dev.type == "cuda":
-        native = torch.cuda.is_bf16_supported()
-    else:
-        native = False
-    if want == "bf16" or (want == "auto" and native):
-        return torch.bfloat16
-    if want not in ("auto", "bf16"):
-        raise FeatvizError(f"train.precision: unknown precision '{want}' (known: auto, fp32, bf16)")
-    return None
+    """The autocast dtype (`train.precision`: auto = bf16 where the hardware does it natively);
+    None means plain float32."""
+    want = resolve_precision(cfg.get("precision", "auto"), dev, "train.precision")
+    return torch.bfloat16 if want == "bf16" else None
 
 
 def make_optimizer(net, cfg: dict, steps_total: int):
