@@ -1,6 +1,6 @@
 """Method comparison (`ascent.compare`, the methods page): the same few units of a layer visualized
 by several recipes, or one recipe with overrides (seed 001's without/with regularization, seed 003's
-lr and blur/median sweeps), each with its scores and its wall time per unit.
+lr and blur/median sweeps), each with its scores and its time per unit (the job's batch time / its units).
 
 One job per (entry, layer) writes results/<run>/compare/<entry slug>/<layer>.npz (uint8 images) and
 .json (per-unit stats). The config side (`resolve_compare`, `check_compare`) needs no torch; the job
@@ -133,8 +133,8 @@ def job_config(ascent_cfg: dict, entry: dict, layer_name: str) -> dict:
 
 def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, out_npz: Path, out_json: Path,
                 device: str = "auto", trust: bool = False) -> dict:
-    """One comparison job: the layer's compared units, one at a time (each unit's own wall time; a
-    unit's image does not depend on the batch it is in), with the recipe entry `cfg` describes."""
+    """One comparison job: the layer's compared units in one batch with the recipe entry `cfg`
+    describes; each unit's time is the batch's time divided by its units."""
     import torch
 
     from .artifacts import read_units
@@ -176,18 +176,17 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     # the probe's measure (channel mean, unit value, logit), whatever the recipe optimizes (a sum,
     # one neuron): comparable across recipes and with the unit's strongest test image
     measure = for_kind(kind, target, units, get_recipe("hvass"))
-    images, stats = [], []
-    for u in units:
-        started, cpu = time.perf_counter(), time.process_time()
-        result = visualize(model.net, target, [u], kind, tuple(model.input_shape), normalize=model.normalize,
-                           recipe=entry["recipe"], overrides=entry["overrides"], seed=seed, device=str(dev),
-                           progress=False, precision=precision,
-                           channels_last=bool(cfg.get("channels_last", False)))
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-        images.append(result.images)
-        # wall time is what a user waits; CPU time (all threads) is less sensitive to other load
-        stats.append({**result.stats[0], "wall_s": round(wall, 4), "cpu_s": round(cpu, 4)})
-    images = np.concatenate(images)
+    # one batch, as the report's own ascent runs them (a unit's image does not depend on its batch);
+    # each unit's time is the batch's share: wall time is what a user waits, CPU time (all threads)
+    # is less sensitive to other load
+    started, cpu = time.perf_counter(), time.process_time()
+    result = visualize(model.net, target, units, kind, tuple(model.input_shape), normalize=model.normalize,
+                       recipe=entry["recipe"], overrides=entry["overrides"], seed=seed, device=str(dev),
+                       progress=False, precision=precision, channels_last=bool(cfg.get("channels_last", False)))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    images = result.images
+    stats = [{**st, "wall_s": round(wall / len(units), 4), "cpu_s": round(cpu / len(units), 4)}
+             for st in result.stats]
     with torch.no_grad(), ActivationReader(model.net, set(measure.layers)) as reader:
         acts = reader(model.normalize(torch.from_numpy(images).to(dev)))
         activation = measure(acts, torch.arange(len(units))).double().cpu().numpy()
