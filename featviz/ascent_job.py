@@ -11,7 +11,7 @@ import torch
 
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
-from .config import check_sections, with_defaults
+from .schema import check_sections, with_defaults
 from .errors import FeatvizError
 from .artifacts import read_units
 from .io import pack_images, write_json, write_npz

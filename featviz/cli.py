@@ -45,9 +45,11 @@ def _json_object(text: str) -> dict:
 def cmd_data(a):
     from .data import prepare
 
-    from .config import ENV_DATA_ROOT
+    from .config import ENV_DATA_ROOT, check_sections
 
     root = a.data_root or os.environ.get(ENV_DATA_ROOT) or "data"
+    if isinstance(a.config.get("dataset"), str):  # prepare() names a missing dataset
+        check_sections(dataset=a.config["dataset"], data={k: v for k, v in a.config.items() if k != "dataset"})
     info = prepare(a.config, Path(root), Path(a.out))
     print(f"prepared {info['dataset']}: {info['n_train']} train / {info['n_test']} test images of shape "
           f"{info['input_shape']}, {len(info['classes'])} classes")

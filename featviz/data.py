@@ -433,12 +433,10 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
     """Load both splits, check them, and write the cached form: train.pt, test.pt, info.json (moved
-    into out_dir together at the end: a failure leaves a previous preparation as it was)."""
-    from .config import check_sections
-
+    into out_dir together at the end: a failure leaves a previous preparation as it was). The
+    config is checked against the schema by the caller (`featviz data`: config.check_sections)."""
     if not isinstance(data_cfg.get("dataset"), str):
         raise FeatvizError("dataset: not given (e.g. {\"dataset\": \"mnist\"})")
-    check_sections(dataset=data_cfg["dataset"], data={k: v for k, v in data_cfg.items() if k != "dataset"})
     train = load_split(data_cfg, data_root, train=True)
     test = load_split(data_cfg, data_root, train=False)
     if train.images.shape[1:] != test.images.shape[1:]:

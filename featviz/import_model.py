@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .artifacts import read_info, read_prepared
-from .config import check_sections
+from .schema import check_sections
 from .device import resolve_device
 from .errors import FeatvizError
 from .io import staged_files, write_json

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .artifacts import read_info, read_prepared
 from .errors import FeatvizError
-from .config import check_sections, with_defaults
+from .schema import check_sections, with_defaults
 from .io import staged_files, write_json
 from .device import resolve_device
 from .model import LoadedModel, input_description, load_model, save_model

@@ -108,7 +108,7 @@ def test_dag_stops_with_one_message(cfgdir, compare, message):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from featviz.report.synthetic import make_run
+    from tests.synthetic_run import make_run
 
     return make_run(tmp_path_factory.mktemp("cmp"))
 
@@ -206,7 +206,7 @@ def test_methods_page_shows_every_recipe(tiny, tmp_path):
 
 def test_no_comparison_no_page(tmp_path):
     from featviz.report import render_run
-    from featviz.report.synthetic import make_run
+    from tests.synthetic_run import make_run
 
     run = make_run(tmp_path, steps=6)
     render_run(run, tmp_path / "site", {})

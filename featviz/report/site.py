@@ -19,18 +19,10 @@ from .inputs import ascent_pixels
 from .methods import write_methods
 from .search_index import write_units_index
 from .templating import STATIC, environment, slug
+from .templating import inside as _inside
 
 # stats that are not metrics to sort by
 NOT_METRICS = {"unit", "predicted"}
-
-
-def _inside(site: Path, rel: str) -> Path:
-    """site/rel, refusing anything that would land outside the site folder."""
-    p = (site / rel).resolve()
-    if not p.is_relative_to(site.resolve()):
-        raise ValueError(f"report: refusing to write outside the report folder: {rel!r}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def unique_slugs(names: list[str]) -> list[str]:
