@@ -14,7 +14,8 @@ from .ascent.render import batch_size as batch_used
 from .schema import check_sections, with_defaults
 from .errors import FeatvizError
 from .artifacts import read_units
-from .io import pack_images, write_json, write_npz
+from .io import pack_images
+from .results import write_chunk
 from .device import resolve_device
 from .model import load_model
 from .units import check_selection, chunks, find_layer, selected_units
@@ -180,9 +181,6 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         seed=seed, device=str(dev), progress=False, max_batch=batch,
         precision=ascent_cfg["precision"], channels_last=ascent_cfg["channels_last"])
     wall = time.perf_counter() - started
-    snapshots = {f"snapshot_{step:05d}": small_snapshot(arr) for step, arr in sorted(result.snapshots.items())}
-    write_npz(out_npz, images=pack_images(result.images), objective=result.objective.astype(np.float32),
-              units=np.asarray(units, dtype=np.int64), **snapshots)
     record = {
         "layer": layer_name,
         "kind": layer["kind"],
@@ -196,7 +194,9 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "channels_last": ascent_cfg["channels_last"],
         "stats": result.stats,
     }
-    write_json(out_json, record)
+    write_chunk(out_npz, out_json, images=pack_images(result.images), objective=result.objective.astype(np.float32),
+                units=units, snapshots={step: small_snapshot(arr) for step, arr in result.snapshots.items()},
+                record=record)
     # throughput goes to the log (and Snakemake's benchmark TSV), not the chunk JSON: results stay
     # byte-identical between runs. unit-steps: units x optimization steps actually taken
     unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)

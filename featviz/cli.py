@@ -144,7 +144,7 @@ def cmd_transfer(a):
     from .transfer import run_transfer
 
     run_transfer(Path(a.results), Path(a.out), Path(a.transfer_model) if a.transfer_model else None,
-                 device=claim_device(a.device), trust=a.trust_checkpoint, seed=a.seed, samples=a.samples)
+                 device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
 def cmd_search(a):
@@ -234,28 +234,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"featviz: error: {verb + ': ' if verb else ''}{message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="featviz", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="verb", required=True)
+def _verb(sub, name, fn, help_):
+    s = sub.add_parser(name, help=help_, description=help_)
+    s.set_defaults(fn=fn)
+    return s
 
-    def verb(name, fn, help_):
-        s = sub.add_parser(name, help=help_, description=help_)
-        s.set_defaults(fn=fn)
-        return s
 
-    def device(s):
-        s.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+def _device(s) -> None:
+    s.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
 
-    def trust(s):
-        s.add_argument("--trust-checkpoint", action="store_true",
-                       help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
 
-    s = verb("data", cmd_data, "prepare a dataset (download or import if needed) into tensors")
+def _trust(s) -> None:
+    s.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
+
+
+def _add_data(sub) -> None:
+    s = _verb(sub, "data", cmd_data, "prepare a dataset (download or import if needed) into tensors")
     s.add_argument("--config", type=_json_object, required=True, help='dataset config, e.g. {"dataset": "mnist"}')
     s.add_argument("--data-root", help="dataset folder (default: $FEATVIZ_DATA_ROOT, else ./data)")
     s.add_argument("--out", required=True)
 
-    s = verb("train", cmd_train, "train a network on a prepared dataset")
+
+def _add_train(sub) -> None:
+    s = _verb(sub, "train", cmd_train, "train a network on a prepared dataset")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--model", type=_json_object, required=True, help="model config (preset or layers)")
     s.add_argument("--train", type=_json_object, required=True, help="training config")
@@ -264,34 +266,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    device(s)
+    _device(s)
 
-    s = verb("import-model", cmd_import_model, "import a model trained elsewhere (state_dict with a spec or "
-             "a class, TorchScript, torch.export) and evaluate it on a prepared dataset")
+
+def _add_import_model(sub) -> None:
+    s = _verb(sub, "import-model", cmd_import_model, "import a model trained elsewhere (state_dict with a spec or "
+                   "a class, TorchScript, torch.export) and evaluate it on a prepared dataset")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--model", type=_json_object, required=True, help="model config with an `import` section")
     s.add_argument("--run", default="")
     s.add_argument("--out", required=True)
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("evaluate", cmd_evaluate, "test accuracy, per-class accuracy, confusion, misclassified")
+
+def _add_evaluate(sub) -> None:
+    s = _verb(sub, "evaluate", cmd_evaluate, "test accuracy, per-class accuracy, confusion, misclassified")
     s.add_argument("--model", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("units", cmd_units, "list every module a model's units can be read from (with output shapes) and "
-             "write the selected layers and the classes to units.json")
+
+def _add_units(sub) -> None:
+    s = _verb(sub, "units", cmd_units, "list every module a model's units can be read from (with output shapes) and "
+                   "write the selected layers and the classes to units.json")
     s.add_argument("--model", required=True)
     s.add_argument("--targets", type=_json_arg, default=None,
                    help='ascent.targets: a JSON list of module names/globs, {"type": ..., "name": ...} objects or '
                         '"default" (default: the default targets)')
     s.add_argument("--out", default=None, help="units.json (omit: only list)")
-    trust(s)
+    _trust(s)
 
-    s = verb("ascend", cmd_ascend, "activation maximization for one chunk of units of one layer")
+
+def _add_ascend(sub) -> None:
+    s = _verb(sub, "ascend", cmd_ascend, "activation maximization for one chunk of units of one layer")
     s.add_argument("--model", required=True)
     s.add_argument("--units", required=True, help="units.json")
     s.add_argument("--layer", required=True)
@@ -299,11 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=_json_object, required=True, help="ascent config")
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("compare", cmd_compare, "one entry of a method comparison (ascent.compare): a few units of one layer "
-             "visualized with one recipe (and overrides), each unit timed, for the methods page")
+
+def _add_compare(sub) -> None:
+    s = _verb(sub, "compare", cmd_compare, "one entry of a method comparison (ascent.compare): a few units of one layer "
+                   "visualized with one recipe (and overrides), each unit timed, for the methods page")
     s.add_argument("--model", required=True)
     s.add_argument("--units", required=True, help="units.json")
     s.add_argument("--layer", required=True)
@@ -312,10 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
                         'or null, "seed": 0, "precision": "fp32", "channels_last": false}')
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("probe", cmd_probe, "activations over the test set: baselines, top-k images, maps, saliency, pruning")
+
+def _add_probe(sub) -> None:
+    s = _verb(sub, "probe", cmd_probe, "activations over the test set: baselines, top-k images, maps, saliency, pruning")
     s.add_argument("--model", required=True)
     s.add_argument("--units", required=True, help="units.json")
     s.add_argument("--data", required=True, help="prepared dataset folder")
@@ -329,20 +343,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activations and histograms over the first this many test images (default all)")
     s.add_argument("--prune-passes", type=int, default=None,
                    help="forward passes over the pruning images for all curves together (default no limit)")
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("transfer", cmd_transfer,
-             "score a run's class images on an independently trained model (writes transfer.json)")
+
+def _add_transfer(sub) -> None:
+    s = _verb(sub, "transfer", cmd_transfer,
+                   "score a run's class images on an independently trained model (writes transfer.json)")
     s.add_argument("--results", required=True, help="results/<run> (units.json, model/, ascent/<classes>/)")
     s.add_argument("--transfer-model", default=None, help="the independent model's folder (omit: no transfer score)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the robustness transforms")
-    s.add_argument("--samples", type=int, default=8, help="random jitter/rotations for robustness")
+    # robustness is the ascent job's (copied from its chunk records): these two are accepted, not used
+    s.add_argument("--seed", type=int, default=None, help="ignored (robustness is the ascent's; kept for old command lines)")
+    s.add_argument("--samples", type=int, default=None, help="ignored (the recipe's robustness_samples decide)")
     s.add_argument("--out", required=True, help="results/<run>/transfer.json")
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("search", cmd_search, "random search over a recipe's numeric parameters on a few units")
+
+def _add_search(sub) -> None:
+    s = _verb(sub, "search", cmd_search, "random search over a recipe's numeric parameters on a few units")
     s.add_argument("--model", required=True)
     s.add_argument("--layer", required=True, help="a layer name from units.json (classes for the classes)")
     s.add_argument("--recipe", default="hvass")
@@ -353,34 +372,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, default=400)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="JSON file with the ranked trials and the best overrides")
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("report", cmd_report, "render one run's HTML report")
+
+def _add_report(sub) -> None:
+    s = _verb(sub, "report", cmd_report, "render one run's HTML report")
     s.add_argument("--results", required=True, help="results/<run>")
     s.add_argument("--config", type=_json_object, default={}, help="the run's config, shown in the report")
     s.add_argument("--out", required=True, help="reports/<run>")
 
-    s = verb("index", cmd_index, "render the index page linking every run")
+
+def _add_index(sub) -> None:
+    s = _verb(sub, "index", cmd_index, "render the index page linking every run")
     s.add_argument("--out", required=True, help="reports/index.html")
     s.add_argument("runs", nargs="*", help="reports/<run> folders")
 
-    s = verb("archive", cmd_archive, "pack a run's report and results with a sha256 manifest")
+
+def _add_archive(sub) -> None:
+    s = _verb(sub, "archive", cmd_archive, "pack a run's report and results with a sha256 manifest")
     s.add_argument("--report", required=True)
     s.add_argument("--results", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--extra", nargs="*", default=[], help="more files to include (config snapshot)")
 
-    s = verb("verify-archive", cmd_verify_archive, "check an archive (.tar.gz or extracted folder) against its manifest")
+
+def _add_verify_archive(sub) -> None:
+    s = _verb(sub, "verify-archive", cmd_verify_archive, "check an archive (.tar.gz or extracted folder) against its manifest")
     s.add_argument("archive", help="<run>.tar.gz, or the folder it was extracted to")
 
-    s = verb("check-config", cmd_check_config, "check config files' YAML syntax (file and line) and the schema, "
-             "as the workflow does before it builds the DAG")
+
+def _add_check_config(sub) -> None:
+    s = _verb(sub, "check-config", cmd_check_config, "check config files' YAML syntax (file and line) and the schema, "
+                   "as the workflow does before it builds the DAG")
     s.add_argument("files", nargs="+", help="config.yaml files (also those you pass to snakemake --configfile)")
 
-    s = verb("recipes", cmd_recipes, "list the activation-maximization recipes")
+
+def _add_recipes(sub) -> None:
+    s = _verb(sub, "recipes", cmd_recipes, "list the activation-maximization recipes")
     s.add_argument("-v", "--verbose", action="store_true", help="show every parameter")
 
+
+# one function per verb's subparser, in the order `featviz --help` lists them
+SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_ascend, _add_compare,
+              _add_probe, _add_transfer, _add_search, _add_report, _add_index, _add_archive,
+              _add_verify_archive, _add_check_config, _add_recipes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="featviz", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+    for add in SUBPARSERS:
+        add(sub)
     return p
 
 

@@ -8,7 +8,7 @@ An independently trained second model (another architecture and seed, trained by
 * per class image: the target softmax and prediction on the visualized model, the target
   softmax and prediction on the independent model (`transfer_softmax`,
   `transfer_predicted`), and robustness (fraction of the target logit kept under random
-  jitter +-2 px / rotation +-10 deg, mean of `samples` draws);
+  jitter +-2 px / rotation +-10 deg), the ascent job's, copied from its chunk record;
 * a summary (counts and means) for the report.
 """
 from __future__ import annotations
@@ -94,25 +94,18 @@ def class_layer(units_info: dict) -> dict:
 
 def read_class_images(run_dir: Path) -> tuple[np.ndarray, list[int], list[dict], dict]:
     """All class images of a run, in unit order: (images (N, C, H, W), units, stats, recipe)."""
-    from .artifacts import read_json_object, read_npz, read_units
-    from .io import unpack_images
+    from .artifacts import read_units
+    from .results import RunFolder, ascent_chunks, read_chunk_images, read_chunk_record
 
-    run_dir = Path(run_dir)
-    units_info = read_units(run_dir / "units.json")
+    folder = RunFolder(run_dir)
+    units_info = read_units(folder.units)
     layer = class_layer(units_info)
-    folder = run_dir / "ascent" / layer["name"]
-    files = sorted(folder.glob("*.json"), key=lambda p: int(p.stem)) if folder.is_dir() else []
     images, units, stats, recipe = [], [], [], {}
-    for f in files:
-        remedy = "delete it and rerun its ascent job (`featviz ascend`, or the workflow)"
-        rec = read_json_object(f, "ascent chunk record", remedy, ("units", "stats"))
-        npz = f.with_suffix(".npz")
-        if not npz.is_file():
-            raise FeatvizError(f"{f}: the images file {npz.name} is missing (rerun the ascent job)")
-        z = read_npz(npz, "ascent chunk images", remedy, ("images", "units"))
-        imgs, us = unpack_images(z["images"]), [int(u) for u in z["units"]]
-        if not isinstance(rec["units"], list) or us != [int(u) for u in rec["units"]] or len(imgs) != len(us):
-            raise FeatvizError(f"{f}: units differ from those in {npz.name}")
+    for chunk in ascent_chunks(folder.ascent_dir(layer["name"])):
+        rec = read_chunk_record(chunk)
+        imgs, us, _ = read_chunk_images(chunk)
+        if us != [int(u) for u in rec["units"]] or len(imgs) != len(us):
+            raise FeatvizError(f"{chunk.record}: units differ from those in {chunk.images.name}")
         images.append(imgs)
         units += us
         stats += rec["stats"]
@@ -144,11 +137,13 @@ def class_robustness(model, images: np.ndarray, targets, seed: int = 0, samples:
 
 
 def score_images(model, transfer_model, images: np.ndarray, targets: list[int], seed: int = 0,
-                 samples: int = 8, device="cpu") -> list[dict]:
-    """One record per image; transfer keys are None when `transfer_model` is None."""
+                 samples: int = 8, device="cpu", robustness: list | None = None) -> list[dict]:
+    """One record per image; transfer keys are None when `transfer_model` is None. `robustness`:
+    the images' robustness as already measured (the ascent job's, per image); None: measured here
+    (`class_robustness`, `samples` draws seeded by `seed`), for images that come without it."""
     p = _softmax(model, images, device)
     q = _softmax(transfer_model, images, device) if transfer_model is not None else None
-    rob = class_robustness(model, images, targets, seed, samples, device)
+    rob = robustness if robustness is not None else class_robustness(model, images, targets, seed, samples, device)
     rows = []
     for i, t in enumerate(targets):
         row = {
@@ -191,12 +186,14 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = None, device: str = "auto",
-                 trust: bool = False, seed: int = 0, samples: int = 8) -> dict:
-    """Score every class image of `run_dir` (results/<run>) and write `out` (transfer.json)."""
+                 trust: bool = False) -> dict:
+    """Score every class image of `run_dir` (results/<run>) and write `out` (transfer.json). The
+    images' robustness is the ascent job's (its recipe's `robustness_samples` draws), copied: it is
+    measured once."""
     from .artifacts import read_json_file, read_model_json
-    from .io import write_json
     from .device import resolve_device
     from .model import load_model
+    from .results import write_transfer
 
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -225,15 +222,15 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
             print(f"transfer: {tinfo['invalid_reason']}: its scores are not used", flush=True)
             tmodel = None
     images, units, stats, recipe = read_class_images(run_dir)
-    rows = score_images(model, tmodel, images, units, seed, samples, dev)
+    rows = score_images(model, tmodel, images, units, device=dev, robustness=[st.get("robustness") for st in stats])
     record = {
         "recipe": recipe.get("name"),
         "transfer_model": tinfo,
-        "robustness_samples": samples,
+        "robustness_samples": recipe.get("robustness_samples"),
         "summary": summarize(rows),
         "images": rows,
     }
-    write_json(out, record)
+    write_transfer(out, record)
     s = record["summary"]
     line = (f"transfer: {s['n']} class images, target softmax mean {s['target_softmax_mean'] or 0:.4f}, "
             f"{s['n_target_softmax_ge_0.99']} >= 0.99")

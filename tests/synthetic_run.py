@@ -121,7 +121,7 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
 
 
 def _rename_layer(run: Path, old: str, new: str) -> None:
-    from ..io import read_json
+    from featviz.io import read_json
 
     for rel in ("units.json", "probe/probe.json"):
         d = read_json(run / rel)

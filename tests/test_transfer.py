@@ -81,7 +81,7 @@ def test_transfer_same_and_permuted_model(run_dir, tmp_path):
 
     # a second model that is the same net: recognizes every image, same softmax
     _save(tmp_path / "same", net)
-    rec = run_transfer(run, tmp_path / "same.json", tmp_path / "same", device="cpu", samples=2)
+    rec = run_transfer(run, tmp_path / "same.json", tmp_path / "same", device="cpu")
     rows = rec["images"]
     assert [r["unit"] for r in rows] == [0, 1, 2]
     assert [r["class"] for r in rows] == CLASSES
@@ -96,7 +96,7 @@ def test_transfer_same_and_permuted_model(run_dir, tmp_path):
     # a second model whose classes are rotated: it calls image k class perm^-1(argmax) != k
     perm = [1, 2, 0]
     _save(tmp_path / "rot", _permuted(net, perm))
-    rec = run_transfer(run, tmp_path / "rot.json", tmp_path / "rot", device="cpu", samples=2)
+    rec = run_transfer(run, tmp_path / "rot.json", tmp_path / "rot", device="cpu")
     rows = rec["images"]
     for i, r in enumerate(rows):
         assert r["transfer_recognized"] is False
@@ -109,7 +109,7 @@ def test_transfer_same_and_permuted_model(run_dir, tmp_path):
 
 def test_no_transfer_model_writes_null_fields(run_dir, tmp_path):
     run, _ = run_dir
-    rec = run_transfer(run, tmp_path / "t.json", None, device="cpu", samples=2)
+    rec = run_transfer(run, tmp_path / "t.json", None, device="cpu")
     assert rec["transfer_model"] is None
     for r in rec["images"]:
         assert r["transfer_softmax"] is None and r["transfer_predicted"] is None
@@ -229,7 +229,24 @@ def test_resolve_transfer_defaults_and_schema():
 def test_a_transfer_model_at_chance_is_not_used(run_dir, tmp_path):
     run, net = run_dir
     _save(tmp_path / "weak", net, accuracy=0.34)  # 3 classes: chance is 0.333
-    rec = run_transfer(run, tmp_path / "weak.json", tmp_path / "weak", device="cpu", samples=2)
+    rec = run_transfer(run, tmp_path / "weak.json", tmp_path / "weak", device="cpu")
     assert rec["transfer_model"]["valid"] is False
     assert "not well above chance" in rec["transfer_model"]["invalid_reason"]
     assert all(r.get("transfer_softmax") is None for r in rec["images"])
+
+
+def test_robustness_is_the_ascents_copied_not_measured_again(run_dir, tmp_path):
+    """Robustness is measured once, by the ascent job: transfer.json copies each class image's
+    value (and the recipe's number of draws) from the chunk records."""
+    run, _ = run_dir
+    for chunk, values in ((0, [0.25, 0.5]), (1, [0.75])):
+        path = run / "ascent" / "classes" / f"{chunk}.json"
+        rec = read_json(path)
+        for st, v in zip(rec["stats"], values):
+            st["robustness"] = v
+        rec["recipe"]["robustness_samples"] = 5
+        write_json(path, rec)
+    rec = run_transfer(run, tmp_path / "t.json", None, device="cpu")
+    assert [r["robustness"] for r in rec["images"]] == [0.25, 0.5, 0.75]
+    assert rec["robustness_samples"] == 5
+    assert rec["summary"]["robustness_mean"] == pytest.approx(0.5)
