@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .artifacts import read_units
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
-from .schema import check_sections, with_defaults
-from .errors import FeatvizError
-from .artifacts import read_units
-from .io import pack_images
-from .results import write_chunk
+from .checks import check_sections
 from .device import resolve_device
+from .errors import FeatvizError
+from .io import pack_images
 from .model import load_model
+from .results import write_chunk
+from .schema import with_defaults
 from .units import check_selection, chunks, find_layer, selected_units
-
 
 SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -45,9 +44,9 @@ def _json_object(text: str) -> dict:
 def cmd_data(a):
     from .data import prepare
 
-    from .config import ENV_DATA_ROOT, check_sections
+    from .config import check_sections, data_root
 
-    root = a.data_root or os.environ.get(ENV_DATA_ROOT) or "data"
+    root = a.data_root or data_root({})  # $FEATVIZ_DATA_ROOT, else the schema's default
     if isinstance(a.config.get("dataset"), str):  # prepare() names a missing dataset
         check_sections(dataset=a.config["dataset"], data={k: v for k, v in a.config.items() if k != "dataset"})
     info = prepare(a.config, Path(root), Path(a.out))

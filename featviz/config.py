@@ -12,17 +12,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .checks import _check_model, check_sections  # noqa: F401 (check_sections: re-exported)
 from .errors import FeatvizError
 
 # the schema's readers are re-exported for callers that import them from here (the workflow, the CLI)
-from .schema import (  # noqa: F401
-    SCHEMA_PATH,
-    _check_model,
-    check_sections,
-    load_schema,
-    schema_error,
-    with_defaults,
-)
+from .schema import SCHEMA_PATH, fill_defaults, load_schema, schema_error, with_defaults  # noqa: F401
 
 ENV_DATA_ROOT = "FEATVIZ_DATA_ROOT"
 # Options that decide where bytes come from, not what they are: they stay out of the hash.
@@ -58,8 +52,21 @@ class Run:
         return {"dataset": self.dataset, **self.data}
 
 
+def top_level(config: dict) -> dict:
+    """A shallow copy of a config with the schema's defaults of its top-level keys (data_root,
+    device, seed, trust_checkpoint) filled, as validation fills them."""
+    out = dict(config)
+    schema = load_schema()
+    if schema is not None:
+        for key, sub in schema["properties"].items():
+            if key not in out and "default" in sub:
+                out[key] = sub["default"]
+    return out
+
+
 def data_root(config: dict) -> Path:
-    return Path(os.environ.get(ENV_DATA_ROOT) or config.get("data_root") or "data")
+    """The data root: $FEATVIZ_DATA_ROOT, else the config's data_root (the schema's default where unset)."""
+    return Path(os.environ.get(ENV_DATA_ROOT) or top_level(config)["data_root"])
 
 
 def export_data_root(config: dict) -> Path:
@@ -190,6 +197,7 @@ def resolve_runs(config: dict) -> list[Run]:
     if not root.is_dir():
         where = f"environment variable {ENV_DATA_ROOT}" if os.environ.get(ENV_DATA_ROOT) else "data_root"
         raise FeatvizError(f"{where}: folder '{root}' does not exist (create it, or point {ENV_DATA_ROOT} at your data)")
+    config = top_level(config)
     runs, seen = [], {}
     for i, r in enumerate(config.get("runs") or []):
         _check_run(i, r)
@@ -217,7 +225,7 @@ def resolve_runs(config: dict) -> list[Run]:
             "data": _data_identity(r),
             "model": model_id,
             "train": None if model.get("import") or model.get("weights") else r.get("train"),
-            "seed": config.get("seed", 0),
+            "seed": config["seed"],
         }
         data_id = _data_identity(r)
         runs.append(Run(
@@ -229,7 +237,7 @@ def resolve_runs(config: dict) -> list[Run]:
             model=model,
             train=dict(r.get("train") or {}),
             ascent=dict(r.get("ascent") or {}),
-            seed=int(config.get("seed", 0)),
+            seed=int(config["seed"]),
             probe=dict(r.get("probe") or {}),
         ))
     if not runs:

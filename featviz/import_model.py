@@ -19,14 +19,27 @@ from pathlib import Path
 import torch
 
 from .artifacts import read_info, read_prepared
-from .schema import check_sections
+from .checks import check_sections
 from .device import resolve_device
 from .errors import FeatvizError
 from .io import staged_files, write_json
-from .model import LoadedModel, input_description, load_state_dict, load_weights, save_model
+from .model import (
+    LoadedModel,
+    input_description,
+    load_state_dict,
+    load_weights,
+    save_model,
+)
 from .model import torchvision_archs as tv
 from .model.architecture import build_architecture, check_fits, describe
-from .model.formats import build_class, from_export, from_torchscript, guard_inputs, identity, match_by_order
+from .model.formats import (
+    build_class,
+    from_export,
+    from_torchscript,
+    guard_inputs,
+    identity,
+    match_by_order,
+)
 from .model.hookable import no_inplace
 from .model.logits import looks_like_probabilities, strip_softmax
 

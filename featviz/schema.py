@@ -24,40 +24,58 @@ def load_schema() -> dict | None:
     return _SCHEMA[0]
 
 
-def _fill(obj, schema: dict) -> None:
+def object_schema(sub: dict) -> dict:
+    """The schema of an object-valued key: itself, or the object branch of its anyOf (a section
+    that may be null, like `ascent.compare`, keeps its keys and their defaults there)."""
+    if sub.get("properties") is not None:
+        return sub
+    for branch in sub.get("anyOf") or ():
+        if branch.get("type") == "object" and branch.get("properties") is not None:
+            return branch
+    return sub
+
+
+def fill_defaults(obj: dict, schema: dict) -> None:
+    """Fill, in place, every key `obj` leaves out that has a default in `schema` (an object
+    schema), recursively into the objects it holds: what snakemake.utils.validate does."""
     for key, sub in (schema.get("properties") or {}).items():
         if key not in obj and "default" in sub:
             obj[key] = copy.deepcopy(sub["default"])
         if isinstance(obj.get(key), dict):
-            _fill(obj[key], sub)
+            fill_defaults(obj[key], object_schema(sub))
 
 
-def with_defaults(section: str, cfg: dict) -> dict:
-    """A copy of one run section (`train`, `ascent`...) with the schema's defaults filled in, as
-    snakemake.utils.validate fills them for the workflow: a verb given part of a section runs with
-    the same values the workflow would (no second copy of the defaults)."""
-    out = copy.deepcopy(cfg)
+def section_schema(*path: str) -> dict | None:
+    """The object schema of one run section, e.g. ("ascent", "transfer", "train"); None when the
+    schema file is not there (an installed featviz without its checkout)."""
     schema = load_schema()
+    if schema is None:
+        return None
+    node = schema["properties"]["runs"]["items"]
+    for key in path:
+        node = object_schema(node["properties"][key])
+    return node
+
+
+def with_defaults(section: str | tuple[str, ...], cfg: dict) -> dict:
+    """A copy of one run section (`train`, `ascent`, or a path like ("ascent", "transfer")) with
+    the schema's defaults filled in, as snakemake.utils.validate fills them for the workflow: a verb
+    given part of a section runs with the same values the workflow would (no second copy of the
+    defaults)."""
+    out = copy.deepcopy(cfg)
+    schema = section_schema(*((section,) if isinstance(section, str) else section))
     if schema is not None:
-        _fill(out, schema["properties"]["runs"]["items"]["properties"][section])
+        fill_defaults(out, schema)
     return out
 
 
-def check_sections(dataset: str = "imagefolder", **sections) -> None:
-    """A verb's config sections (`data`, `model`, `train`, `ascent` of one run, as the workflow
-    passes them) checked as the DAG checks them: against the schema's runs[i] sections, then the
-    model's naming rules. Raises FeatvizError naming the key (`train.epochs: 0 is less than the
-    minimum of 1`)."""
-    schema = load_schema()
-    if schema is not None:
-        problem = schema_error({"runs": [{"dataset": dataset, **sections}]}, schema)
-        if problem:
-            raise FeatvizError(problem.removeprefix("runs[0]."))
-    if sections.get("model") is not None:
-        try:
-            _check_model("", sections["model"])
-        except FeatvizError as exc:
-            raise FeatvizError(str(exc).removeprefix(".")) from None
+def defaults_of(*path: str) -> dict:
+    """What the schema's defaults make of an empty section at `path` (e.g. the transfer model's
+    training settings); one FeatvizError where the schema file is missing."""
+    if section_schema(*path) is None:
+        raise FeatvizError(f"the config schema {SCHEMA_PATH} is missing: featviz reads its defaults from it "
+                           f"(run featviz from its checkout, e.g. `pip install -e .`)")
+    return with_defaults(path, {})
 
 
 def schema_error(config: dict, schema: dict) -> str | None:
@@ -82,30 +100,3 @@ def schema_error(config: dict, schema: dict) -> str | None:
     if error.validator == "additionalProperties":
         return f"{where}: {message} (see config/README.md for the known keys)"
     return f"{where}: {message}"
-
-
-def _check_model(where: str, model: dict) -> None:
-    """One way to name the network: a preset, a layer list or a torchvision architecture."""
-    from .model import PRESETS
-    from .model.torchvision_archs import build_kwargs, check_name
-
-    given = [k for k in ("preset", "layers", "torchvision") if model.get(k)]
-    if len(given) > 1:
-        raise FeatvizError(f"{where}.model: give one of preset, layers or torchvision, not {' and '.join(given)}")
-    if model.get("torchvision"):
-        check_name(model["torchvision"], f"{where}.model.torchvision")
-        try:
-            build_kwargs(model["torchvision"], model.get("kwargs"))
-        except FeatvizError as exc:
-            raise FeatvizError(f"{where}.{exc}") from None
-    else:
-        for key in ("kwargs", "weights"):
-            if model.get(key):
-                raise FeatvizError(f"{where}.model.{key}: only for a torchvision architecture (model.torchvision)")
-        if model.get("class_names", "auto") == "imagenet":
-            raise FeatvizError(f"{where}.model.class_names: imagenet is for torchvision architectures")
-    if model.get("weights") and model.get("import"):
-        raise FeatvizError(f"{where}.model: give weights (torchvision's pretrained) or import (your file), not both")
-    if not model.get("import") and not model.get("layers") and not model.get("torchvision") \
-            and model.get("preset") not in PRESETS:
-        raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")

@@ -20,14 +20,12 @@ import numpy as np
 import torch
 
 from .errors import FeatvizError
+from .schema import defaults_of, with_defaults
 
-# Default of runs[i].ascent.transfer (config/README.md).
-# the transfer model's own optimizer settings: they train the small no-batch-norm presets on every
-# dataset featviz ships (the run's own settings need not: SGD at lr 0.2, right for a ResNet, leaves
-# allibhai-mnist at chance on CIFAR-10). Epochs, batch size, augmentation and precision are the run's.
-TRANSFER_TRAIN = {"optimizer": "adam", "lr": 0.001, "schedule": "onecycle", "warmup_fraction": 0.25,
-                  "weight_decay": 0.0, "label_smoothing": 0.0}
-DEFAULT_TRANSFER = {"preset": "auto", "layers": None, "seed": 1, "epochs": None, "train": TRANSFER_TRAIN}
+# The defaults of runs[i].ascent.transfer live in the schema only (workflow/schemas/config.schema.yaml,
+# config/README.md): the transfer model's own optimizer settings train the small no-batch-norm presets
+# on every dataset featviz ships (the run's own settings need not: SGD at lr 0.2, right for a ResNet,
+# leaves allibhai-mnist at chance on CIFAR-10). Epochs, batch size, augmentation and precision are the run's.
 
 # "auto" for inputs smaller than 16 px (where allibhai-mnist's two valid 5x5 convs do not fit):
 # two 3x3 convs, no hidden dense layer. Works down to 4x4 inputs.
@@ -44,10 +42,15 @@ SMALL_TRANSFER_LAYERS = [
 
 
 def resolve_transfer(transfer_cfg) -> dict | None:
-    """runs[i].ascent.transfer with the defaults of missing keys filled; None = disabled."""
+    """runs[i].ascent.transfer with the schema's defaults of missing keys filled; None = disabled."""
     if transfer_cfg is None:
         return None
-    return {**DEFAULT_TRANSFER, **transfer_cfg}
+    return with_defaults(("ascent", "transfer"), transfer_cfg)
+
+
+def transfer_train_defaults() -> dict:
+    """The transfer model's optimizer settings where the config gives none (the schema's)."""
+    return defaults_of("ascent", "transfer", "train")
 
 
 def transfer_model_config(transfer_cfg: dict | None, run_model: dict | None = None,
@@ -78,11 +81,31 @@ def transfer_model_config(transfer_cfg: dict | None, run_model: dict | None = No
 
 def transfer_train_config(transfer_cfg: dict, run_train: dict | None) -> dict:
     """The run's training settings with the transfer model's optimizer settings (`transfer.train`,
-    TRANSFER_TRAIN for the keys it leaves out) and `epochs` replaced where the transfer config sets it."""
-    cfg = {**dict(run_train or {}), **TRANSFER_TRAIN, **dict(transfer_cfg.get("train") or {})}
+    the schema's defaults for the keys it leaves out) and `epochs` replaced where the transfer
+    config sets it."""
+    own = with_defaults(("ascent", "transfer", "train"), transfer_cfg.get("train") or {})
+    cfg = {**dict(run_train or {}), **own}
     if transfer_cfg.get("epochs") is not None:
         cfg["epochs"] = int(transfer_cfg["epochs"])
     return cfg
+
+
+def transfer_plans(runs) -> dict[str, dict | None]:
+    """Per run (featviz.config.Run, in config order): what its transfer rules run, `{"model": the
+    `featviz train --model` config, "train": its training settings, "seed": its seed}`, or None
+    where the transfer score is off. The config is checked first (one FeatvizError naming the key)."""
+    from .config import expected_input
+
+    out = {}
+    for i, run in enumerate(runs):
+        cfg = resolve_transfer(with_defaults("ascent", run.ascent)["transfer"])
+        expected = expected_input({"dataset": run.dataset, "data": run.data})
+        shape, n_classes = expected if expected else (None, 2)
+        check_transfer_config(f"runs[{i}].ascent.transfer", cfg, shape, n_classes)
+        model = transfer_model_config(cfg, run.model, shape)
+        out[run.id] = None if model is None else {
+            "model": model, "train": transfer_train_config(cfg, run.train), "seed": int(cfg["seed"])}
+    return out
 
 
 def class_layer(units_info: dict) -> dict:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from featviz.schema import object_schema
+
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = object()
 
@@ -21,11 +23,13 @@ def schema_keys(node: dict, prefix: str = "") -> dict[str, object]:
     out = {}
     for key, sub in (node.get("properties") or {}).items():
         dotted = f"{prefix}.{key}" if prefix else key
-        out[dotted] = CONTAINER if sub.get("properties") and key != "transfer" else sub.get("default", MISSING)
+        obj = object_schema(sub)  # a section that may be null keeps its keys in an anyOf branch
+        nullable = obj is not sub
+        out[dotted] = CONTAINER if obj.get("properties") and not nullable else sub.get("default", MISSING)
         if key == "runs":
             out.update(schema_keys(sub["items"], "runs[i]"))
-        elif "object" in (sub.get("type") if isinstance(sub.get("type"), list) else [sub.get("type")]):
-            out.update(schema_keys(sub, dotted))
+        elif obj.get("properties"):
+            out.update(schema_keys(obj, dotted))
     return out
 
 

@@ -121,32 +121,13 @@ TRAINED_RUNS = _only(r.id for r in RUNS.values() if not r.imported)
 IMPORTED_RUNS = _only(r.id for r in RUNS.values() if r.imported)
 
 
-# ---- transfer score (workflow/rules/transfer.smk) ----
-from featviz.config import expected_input
-from featviz.transfer import (DEFAULT_TRANSFER, check_transfer_config, resolve_transfer, transfer_model_config,
-                              transfer_train_config)
+# ---- transfer score (workflow/rules/transfer.smk): resolved and checked by featviz ----
+from featviz.transfer import transfer_plans
 
-
-def _transfer_setup():
-    out = {}
-    for i, run in enumerate(RUNS.values()):
-        cfg = resolve_transfer(run.ascent.get("transfer", DEFAULT_TRANSFER))
-        expected = expected_input({"dataset": run.dataset, "data": run.data})
-        shape, n_classes = expected if expected else (None, 2)
-        try:
-            check_transfer_config(f"runs[{i}].ascent.transfer", cfg, shape, n_classes)
-        except FeatvizError as exc:
-            raise WorkflowError(f"featviz config error: {exc}") from None
-        model = transfer_model_config(cfg, run.model, shape)
-        out[run.id] = None if model is None else {
-            "model": model,
-            "train": transfer_train_config(cfg, run.train),
-            "seed": int(cfg.get("seed", 1)),
-        }
-    return out
-
-
-TRANSFER = _transfer_setup()
+try:
+    TRANSFER = transfer_plans(RUNS.values())
+except FeatvizError as exc:
+    raise WorkflowError(f"featviz config error: {exc}") from None
 
 
 def transfer_model_input(wildcards):
