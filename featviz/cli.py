@@ -119,19 +119,24 @@ def cmd_compare(a):
                 device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
+PROBE_KEYS = ("top_k", "samples", "histogram_images", "prune_images", "prune_passes")  # runs[i].probe
+
+
 def cmd_probe(a):
     from .artifacts import check_prepared_file, read_info, read_units
     from .device import claim_device
     from .model import load_model
     from .probe import probe
+    from .schema import with_defaults
 
     units = read_units(a.units)
     read_info(a.data)  # a folder that is not a prepared dataset stops here, before the model is loaded
     check_prepared_file(a.data, "test")  # truncated or missing: probe itself reads it later
+    given = {k: getattr(a, k) for k in PROBE_KEYS if getattr(a, k) is not None}
+    cfg = with_defaults("probe", given)  # the keys not given: the schema's, as the workflow passes them
     s = probe(load_model(Path(a.model), a.trust_checkpoint), units, Path(a.data), Path(a.out),
-              device=claim_device(a.device), top_k=a.top_k, samples=a.samples, corr_threshold=a.corr_threshold,
-              prune_images=a.prune_images, prune_tolerance=a.prune_tolerance,
-              histogram_images=a.histogram_images, prune_passes=a.prune_passes)
+              device=claim_device(a.device), corr_threshold=a.corr_threshold, prune_tolerance=a.prune_tolerance,
+              **{k: cfg.get(k) for k in PROBE_KEYS})
     for layer in s["layers"]:
         p = layer.get("pruning")
         extra = f", {p['removable']} removable within {100 * p['tolerance']:.1f}%" if p else ""
@@ -333,15 +338,16 @@ def _add_probe(sub) -> None:
     s.add_argument("--units", required=True, help="units.json")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--out", required=True, help="results/<run>/probe")
-    s.add_argument("--top-k", type=int, default=9, help="strongest test images kept per unit")
-    s.add_argument("--samples", type=int, default=4, help="sample inputs for activation and saliency maps")
+    # the probe section's keys: omitted, they take the schema's defaults (config/README.md, `probe`)
+    s.add_argument("--top-k", type=int, default=None, help="strongest test images kept per unit (probe.top_k)")
+    s.add_argument("--samples", type=int, default=None, help="sample inputs for activation and saliency maps (probe.samples)")
     s.add_argument("--corr-threshold", type=float, default=0.9, help="near-duplicate units: correlation above this")
-    s.add_argument("--prune-images", type=int, default=2000, help="test images used for the pruning curves")
+    s.add_argument("--prune-images", type=int, default=None, help="test images used for the pruning curves (probe.prune_images)")
     s.add_argument("--prune-tolerance", type=float, default=0.005, help="accuracy drop allowed when pruning")
     s.add_argument("--histogram-images", type=int, default=None,
-                   help="activations and histograms over the first this many test images (default all)")
+                   help="activations and histograms over the first this many test images (probe.histogram_images)")
     s.add_argument("--prune-passes", type=int, default=None,
-                   help="forward passes over the pruning images for all curves together (default no limit)")
+                   help="forward passes over the pruning images for all curves together (probe.prune_passes)")
     _device(s)
     _trust(s)
 

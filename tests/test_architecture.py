@@ -4,6 +4,7 @@ reaches around the model package into `train`."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,54 @@ def test_model_package_imports_no_stage():
     bad = {(m, t) for m, ts in g.items() if m.startswith("featviz.model")
            for t in ts if not t.startswith("featviz.model") and t not in allowed}
     assert not bad, f"featviz/model imports a stage: {sorted(bad)}"
+
+
+# ---------------------------------------------------------------- the workflow's device policy
+
+ROOT = PKG.parent
+
+
+def rules() -> dict[str, str]:
+    """Every rule (and checkpoint) of workflow/rules/*.smk: name -> its text."""
+    out = {}
+    for f in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        parts = re.split(r"^(?:rule|checkpoint) (\w+):\n", f.read_text(), flags=re.MULTILINE)
+        out.update(zip(parts[1::2], parts[2::2]))
+    return out
+
+
+def verb_claims_device() -> dict[str, bool]:
+    """featviz verb -> whether its command claims a device (featviz.device.claim_device)."""
+    import inspect
+
+    from featviz.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "verb")
+    return {name: "claim_device(" in inspect.getsource(p.get_default("fn")) for name, p in sub.choices.items()}
+
+
+def test_a_rule_declares_a_gpu_exactly_when_its_verb_claims_a_device():
+    claims = verb_claims_device()
+    found = rules()
+    assert {"train", "transfer_train", "transfer", "ascend", "probe"} <= set(found)
+    wrong = []
+    for name, text in found.items():
+        verb = re.search(r'"featviz ([a-z-]+) ', text)
+        assert verb, f"rule {name} calls no featviz verb"
+        declares = re.search(r"^\s+gpu=GPU,", text, re.MULTILINE) is not None
+        if declares != claims[verb.group(1)]:
+            wrong.append(f"{name} (featviz {verb.group(1)}): gpu declared {declares}, device claimed "
+                         f"{claims[verb.group(1)]}")
+    assert not wrong, wrong
+
+
+def test_profiles_name_only_rules_that_exist():
+    import yaml
+
+    names = set(rules())
+    for f in sorted((ROOT / "profiles").glob("*/config.yaml")):
+        prof = yaml.safe_load(f.read_text()) or {}
+        named = set(prof.get("set-resources") or {}) | set(prof.get("set-threads") or {})
+        arrays = prof.get("slurm-array-jobs")
+        named |= set(arrays.split(",") if isinstance(arrays, str) else arrays or ())
+        assert named <= names, f"{f.relative_to(ROOT)} names rules that do not exist: {sorted(named - names)}"

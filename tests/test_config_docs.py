@@ -73,3 +73,21 @@ def test_readme_lists_every_schema_key_with_its_default():
         if documented != default:
             wrong.append(f"{key}: schema {default!r}, README {have[key]!r}")
     assert not wrong, "defaults differ:\n" + "\n".join(wrong)
+
+
+def test_training_doc_states_the_schemas_train_defaults():
+    """docs/training.md's `train:` table gives each key's default as the schema has it."""
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    train = schema["properties"]["runs"]["items"]["properties"]["train"]["properties"]
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text.split("## Training (`train:` keys)", 1)[1].split("\n\n", 2)[1]
+    documented = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        keys = re.findall(r"`([^`]+)`", cells[0])
+        values = [v.strip().strip("`") for v in cells[1].split(",")] if len(keys) > 1 else [cells[1].strip("`")]
+        assert len(values) == len(keys), line
+        documented.update(zip(keys, values))
+    assert set(documented) == set(train) - {"momentum"}, sorted(set(train) ^ set(documented))
+    wrong = {k: (v, train[k]["default"]) for k, v in documented.items() if yaml.safe_load(v) != train[k]["default"]}
+    assert not wrong, f"docs/training.md vs schema defaults: {wrong}"
