@@ -164,16 +164,17 @@ def cmd_search(a):
 
 
 def cmd_report(a):
-    from .artifacts import read_json_object, read_model_json, read_units
+    from .artifacts import read_model_json, read_units
     from .report import render_run
+    from .results import RunFolder, read_eval_metrics
 
     # the run's main artifacts, checked before anything is rendered (the report renders into a
     # temporary folder and swaps it in, so a failure leaves the previous report as it was)
-    results = Path(a.results)
-    read_model_json(results / "model")
-    read_units(results / "units.json")
-    read_json_object(results / "eval" / "metrics.json", "evaluation file", "re-run `featviz evaluate` (or the workflow)")
-    render_run(Path(a.results), Path(a.out), a.config)
+    folder = RunFolder(a.results)
+    read_model_json(folder.model_dir)
+    read_units(folder.units)
+    read_eval_metrics(folder.eval_metrics)
+    render_run(folder.root, Path(a.out), a.config)
     print(f"wrote {Path(a.out) / 'index.html'}")
 
 
