@@ -41,7 +41,7 @@ def _check_model(where: str, model: dict) -> None:
         for key in ("kwargs", "weights"):
             if model.get(key):
                 raise FeatvizError(f"{where}.model.{key}: only for a torchvision architecture (model.torchvision)")
-        if model.get("class_names", "auto") == "imagenet":
+        if model.get("class_names") == "imagenet":
             raise FeatvizError(f"{where}.model.class_names: imagenet is for torchvision architectures")
     if model.get("weights") and model.get("import"):
         raise FeatvizError(f"{where}.model: give weights (torchvision's pretrained) or import (your file), not both")
