@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from featviz.report import render_run  # noqa: E402
 from featviz.report.search_index import index_script  # noqa: E402
-from featviz.report.synthetic import make_run  # noqa: E402
+from tests.synthetic_run import make_run  # noqa: E402
 
 
 def resnet50_rows(rng: random.Random) -> list[dict]:

@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .artifacts import read_units
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
-from .config import check_sections, with_defaults
-from .errors import FeatvizError
-from .artifacts import read_units
-from .io import pack_images, write_json, write_npz
+from .checks import check_sections
 from .device import resolve_device, resolve_precision
+from .errors import FeatvizError
+from .io import pack_images
 from .model import load_model
+from .results import write_chunk
+from .schema import with_defaults
 from .units import check_selection, chunks, find_layer, selected_units
-
 
 SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
 
@@ -181,9 +182,6 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         seed=seed, device=str(dev), progress=False, max_batch=batch,
         precision=precision, channels_last=ascent_cfg["channels_last"])
     wall = time.perf_counter() - started
-    snapshots = {f"snapshot_{step:05d}": small_snapshot(arr) for step, arr in sorted(result.snapshots.items())}
-    write_npz(out_npz, images=pack_images(result.images), objective=result.objective.astype(np.float32),
-              units=np.asarray(units, dtype=np.int64), **snapshots)
     record = {
         "layer": layer_name,
         "kind": layer["kind"],
@@ -197,7 +195,9 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "channels_last": ascent_cfg["channels_last"],
         "stats": result.stats,
     }
-    write_json(out_json, record)
+    write_chunk(out_npz, out_json, images=pack_images(result.images), objective=result.objective.astype(np.float32),
+                units=units, snapshots={step: small_snapshot(arr) for step, arr in result.snapshots.items()},
+                record=record)
     # throughput goes to the log (and Snakemake's benchmark TSV), not the chunk JSON: results stay
     # byte-identical between runs. unit-steps: units x optimization steps actually taken
     unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)

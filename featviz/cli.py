@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -45,9 +44,11 @@ def _json_object(text: str) -> dict:
 def cmd_data(a):
     from .data import prepare
 
-    from .config import ENV_DATA_ROOT
+    from .config import check_sections, data_root
 
-    root = a.data_root or os.environ.get(ENV_DATA_ROOT) or "data"
+    root = a.data_root or data_root({})  # $FEATVIZ_DATA_ROOT, else the schema's default
+    if isinstance(a.config.get("dataset"), str):  # prepare() names a missing dataset
+        check_sections(dataset=a.config["dataset"], data={k: v for k, v in a.config.items() if k != "dataset"})
     info = prepare(a.config, Path(root), Path(a.out))
     print(f"prepared {info['dataset']}: {info['n_train']} train / {info['n_test']} test images of shape "
           f"{info['input_shape']}, {len(info['classes'])} classes")
@@ -118,19 +119,24 @@ def cmd_compare(a):
                 device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
+PROBE_KEYS = ("top_k", "samples", "histogram_images", "prune_images", "prune_passes")  # runs[i].probe
+
+
 def cmd_probe(a):
     from .artifacts import check_prepared_file, read_info, read_units
     from .device import claim_device
     from .model import load_model
     from .probe import probe
+    from .schema import with_defaults
 
     units = read_units(a.units)
     read_info(a.data)  # a folder that is not a prepared dataset stops here, before the model is loaded
     check_prepared_file(a.data, "test")  # truncated or missing: probe itself reads it later
+    given = {k: getattr(a, k) for k in PROBE_KEYS if getattr(a, k) is not None}
+    cfg = with_defaults("probe", given)  # the keys not given: the schema's, as the workflow passes them
     s = probe(load_model(Path(a.model), a.trust_checkpoint), units, Path(a.data), Path(a.out),
-              device=claim_device(a.device), top_k=a.top_k, samples=a.samples, corr_threshold=a.corr_threshold,
-              prune_images=a.prune_images, prune_tolerance=a.prune_tolerance,
-              histogram_images=a.histogram_images, prune_passes=a.prune_passes)
+              device=claim_device(a.device), corr_threshold=a.corr_threshold, prune_tolerance=a.prune_tolerance,
+              **{k: cfg.get(k) for k in PROBE_KEYS})
     for layer in s["layers"]:
         p = layer.get("pruning")
         extra = f", {p['removable']} removable within {100 * p['tolerance']:.1f}%" if p else ""
@@ -142,7 +148,7 @@ def cmd_transfer(a):
     from .transfer import run_transfer
 
     run_transfer(Path(a.results), Path(a.out), Path(a.transfer_model) if a.transfer_model else None,
-                 device=claim_device(a.device), trust=a.trust_checkpoint, seed=a.seed, samples=a.samples)
+                 device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
 def cmd_search(a):
@@ -158,16 +164,17 @@ def cmd_search(a):
 
 
 def cmd_report(a):
-    from .artifacts import read_json_object, read_model_json, read_units
+    from .artifacts import read_model_json, read_units
     from .report import render_run
+    from .results import RunFolder, read_eval_metrics
 
     # the run's main artifacts, checked before anything is rendered (the report renders into a
     # temporary folder and swaps it in, so a failure leaves the previous report as it was)
-    results = Path(a.results)
-    read_model_json(results / "model")
-    read_units(results / "units.json")
-    read_json_object(results / "eval" / "metrics.json", "evaluation file", "re-run `featviz evaluate` (or the workflow)")
-    render_run(Path(a.results), Path(a.out), a.config)
+    folder = RunFolder(a.results)
+    read_model_json(folder.model_dir)
+    read_units(folder.units)
+    read_eval_metrics(folder.eval_metrics)
+    render_run(folder.root, Path(a.out), a.config)
     print(f"wrote {Path(a.out) / 'index.html'}")
 
 
@@ -232,28 +239,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"featviz: error: {verb + ': ' if verb else ''}{message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="featviz", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="verb", required=True)
+def _verb(sub, name, fn, help_):
+    s = sub.add_parser(name, help=help_, description=help_)
+    s.set_defaults(fn=fn)
+    return s
 
-    def verb(name, fn, help_):
-        s = sub.add_parser(name, help=help_, description=help_)
-        s.set_defaults(fn=fn)
-        return s
 
-    def device(s):
-        s.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+def _device(s) -> None:
+    s.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
 
-    def trust(s):
-        s.add_argument("--trust-checkpoint", action="store_true",
-                       help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
 
-    s = verb("data", cmd_data, "prepare a dataset (download or import if needed) into tensors")
+def _trust(s) -> None:
+    s.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow checkpoints that need arbitrary unpickling (only for files you trust)")
+
+
+def _add_data(sub) -> None:
+    s = _verb(sub, "data", cmd_data, "prepare a dataset (download or import if needed) into tensors")
     s.add_argument("--config", type=_json_object, required=True, help='dataset config, e.g. {"dataset": "mnist"}')
     s.add_argument("--data-root", help="dataset folder (default: $FEATVIZ_DATA_ROOT, else ./data)")
     s.add_argument("--out", required=True)
 
-    s = verb("train", cmd_train, "train a network on a prepared dataset")
+
+def _add_train(sub) -> None:
+    s = _verb(sub, "train", cmd_train, "train a network on a prepared dataset")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--model", type=_json_object, required=True, help="model config (preset or layers)")
     s.add_argument("--train", type=_json_object, required=True, help="training config")
@@ -262,34 +271,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    device(s)
+    _device(s)
 
-    s = verb("import-model", cmd_import_model, "import a model trained elsewhere (state_dict with a spec or "
-             "a class, TorchScript, torch.export) and evaluate it on a prepared dataset")
+
+def _add_import_model(sub) -> None:
+    s = _verb(sub, "import-model", cmd_import_model, "import a model trained elsewhere (state_dict with a spec or "
+                   "a class, TorchScript, torch.export) and evaluate it on a prepared dataset")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--model", type=_json_object, required=True, help="model config with an `import` section")
     s.add_argument("--run", default="")
     s.add_argument("--out", required=True)
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("evaluate", cmd_evaluate, "test accuracy, per-class accuracy, confusion, misclassified")
+
+def _add_evaluate(sub) -> None:
+    s = _verb(sub, "evaluate", cmd_evaluate, "test accuracy, per-class accuracy, confusion, misclassified")
     s.add_argument("--model", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("units", cmd_units, "list every module a model's units can be read from (with output shapes) and "
-             "write the selected layers and the classes to units.json")
+
+def _add_units(sub) -> None:
+    s = _verb(sub, "units", cmd_units, "list every module a model's units can be read from (with output shapes) and "
+                   "write the selected layers and the classes to units.json")
     s.add_argument("--model", required=True)
     s.add_argument("--targets", type=_json_arg, default=None,
                    help='ascent.targets: a JSON list of module names/globs, {"type": ..., "name": ...} objects or '
                         '"default" (default: the default targets)')
     s.add_argument("--out", default=None, help="units.json (omit: only list)")
-    trust(s)
+    _trust(s)
 
-    s = verb("ascend", cmd_ascend, "activation maximization for one chunk of units of one layer")
+
+def _add_ascend(sub) -> None:
+    s = _verb(sub, "ascend", cmd_ascend, "activation maximization for one chunk of units of one layer")
     s.add_argument("--model", required=True)
     s.add_argument("--units", required=True, help="units.json")
     s.add_argument("--layer", required=True)
@@ -297,11 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=_json_object, required=True, help="ascent config")
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("compare", cmd_compare, "one entry of a method comparison (ascent.compare): a few units of one layer "
-             "visualized with one recipe (and overrides), each unit timed, for the methods page")
+
+def _add_compare(sub) -> None:
+    s = _verb(sub, "compare", cmd_compare, "one entry of a method comparison (ascent.compare): a few units of one layer "
+                   "visualized with one recipe (and overrides), each unit timed, for the methods page")
     s.add_argument("--model", required=True)
     s.add_argument("--units", required=True, help="units.json")
     s.add_argument("--layer", required=True)
@@ -310,37 +329,45 @@ def build_parser() -> argparse.ArgumentParser:
                         'or null, "seed": 0, "precision": "auto", "channels_last": true}')
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("probe", cmd_probe, "activations over the test set: baselines, top-k images, maps, saliency, pruning")
+
+def _add_probe(sub) -> None:
+    s = _verb(sub, "probe", cmd_probe, "activations over the test set: baselines, top-k images, maps, saliency, pruning")
     s.add_argument("--model", required=True)
     s.add_argument("--units", required=True, help="units.json")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--out", required=True, help="results/<run>/probe")
-    s.add_argument("--top-k", type=int, default=9, help="strongest test images kept per unit")
-    s.add_argument("--samples", type=int, default=4, help="sample inputs for activation and saliency maps")
+    # the probe section's keys: omitted, they take the schema's defaults (config/README.md, `probe`)
+    s.add_argument("--top-k", type=int, default=None, help="strongest test images kept per unit (probe.top_k)")
+    s.add_argument("--samples", type=int, default=None, help="sample inputs for activation and saliency maps (probe.samples)")
     s.add_argument("--corr-threshold", type=float, default=0.9, help="near-duplicate units: correlation above this")
-    s.add_argument("--prune-images", type=int, default=2000, help="test images used for the pruning curves")
+    s.add_argument("--prune-images", type=int, default=None, help="test images used for the pruning curves (probe.prune_images)")
     s.add_argument("--prune-tolerance", type=float, default=0.005, help="accuracy drop allowed when pruning")
     s.add_argument("--histogram-images", type=int, default=None,
-                   help="activations and histograms over the first this many test images (default all)")
+                   help="activations and histograms over the first this many test images (probe.histogram_images)")
     s.add_argument("--prune-passes", type=int, default=None,
-                   help="forward passes over the pruning images for all curves together (default no limit)")
-    device(s)
-    trust(s)
+                   help="forward passes over the pruning images for all curves together (probe.prune_passes)")
+    _device(s)
+    _trust(s)
 
-    s = verb("transfer", cmd_transfer,
-             "score a run's class images on an independently trained model (writes transfer.json)")
+
+def _add_transfer(sub) -> None:
+    s = _verb(sub, "transfer", cmd_transfer,
+                   "score a run's class images on an independently trained model (writes transfer.json)")
     s.add_argument("--results", required=True, help="results/<run> (units.json, model/, ascent/<classes>/)")
     s.add_argument("--transfer-model", default=None, help="the independent model's folder (omit: no transfer score)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the robustness transforms")
-    s.add_argument("--samples", type=int, default=8, help="random jitter/rotations for robustness")
+    # robustness is the ascent job's (copied from its chunk records): these two are accepted, not used
+    s.add_argument("--seed", type=int, default=None, help="ignored (robustness is the ascent's; kept for old command lines)")
+    s.add_argument("--samples", type=int, default=None, help="ignored (the recipe's robustness_samples decide)")
     s.add_argument("--out", required=True, help="results/<run>/transfer.json")
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("search", cmd_search, "random search over a recipe's numeric parameters on a few units")
+
+def _add_search(sub) -> None:
+    s = _verb(sub, "search", cmd_search, "random search over a recipe's numeric parameters on a few units")
     s.add_argument("--model", required=True)
     s.add_argument("--layer", required=True, help="a layer name from units.json (classes for the classes)")
     s.add_argument("--recipe", default="hvass")
@@ -351,34 +378,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, default=400)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="JSON file with the ranked trials and the best overrides")
-    device(s)
-    trust(s)
+    _device(s)
+    _trust(s)
 
-    s = verb("report", cmd_report, "render one run's HTML report")
+
+def _add_report(sub) -> None:
+    s = _verb(sub, "report", cmd_report, "render one run's HTML report")
     s.add_argument("--results", required=True, help="results/<run>")
     s.add_argument("--config", type=_json_object, default={}, help="the run's config, shown in the report")
     s.add_argument("--out", required=True, help="reports/<run>")
 
-    s = verb("index", cmd_index, "render the index page linking every run")
+
+def _add_index(sub) -> None:
+    s = _verb(sub, "index", cmd_index, "render the index page linking every run")
     s.add_argument("--out", required=True, help="reports/index.html")
     s.add_argument("runs", nargs="*", help="reports/<run> folders")
 
-    s = verb("archive", cmd_archive, "pack a run's report and results with a sha256 manifest")
+
+def _add_archive(sub) -> None:
+    s = _verb(sub, "archive", cmd_archive, "pack a run's report and results with a sha256 manifest")
     s.add_argument("--report", required=True)
     s.add_argument("--results", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--extra", nargs="*", default=[], help="more files to include (config snapshot)")
 
-    s = verb("verify-archive", cmd_verify_archive, "check an archive (.tar.gz or extracted folder) against its manifest")
+
+def _add_verify_archive(sub) -> None:
+    s = _verb(sub, "verify-archive", cmd_verify_archive, "check an archive (.tar.gz or extracted folder) against its manifest")
     s.add_argument("archive", help="<run>.tar.gz, or the folder it was extracted to")
 
-    s = verb("check-config", cmd_check_config, "check config files' YAML syntax (file and line) and the schema, "
-             "as the workflow does before it builds the DAG")
+
+def _add_check_config(sub) -> None:
+    s = _verb(sub, "check-config", cmd_check_config, "check config files' YAML syntax (file and line) and the schema, "
+                   "as the workflow does before it builds the DAG")
     s.add_argument("files", nargs="+", help="config.yaml files (also those you pass to snakemake --configfile)")
 
-    s = verb("recipes", cmd_recipes, "list the activation-maximization recipes")
+
+def _add_recipes(sub) -> None:
+    s = _verb(sub, "recipes", cmd_recipes, "list the activation-maximization recipes")
     s.add_argument("-v", "--verbose", action="store_true", help="show every parameter")
 
+
+# one function per verb's subparser, in the order `featviz --help` lists them
+SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_ascend, _add_compare,
+              _add_probe, _add_transfer, _add_search, _add_report, _add_index, _add_archive,
+              _add_verify_archive, _add_check_config, _add_recipes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="featviz", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+    for add in SUBPARSERS:
+        add(sub)
     return p
 
 

@@ -16,11 +16,7 @@ import numpy as np
 
 from .errors import FeatvizError
 from .io import read_json
-
-# The values of keys a `compare` section leaves out (the schema cannot hold them: `compare` is
-# null by default, and snakemake's validate cannot fill defaults inside a null); config/README.md
-# documents them and tests/test_compare.py checks that it does.
-DEFAULT_COMPARE = {"units_per_layer": 4, "layers": None}
+from .schema import with_defaults
 
 
 def entry_slug(label: str) -> str:
@@ -44,7 +40,7 @@ def resolve_compare(compare: dict | None, where: str = "ascent.compare", check: 
         return None
     if not isinstance(compare, dict) or not compare.get("recipes"):
         raise FeatvizError(f"{where}.recipes: a comparison needs a non-empty list of recipes")
-    out = {**DEFAULT_COMPARE, **compare}
+    out = with_defaults(("ascent", "compare"), compare)  # the schema's defaults of the keys it leaves out
     n = out["units_per_layer"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise FeatvizError(f"{where}.units_per_layer: {n!r} is not a positive integer")
@@ -123,12 +119,16 @@ def check_compare(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> 
 
 def job_config(ascent_cfg: dict, entry: dict, layer_name: str) -> dict:
     """What one comparison job reads (so that changing anything else reruns none of them)."""
-    compare = resolve_compare(ascent_cfg.get("compare"))
+    ascent = with_defaults("ascent", ascent_cfg)
+    compare = resolve_compare(ascent["compare"])
     return {"recipe": entry["recipe"], "overrides": entry["overrides"], "label": entry["label"],
             "units_per_layer": compare["units_per_layer"],
-            "units": (ascent_cfg.get("units") or {}).get(layer_name),
-            "seed": int(ascent_cfg.get("seed", 0)), "precision": ascent_cfg.get("precision", "fp32"),
-            "channels_last": bool(ascent_cfg.get("channels_last", False))}
+            "units": (ascent["units"] or {}).get(layer_name),
+            "seed": int(ascent["seed"]), "precision": ascent["precision"],
+            "channels_last": bool(ascent["channels_last"])}
+
+
+JOB_ASCENT_KEYS = ("seed", "precision", "channels_last")  # a job config's keys that are the ascent's
 
 
 def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, out_npz: Path, out_json: Path,
@@ -165,13 +165,15 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
                                            "layers": [layer_name]}}, "compare")
     units = compare_units(layer, int(cfg["units_per_layer"]), picked)
     dev = resolve_device(device)
-    precision = resolve_precision(cfg.get("precision", "fp32"), dev, "ascent.precision")
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
     model = model.to(dev)
     kind = layer["kind"]
     target = None if kind == "class" else layer_name
-    seed = int(cfg.get("seed", 0))
+    # the ascent settings a job config leaves out: the schema's ascent defaults
+    ascent = with_defaults("ascent", {k: cfg[k] for k in JOB_ASCENT_KEYS if k in cfg})
+    seed = int(ascent["seed"])
+    precision = resolve_precision(ascent["precision"], dev, "ascent.precision")
     recipe = get_recipe(entry["recipe"], entry["overrides"])
     # the probe's measure (channel mean, unit value, logit), whatever the recipe optimizes (a sum,
     # one neuron): comparable across recipes and with the unit's strongest test image
@@ -182,7 +184,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     started, cpu = time.perf_counter(), time.process_time()
     result = visualize(model.net, target, units, kind, tuple(model.input_shape), normalize=model.normalize,
                        recipe=entry["recipe"], overrides=entry["overrides"], seed=seed, device=str(dev),
-                       progress=False, precision=precision, channels_last=bool(cfg.get("channels_last", False)))
+                       progress=False, precision=precision, channels_last=bool(ascent["channels_last"]))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     images = result.images
     stats = [{**st, "wall_s": round(wall / len(units), 4), "cpu_s": round(cpu / len(units), 4)}

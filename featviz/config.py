@@ -6,14 +6,17 @@ before any job with one message naming the key.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .checks import _check_model, check_sections  # noqa: F401 (check_sections: re-exported)
 from .errors import FeatvizError
+
+# the schema's readers are re-exported for callers that import them from here (the workflow, the CLI)
+from .schema import SCHEMA_PATH, fill_defaults, load_schema, schema_error, with_defaults  # noqa: F401
 
 ENV_DATA_ROOT = "FEATVIZ_DATA_ROOT"
 # Options that decide where bytes come from, not what they are: they stay out of the hash.
@@ -49,8 +52,21 @@ class Run:
         return {"dataset": self.dataset, **self.data}
 
 
+def top_level(config: dict) -> dict:
+    """A shallow copy of a config with the schema's defaults of its top-level keys (data_root,
+    device, seed, trust_checkpoint) filled, as validation fills them."""
+    out = dict(config)
+    schema = load_schema()
+    if schema is not None:
+        for key, sub in schema["properties"].items():
+            if key not in out and "default" in sub:
+                out[key] = sub["default"]
+    return out
+
+
 def data_root(config: dict) -> Path:
-    return Path(os.environ.get(ENV_DATA_ROOT) or config.get("data_root") or "data")
+    """The data root: $FEATVIZ_DATA_ROOT, else the config's data_root (the schema's default where unset)."""
+    return Path(os.environ.get(ENV_DATA_ROOT) or top_level(config)["data_root"])
 
 
 def export_data_root(config: dict) -> Path:
@@ -125,33 +141,6 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
     check_compare(units, ascent, f"{where}.ascent")
 
 
-def _check_model(where: str, model: dict) -> None:
-    """One way to name the network: a preset, a layer list or a torchvision architecture."""
-    from .model import PRESETS
-    from .model.torchvision_archs import build_kwargs, check_name
-
-    given = [k for k in ("preset", "layers", "torchvision") if model.get(k)]
-    if len(given) > 1:
-        raise FeatvizError(f"{where}.model: give one of preset, layers or torchvision, not {' and '.join(given)}")
-    if model.get("torchvision"):
-        check_name(model["torchvision"], f"{where}.model.torchvision")
-        try:
-            build_kwargs(model["torchvision"], model.get("kwargs"))
-        except FeatvizError as exc:
-            raise FeatvizError(f"{where}.{exc}") from None
-    else:
-        for key in ("kwargs", "weights"):
-            if model.get(key):
-                raise FeatvizError(f"{where}.model.{key}: only for a torchvision architecture (model.torchvision)")
-        if model.get("class_names", "auto") == "imagenet":
-            raise FeatvizError(f"{where}.model.class_names: imagenet is for torchvision architectures")
-    if model.get("weights") and model.get("import"):
-        raise FeatvizError(f"{where}.model: give weights (torchvision's pretrained) or import (your file), not both")
-    if not model.get("import") and not model.get("layers") and not model.get("torchvision"):
-        if model.get("preset") not in PRESETS:
-            raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")
-
-
 def _check_run(i: int, r: dict) -> None:
     from .ascent import RecipeError, get_recipe
     from .data import DATASET_NAMES
@@ -208,6 +197,7 @@ def resolve_runs(config: dict) -> list[Run]:
     if not root.is_dir():
         where = f"environment variable {ENV_DATA_ROOT}" if os.environ.get(ENV_DATA_ROOT) else "data_root"
         raise FeatvizError(f"{where}: folder '{root}' does not exist (create it, or point {ENV_DATA_ROOT} at your data)")
+    config = top_level(config)
     runs, seen = [], {}
     for i, r in enumerate(config.get("runs") or []):
         _check_run(i, r)
@@ -235,7 +225,7 @@ def resolve_runs(config: dict) -> list[Run]:
             "data": _data_identity(r),
             "model": model_id,
             "train": None if model.get("import") or model.get("weights") else r.get("train"),
-            "seed": config.get("seed", 0),
+            "seed": config["seed"],
         }
         data_id = _data_identity(r)
         runs.append(Run(
@@ -247,36 +237,12 @@ def resolve_runs(config: dict) -> list[Run]:
             model=model,
             train=dict(r.get("train") or {}),
             ascent=dict(r.get("ascent") or {}),
-            seed=int(config.get("seed", 0)),
+            seed=int(config["seed"]),
             probe=dict(r.get("probe") or {}),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")
     return runs
-
-
-def schema_error(config: dict, schema: dict) -> str | None:
-    """The most relevant JSON-schema violation of `config`, as one line naming the key
-    (e.g. "runs[0].train.epochs: 0 is less than the minimum of 1"), or None."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is None:
-        return None
-    path = list(error.absolute_path)
-    message = error.message
-    if error.validator == "required" and isinstance(error.instance, dict):
-        # name the missing key itself: "model.layers[0].out: required ..." rather than the object holding it
-        missing = [k for k in error.validator_value if k not in error.instance]
-        if missing:
-            path.append(missing[0])
-            message = "required" + (f" for type {error.instance['type']!r}" if "type" in error.instance else "")
-    where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
-                    for i, p in enumerate(path)) or "config"
-    if error.validator == "additionalProperties":
-        return f"{where}: {message} (see config/README.md for the known keys)"
-    return f"{where}: {message}"
 
 
 def yaml_syntax_error(path: str | os.PathLike) -> str | None:
@@ -304,55 +270,3 @@ def yaml_syntax_error(path: str | os.PathLike) -> str | None:
     except yaml.YAMLError as exc:
         return f"{path}: YAML syntax error: {' '.join(str(exc).split())}"
     return None
-
-
-# The workflow's schema: verbs check their own config sections against it too, so that a verb used
-# without Snakemake refuses what the DAG refuses (one copy of the rules). It lives in the checkout;
-# an installed featviz without it skips this check (the verbs' own checks remain).
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-_SCHEMA: list = []
-
-
-def load_schema() -> dict | None:
-    if not _SCHEMA:
-        import yaml
-
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where present: 6 ms instead of 40
-        _SCHEMA.append(yaml.load(SCHEMA_PATH.read_text(), Loader=loader) if SCHEMA_PATH.is_file() else None)
-    return _SCHEMA[0]
-
-
-def _fill(obj, schema: dict) -> None:
-    for key, sub in (schema.get("properties") or {}).items():
-        if key not in obj and "default" in sub:
-            obj[key] = copy.deepcopy(sub["default"])
-        if isinstance(obj.get(key), dict):
-            _fill(obj[key], sub)
-
-
-def with_defaults(section: str, cfg: dict) -> dict:
-    """A copy of one run section (`train`, `ascent`...) with the schema's defaults filled in, as
-    snakemake.utils.validate fills them for the workflow: a verb given part of a section runs with
-    the same values the workflow would (no second copy of the defaults)."""
-    out = copy.deepcopy(cfg)
-    schema = load_schema()
-    if schema is not None:
-        _fill(out, schema["properties"]["runs"]["items"]["properties"][section])
-    return out
-
-
-def check_sections(dataset: str = "imagefolder", **sections) -> None:
-    """A verb's config sections (`data`, `model`, `train`, `ascent` of one run, as the workflow
-    passes them) checked as the DAG checks them: against the schema's runs[i] sections, then the
-    model's naming rules. Raises FeatvizError naming the key (`train.epochs: 0 is less than the
-    minimum of 1`)."""
-    schema = load_schema()
-    if schema is not None:
-        problem = schema_error({"runs": [{"dataset": dataset, **sections}]}, schema)
-        if problem:
-            raise FeatvizError(problem.removeprefix("runs[0]."))
-    if sections.get("model") is not None:
-        try:
-            _check_model("", sections["model"])
-        except FeatvizError as exc:
-            raise FeatvizError(str(exc).removeprefix(".")) from None

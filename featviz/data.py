@@ -21,6 +21,7 @@ import torch
 
 from .errors import FeatvizError
 from .io import atomic_path, read_json, save_torch, staged_files, write_json
+from .schema import with_defaults
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DIGITS = [str(i) for i in range(10)]
@@ -409,18 +410,20 @@ def _subset(split: Split, limit: int | None, seed: int) -> Split:
 
 
 def load_split(data_cfg: dict, data_root: Path, train: bool) -> Split:
+    """One split of the dataset a `{"dataset": NAME, **runs[i].data}` config names (the schema's
+    defaults for the data keys it leaves out)."""
     name = data_cfg["dataset"]
+    data_cfg = with_defaults("data", {k: v for k, v in data_cfg.items() if k != "dataset"})
     if name == "imagefolder":
         split = load_imagefolder(
-            Path(data_cfg["path"]), train, data_cfg.get("channels"), data_cfg.get("image_size"),
-            data_cfg.get("test_fraction", 0.1), data_cfg.get("split_seed", 0), data_cfg.get("resize"))
+            Path(data_cfg["path"]), train, data_cfg["channels"], data_cfg["image_size"],
+            data_cfg["test_fraction"], data_cfg["split_seed"], data_cfg["resize"])
     elif name in BUILTINS:
-        source = data_cfg.get("source")
-        split = load_builtin(name, Path(data_root), train, data_cfg.get("download", True),
-                             Path(source) if source else None)
+        source = data_cfg["source"]
+        split = load_builtin(name, Path(data_root), train, data_cfg["download"], Path(source) if source else None)
     else:
         raise FeatvizError(f"dataset: unknown dataset '{name}' (known: {', '.join(DATASET_NAMES)})")
-    return _subset(split, data_cfg.get("limit_train" if train else "limit_test"), data_cfg.get("split_seed", 0))
+    return _subset(split, data_cfg["limit_train" if train else "limit_test"], data_cfg["split_seed"])
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -433,12 +436,10 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
     """Load both splits, check them, and write the cached form: train.pt, test.pt, info.json (moved
-    into out_dir together at the end: a failure leaves a previous preparation as it was)."""
-    from .config import check_sections
-
+    into out_dir together at the end: a failure leaves a previous preparation as it was). The
+    config is checked against the schema by the caller (`featviz data`: config.check_sections)."""
     if not isinstance(data_cfg.get("dataset"), str):
         raise FeatvizError("dataset: not given (e.g. {\"dataset\": \"mnist\"})")
-    check_sections(dataset=data_cfg["dataset"], data={k: v for k, v in data_cfg.items() if k != "dataset"})
     train = load_split(data_cfg, data_root, train=True)
     test = load_split(data_cfg, data_root, train=False)
     if train.images.shape[1:] != test.images.shape[1:]:

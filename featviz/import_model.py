@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .artifacts import read_info, read_prepared
-from .config import check_sections
+from .checks import check_sections
 from .device import resolve_device
 from .errors import FeatvizError
 from .io import staged_files, write_json
@@ -29,6 +29,7 @@ from .model.architecture import build_architecture, check_fits, describe
 from .model.formats import build_class, from_export, from_torchscript, guard_inputs, identity, match_by_order
 from .model.hookable import no_inplace
 from .model.logits import looks_like_probabilities, strip_softmax
+from .schema import with_defaults
 
 _WORDNET_ID = re.compile(r"^n\d{8}$")
 
@@ -138,7 +139,7 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
         raise FeatvizError(f"model.import: the model has {out.shape[1]} outputs but the dataset has "
                            f"{len(dataset_classes)} classes; they must match (one output per class, in the "
                            f"dataset's sorted class order)")
-    classes, names_from = class_names(model_cfg.get("class_names", "auto"), dataset_classes, int(out.shape[1]), is_tv)
+    classes, names_from = class_names(with_defaults("model", model_cfg)["class_names"], dataset_classes, int(out.shape[1]), is_tv)
 
     dev = resolve_device(device)
     model = LoadedModel(net.to(dev), classes, shape, list(mean), list(std))

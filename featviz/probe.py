@@ -20,16 +20,16 @@ the number of test images). For every unit we keep:
 Plus activation maps of a few sample inputs for every conv layer, saliency maps for those samples
 (`featviz.attribution`) and the first conv layer's weights with their analytic optimal input.
 
-Outputs (in `out_dir`): `probe.json` (everything small), `probe.npz` (arrays, keys `<kind>_<i>`
-with i the layer's index in units.json: `act_i`, `hist_i`, `edges_i`, `topk_i`, `maps_i`; plus
-`topk_bank`, `topk_bank_index`, `sample_images`, `saliency`, `conv1_*`), `pruning.png`,
-`saliency.png`.
+Outputs (in `out_dir`): `probe.json` (everything small), `probe.npz` (arrays; their keys are
+featviz.results' contract: `layer_key(kind, i)` per layer i of units.json, `BANK`, `SAMPLE_IMAGES`...),
+`pruning.png`, `saliency.png`.
 """
 from __future__ import annotations
 
 import itertools
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +37,13 @@ import torch
 from torch import nn
 
 from .attribution import saliency
+from .artifacts import read_prepared
 from .crops import top_crops  # noqa: F401  (re-exported: probe's public crop geometry)
-from .data import load_prepared
-from .errors import FeatvizError
-from .io import Chunks, write_json, write_npz
 from .device import resolve_device
+from .errors import FeatvizError
+from .io import Chunks
 from .model import LoadedModel
+from .results import BANK, BANK_INDEX, CONV1_OPTIMAL, CONV1_WEIGHTS, SALIENCY, SAMPLE_IMAGES, layer_key, write_probe
 
 PASSTHROUGH = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Dropout2d,
                nn.BatchNorm2d, nn.Identity)
@@ -372,13 +373,7 @@ def _batch_size(layers: list[dict], input_shape, batch_size: int) -> int:
     return max(1, min(batch_size, BATCH_FLOATS // max(1, per_image)))
 
 
-def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device: str = "auto", *,
-          top_k: int, samples: int, corr_threshold: float = 0.9, prune_images: int | None = None,
-          prune_tolerance: float = 0.005, histogram_images: int | None = None, prune_passes: int | None = None,
-          batch_size: int = 500, bins: int = 30) -> dict:
-    """Probe `model` with the prepared test set in `data_dir` (module docstring). None for
-    prune_images / histogram_images: every test image; for prune_passes: no budget (the
-    workflow passes the config's values, workflow/schemas/config.schema.yaml `probe`)."""
+def _check_options(top_k, samples, prune_images, histogram_images, prune_passes) -> None:
     for key, v in (("top_k", top_k), ("samples", samples), ("prune_images", prune_images),
                    ("histogram_images", histogram_images)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
@@ -386,23 +381,28 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     if prune_passes is not None and (not isinstance(prune_passes, int) or isinstance(prune_passes, bool)
                                      or prune_passes < 0):
         raise FeatvizError(f"probe: prune_passes must be an integer of at least 0, got {prune_passes!r}")
-    dev = resolve_device(device)
-    model.to(dev)
-    net = model.net
-    net.eval()
-    test = load_prepared(data_dir, train=False, mmap=True)  # images paged in batch by batch
-    images, labels = test.images, test.labels
-    n = len(images)
-    if n == 0:
-        raise FeatvizError(f"probe: the test set in {data_dir} is empty")
-    layers = units["layers"]
-    mods = [module_of(net, layer) for layer in layers]
-    k = min(top_k, n)
-    hist_n = min(histogram_images or n, n)
+
+
+@dataclass
+class _Pass:
+    """What the one activation pass over the test set leaves: per-layer running statistics, the
+    test accuracy, the sample inputs with their logits and their activation maps (conv layers)."""
+
+    stats: list[_Stats]
+    accuracy: float
+    sample_idx: list[int]
+    logits: torch.Tensor
+    sample_maps: dict[int, torch.Tensor]
+
+
+def _activation_pass(model: LoadedModel, mods: list[nn.Module], layers: list[dict], images, labels, dev,
+                     bs: int, k: int, hist_n: int, samples: int) -> _Pass:
+    """Stream the test set through the network once with a hook on every layer (each hook reduces
+    its layer's output at once: nothing of a batch is held past its layer; a module called more
+    than once per forward is read at its first call, as `featviz units` does), then capture the
+    sample inputs' activations."""
+    net, n = model.net, len(images)
     stats = [_Stats(layer["units"], k, hist_n) for layer in layers]
-    bs = _batch_size(layers, tuple(images.shape[1:]), batch_size)
-    # the hooks reduce each output at once (nothing of a batch is held past its layer); a module
-    # called more than once per forward is read at its first call, as `featviz units` does
     state = {"mode": "stream", "start": 0, "seen": set()}
     captured: dict[int, torch.Tensor] = {}
 
@@ -429,125 +429,193 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
             state.update(mode="capture", seen=set())
             logits = net(model.to_input(images[sample_idx], dev))
             sample_maps = {j: captured[j] for j, layer in enumerate(layers) if layer["kind"] == "conv"}
-            captured.clear()
     finally:
         for h in hooks:
             h.remove()
-    accuracy = correct / n
+    return _Pass(stats, correct / n, sample_idx, logits, sample_maps)
 
-    # the bank: every test image in some unit's top-k, once, in test-set order
-    # (written to probe.npz a few images at a time: it can hold most of a large test set)
+
+def _bank(stats: list[_Stats], images) -> tuple[torch.Tensor, dict]:
+    """The bank: every test image in some unit's top-k, once, in test-set order (written to
+    probe.npz a few images at a time: it can hold most of a large test set)."""
     bank_index = torch.unique(torch.cat([st.top[1].flatten() for st in stats]))  # sorted
     step = max(1, BANK_BYTES // max(1, math.prod(images.shape[1:])))
     pieces = (images[bank_index[i:i + step]].numpy() for i in range(0, len(bank_index), step))
-    arrays: dict[str, np.ndarray | Chunks] = {
-        "topk_bank": Chunks((len(bank_index), *images.shape[1:]), np.uint8, pieces),
-        "topk_bank_index": bank_index.numpy().astype(np.int64)}
+    return bank_index, {BANK: Chunks((len(bank_index), *images.shape[1:]), np.uint8, pieces),
+                        BANK_INDEX: bank_index.numpy().astype(np.int64)}
+
+
+def _histograms(acts: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, a histogram of its activations (hist_n, U) over `bins` bins of its own range."""
+    nu = acts.shape[1]
+    counts = np.zeros((nu, bins), np.int32)
+    edges = np.zeros((nu, bins + 1), np.float32)
+    for u, col in enumerate(np.ascontiguousarray(acts.T)):  # per unit, not per sample: cheap
+        lo, hi = float(col.min()), float(col.max())
+        if hi <= lo:
+            hi = lo + 1e-6
+        counts[u], edges[u] = np.histogram(col, bins=bins, range=(lo, hi))
+    return counts, edges
+
+
+def _per_unit(st: _Stats, n: int, labels, corr: np.ndarray) -> list[dict]:
+    """Each unit's dataset baseline, its best-correlated partner and its top-k test images."""
+    nu = len(st.max)
+    vals, idx, _ = st.top
+    amax, amean, frac = st.max.numpy(), (st.sum / n).numpy(), st.active.numpy() / n
+    partner = corr.argmax(1) if nu > 1 else np.zeros(1, int)
+    max_corr = corr.max(1) if nu > 1 else np.zeros(1)
+    top_labels = labels[idx.flatten()].view(idx.shape).tolist()
+    return [{
+        "unit": u, "max": round(float(amax[u]), 5), "mean": round(float(amean[u]), 5),
+        "frac_active": round(float(frac[u]), 5), "dead": bool(st.active[u] == 0),
+        "max_corr": round(float(max_corr[u]), 4), "partner": int(partner[u]),
+        "top_index": idx[u].tolist(), "top_value": [round(float(v), 5) for v in vals[u]],
+        "top_label": top_labels[u],
+    } for u in range(nu)]
+
+
+def _redundant_pairs(corr: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    pairs = [(int(a), int(b), round(float(corr[a, b]), 4))
+             for a, b in zip(*np.nonzero(np.triu(corr, 1) > threshold))]
+    pairs.sort(key=lambda t: -t[2])
+    return pairs
+
+
+def _layer_analysis(j: int, layer: dict, st: _Stats, n: int, labels, bank_index, corr_threshold: float,
+                    bins: int) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """Layer j's summary entry and arrays from its running statistics, plus what pruning needs
+    (the units' mean after ReLU and their correlation)."""
+    nu = layer["units"]
+    acts, st.acts = st.acts, None  # (hist_n, U)
+    hist_counts, hist_edges = _histograms(acts, bins)
+    corr = _correlation_from_moments(st.m1, st.m2, st.cnt) if nu > 1 else np.zeros((1, 1))
+    st.m2 = None  # free the Gram matrix
+    per_unit = _per_unit(st, n, labels, corr)
+    entry = {"index": j, "name": layer["name"], "kind": layer["kind"], "units": nu, "per_unit": per_unit,
+             "redundant_pairs": _redundant_pairs(corr, corr_threshold), "corr_threshold": corr_threshold,
+             "dead": int(sum(p["dead"] for p in per_unit))}
+    arrays = {layer_key("act", j): acts.astype(np.float16), layer_key("hist", j): hist_counts,
+              layer_key("edges", j): hist_edges,
+              layer_key("topk", j): torch.searchsorted(bank_index, st.top[1]).numpy().astype(np.int32)}
+    return entry, arrays, (st.relu_sum / n).numpy(), corr
+
+
+class _PruneBudget:
+    """Pruning curves of the layers in units.json order while a budget of forward passes over the
+    pruning images lasts (None: no budget); the unpruned accuracy is measured once."""
+
+    def __init__(self, model, images, labels, dev, budget: int | None, tolerance: float, batch_size: int):
+        self.model, self.images, self.labels, self.dev = model, images, labels, dev
+        self.budget, self.tolerance, self.batch_size = budget, tolerance, batch_size
+        self.passes, self.base, self.skipped = 0, None, False
+
+    def curve(self, module: nn.Module, nu: int, relu_mean: np.ndarray, corr: np.ndarray) -> dict:
+        """The entry keys `pruning` (and `pruning_skipped` once the budget is spent)."""
+        need = curve_passes(nu) + (self.base is None)
+        if self.skipped or (self.budget is not None and self.passes + need > self.budget):
+            self.skipped = True
+            return {"pruning": None, "pruning_skipped": f"budget of {self.budget} passes spent"}
+        if self.base is None:
+            self.base = _accuracy(self.model, self.images, self.labels, self.dev, batch_size=self.batch_size)
+            self.passes += 1
+        # importance: how much the unit fires (after ReLU), discounted by how well another unit
+        # already carries the same signal; dead units (0) go first
+        order = prune_order(relu_mean, corr)
+        curve = pruning_curve(self.model, self.images, self.labels, self.dev, module, order, self.tolerance,
+                              base=self.base, batch_size=self.batch_size)
+        self.passes += len(curve["removed"]) - 1
+        return {"pruning": curve}
+
+
+def _samples_meta(probs: torch.Tensor, labels, sample_idx: list[int], sal_class, classes: list[str]) -> list[dict]:
+    return [{"index": int(i), "true": classes[int(labels[i])], "predicted": classes[int(probs[r].argmax())],
+             "confidence": round(float(probs[r].max()), 4), "saliency_class": classes[int(sal_class[r])]}
+            for r, i in enumerate(sample_idx)]
+
+
+def _first_conv(model: LoadedModel) -> tuple[dict, dict | None]:
+    """The first conv layer's weights and their analytic optimal input (arrays), with the layer's
+    name and the largest pre-activation an input in [0, 1] can reach per unit (None: no conv)."""
+    net = model.net
+    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        return {}, None
+    w = first.weight.detach().float().cpu()
+    arrays = {CONV1_WEIGHTS: w.numpy(), CONV1_OPTIMAL: (w > 0).float().numpy()}
+    mean = torch.tensor(model.mean).view(1, -1, 1, 1)
+    std = torch.tensor(model.std).view(1, -1, 1, 1)
+    # the largest pre-activation any input in [0, 1] can reach at a position where the whole
+    # kernel lies inside the image: 1 where the weight is positive, 0 where it is negative
+    wn = w / std
+    analytic = (wn.clamp(min=0) - (wn * mean)).flatten(1).sum(1)
+    if first.bias is not None:
+        analytic = analytic + first.bias.detach().cpu()
+    return arrays, {"name": next(n for n, m in net.named_modules() if m is first),
+                    "analytic_max": [round(float(v), 5) for v in analytic]}
+
+
+def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device: str = "auto", *,
+          top_k: int, samples: int, corr_threshold: float = 0.9, prune_images: int | None = None,
+          prune_tolerance: float = 0.005, histogram_images: int | None = None, prune_passes: int | None = None,
+          batch_size: int = 500, bins: int = 30) -> dict:
+    """Probe `model` with the prepared test set in `data_dir` (module docstring): one activation
+    pass, then small analyses per layer. None for prune_images / histogram_images: every test
+    image; for prune_passes: no budget (the workflow passes the config's values,
+    workflow/schemas/config.schema.yaml `probe`)."""
+    _check_options(top_k, samples, prune_images, histogram_images, prune_passes)
+    dev = resolve_device(device)
+    model.to(dev)
+    net = model.net
+    net.eval()
+    test = read_prepared(data_dir, "test", mmap=True)  # checked; images paged in batch by batch
+    images, labels = test.images, test.labels
+    n = len(images)
+    layers = units["layers"]
+    mods = [module_of(net, layer) for layer in layers]
+    k = min(top_k, n)
+    hist_n = min(histogram_images or n, n)
+    bs = _batch_size(layers, tuple(images.shape[1:]), batch_size)
+    seen = _activation_pass(model, mods, layers, images, labels, dev, bs, k, hist_n, samples)
+
+    bank_index, arrays = _bank(seen.stats, images)
     conv_names = [layer.get("module") or layer["name"] for layer in layers if layer["kind"] == "conv"]
     rfs = receptive_fields(net, conv_names, tuple(model.input_shape))
     n_prune = min(prune_images or n, n)
-    prune_x, prune_y = images[:n_prune], labels[:n_prune]
-    budget = prune_passes
-    passes, base, skipped = 0, None, False
+    pruner = _PruneBudget(model, images[:n_prune], labels[:n_prune], dev, prune_passes, prune_tolerance, bs)
     summary_layers = []
     for j, layer in enumerate(layers):
-        st = stats[j]
-        vals, idx, pos = st.top
-        nu = layer["units"]
-        entry = {"index": j, "name": layer["name"], "kind": layer["kind"], "units": nu}
-        acts, st.acts = st.acts, None  # (hist_n, U)
-        amax, amean = st.max.numpy(), (st.sum / n).numpy()
-        frac = st.active.numpy() / n
-        hist_counts = np.zeros((nu, bins), np.int32)
-        hist_edges = np.zeros((nu, bins + 1), np.float32)
-        for u, col in enumerate(np.ascontiguousarray(acts.T)):  # per unit, not per sample: cheap
-            lo, hi = float(col.min()), float(col.max())
-            if hi <= lo:
-                hi = lo + 1e-6
-            c, e = np.histogram(col, bins=bins, range=(lo, hi))
-            hist_counts[u], hist_edges[u] = c, e
-        corr = _correlation_from_moments(st.m1, st.m2, st.cnt) if nu > 1 else np.zeros((1, 1))
-        st.m2 = None  # free the Gram matrix
-        partner = corr.argmax(1) if nu > 1 else np.zeros(1, int)
-        max_corr = corr.max(1) if nu > 1 else np.zeros(1)
-        pairs = [(int(a), int(b), round(float(corr[a, b]), 4))
-                 for a, b in zip(*np.nonzero(np.triu(corr, 1) > corr_threshold))]
-        pairs.sort(key=lambda t: -t[2])
-        relu_mean = (st.relu_sum / n).numpy()
-        top_labels = labels[idx.flatten()].view(idx.shape).tolist()
-        per_unit = []
-        for u in range(nu):
-            per_unit.append({
-                "unit": u, "max": round(float(amax[u]), 5), "mean": round(float(amean[u]), 5),
-                "frac_active": round(float(frac[u]), 5), "dead": bool(st.active[u] == 0),
-                "max_corr": round(float(max_corr[u]), 4), "partner": int(partner[u]),
-                "top_index": idx[u].tolist(), "top_value": [round(float(v), 5) for v in vals[u]],
-                "top_label": top_labels[u],
-            })
-        entry.update(per_unit=per_unit, redundant_pairs=pairs, corr_threshold=corr_threshold,
-                     dead=int(sum(p["dead"] for p in per_unit)))
-        arrays[f"act_{j}"] = acts.astype(np.float16)
-        arrays[f"hist_{j}"] = hist_counts
-        arrays[f"edges_{j}"] = hist_edges
-        arrays[f"topk_{j}"] = torch.searchsorted(bank_index, idx).numpy().astype(np.int32)
+        entry, layer_arrays, relu_mean, corr = _layer_analysis(j, layer, seen.stats[j], n, labels, bank_index,
+                                                               corr_threshold, bins)
+        arrays.update(layer_arrays)
         if layer["kind"] == "conv":
             entry["receptive_field"] = rfs[layer.get("module") or layer["name"]]
-            entry["top_pos"] = pos.tolist()
-            arrays[f"maps_{j}"] = sample_maps[j].numpy().astype(np.float16)
-        if layer["kind"] in ("conv", "dense") and nu > 1:
-            # layers in units.json order while the budget of forward passes over prune_x lasts
-            need = curve_passes(nu) + (base is None)
-            if skipped or (budget is not None and passes + need > budget):
-                skipped = True
-                entry["pruning"] = None
-                entry["pruning_skipped"] = f"budget of {budget} passes spent"
-            else:
-                if base is None:
-                    base = _accuracy(model, prune_x, prune_y, dev, batch_size=bs)
-                    passes += 1
-                # importance: how much the unit fires (after ReLU), discounted by how well another
-                # unit already carries the same signal; dead units (0) go first
-                order = prune_order(relu_mean, corr)
-                curve = pruning_curve(model, prune_x, prune_y, dev, mods[j], order, prune_tolerance,
-                                      base=base, batch_size=bs)
-                passes += len(curve["removed"]) - 1
-                entry["pruning"] = curve
+            entry["top_pos"] = seen.stats[j].top[2].tolist()
+            arrays[layer_key("maps", j)] = seen.sample_maps[j].numpy().astype(np.float16)
+        if layer["kind"] in ("conv", "dense") and layer["units"] > 1:
+            entry.update(pruner.curve(mods[j], layer["units"], relu_mean, corr))
         summary_layers.append(entry)
     # samples, saliency, first-layer weights
-    arrays["sample_images"] = images[sample_idx].numpy()
-    sal, sal_class = saliency(model, images[sample_idx], dev)
-    arrays["saliency"] = sal.astype(np.float32)
-    probs = torch.softmax(logits, 1).cpu()
-    classes = units["classes"]
-    samples_meta = [{"index": int(i), "true": classes[int(labels[i])], "predicted": classes[int(probs[r].argmax())],
-                     "confidence": round(float(probs[r].max()), 4), "saliency_class": classes[int(sal_class[r])]}
-                    for r, i in enumerate(sample_idx)]
-    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-    first_layer = None
-    if first is not None:
-        w = first.weight.detach().float().cpu()
-        arrays["conv1_weights"] = w.numpy()
-        arrays["conv1_optimal"] = (w > 0).float().numpy()
-        mean = torch.tensor(model.mean).view(1, -1, 1, 1)
-        std = torch.tensor(model.std).view(1, -1, 1, 1)
-        # the largest pre-activation any input in [0, 1] can reach at a position where the whole
-        # kernel lies inside the image: 1 where the weight is positive, 0 where it is negative
-        wn = w / std
-        analytic = (wn.clamp(min=0) - (wn * mean)).flatten(1).sum(1)
-        if first.bias is not None:
-            analytic = analytic + first.bias.detach().cpu()
-        first_layer = {"name": next(n for n, m in net.named_modules() if m is first),
-                       "analytic_max": [round(float(v), 5) for v in analytic]}
-    summary = {"n_test": n, "test_accuracy": accuracy, "top_k": k, "samples": samples_meta,
-               "prune_images": int(n_prune), "prune_passes": {"budget": budget, "used": passes},
+    arrays[SAMPLE_IMAGES] = images[seen.sample_idx].numpy()
+    sal, sal_class = saliency(model, images[seen.sample_idx], dev)
+    arrays[SALIENCY] = sal.astype(np.float32)
+    samples_meta = _samples_meta(torch.softmax(seen.logits, 1).cpu(), labels, seen.sample_idx, sal_class,
+                                 units["classes"])
+    conv_arrays, first_layer = _first_conv(model)
+    arrays.update(conv_arrays)
+    summary = {"n_test": n, "test_accuracy": seen.accuracy, "top_k": k, "samples": samples_meta,
+               "prune_images": int(n_prune), "prune_passes": {"budget": prune_passes, "used": pruner.passes},
                "histogram_images": int(hist_n), "batch_size": bs, "layers": summary_layers,
                "first_layer": first_layer, "device": str(dev)}
-    out_dir = Path(out_dir)
+    _write_outputs(Path(out_dir), summary, arrays, summary_layers, samples_meta)
+    return summary
+
+
+def _write_outputs(out_dir: Path, summary: dict, arrays: dict, summary_layers: list[dict],
+                   samples_meta: list[dict]) -> None:
     from .figures import pruning_png, saliency_png
 
     pruning_png(out_dir / "pruning.png", [e for e in summary_layers if e.get("pruning")])
-    saliency_png(out_dir / "saliency.png", arrays["sample_images"], arrays["saliency"],
+    saliency_png(out_dir / "saliency.png", arrays[SAMPLE_IMAGES], arrays[SALIENCY],
                  [f"{m['true']} → {m['predicted']}" for m in samples_meta])
-    write_npz(out_dir / "probe.npz", **arrays)
-    write_json(out_dir / "probe.json", summary)
-    return summary
+    write_probe(out_dir, summary, arrays)

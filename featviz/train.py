@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .artifacts import read_info, read_prepared
-from .errors import FeatvizError
-from .config import check_sections, with_defaults
-from .io import staged_files, write_json
+from .checks import check_sections
 from .device import resolve_device, resolve_precision
+from .errors import FeatvizError
+from .io import staged_files, write_json
 from .model import LoadedModel, input_description, load_model, save_model
 from .model.architecture import build_architecture, describe
 from .model.torchvision_archs import main_output
+from .schema import with_defaults
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -54,26 +55,29 @@ def augment(x: torch.Tensor, cfg: dict, g: torch.Generator) -> torch.Tensor:
 def _precision(cfg: dict, dev: torch.device) -> torch.dtype | None:
     """The autocast dtype (`train.precision`: auto = bf16 where the hardware does it natively);
     None means plain float32."""
-    want = resolve_precision(cfg.get("precision", "auto"), dev, "train.precision")
+    want = resolve_precision(cfg["precision"], dev, "train.precision")
     return torch.bfloat16 if want == "bf16" else None
 
 
 def make_optimizer(net, cfg: dict, steps_total: int):
-    name = cfg.get("optimizer", "adam")
-    lr = float(cfg.get("lr", 1e-3))
-    wd = float(cfg.get("weight_decay", 0.0))
+    """The optimizer and learning-rate schedule of a `train` section (the schema's defaults for
+    the keys it leaves out)."""
+    cfg = with_defaults("train", cfg)
+    name = cfg["optimizer"]
+    lr = float(cfg["lr"])
+    wd = float(cfg["weight_decay"])
     if name == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
     elif name == "sgd":
-        momentum = float(cfg.get("momentum", 0.9))
+        momentum = float(cfg["momentum"])
         # Nesterov needs a momentum: `momentum: 0` (the schema's minimum) is plain SGD
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=momentum > 0)
     else:
         raise FeatvizError(f"train.optimizer: unknown optimizer '{name}' (known: adam, sgd)")
-    schedule = cfg.get("schedule", "onecycle")
+    schedule = cfg["schedule"]
     if schedule == "onecycle" and steps_total >= 3:
         # OneCycleLR needs at least one step in each phase (tiny datasets have few steps)
-        pct = float(cfg.get("warmup_fraction", 0.25))
+        pct = float(cfg["warmup_fraction"])
         pct = min(max(pct, 1.5 / steps_total), 1.0 - 1.0 / steps_total)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps_total, pct_start=pct)
     elif schedule == "onecycle":
@@ -112,17 +116,17 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
     dtype = _precision(train_cfg, dev)
-    fmt = torch.channels_last if train_cfg.get("channels_last", True) else torch.contiguous_format
+    fmt = torch.channels_last if train_cfg["channels_last"] else torch.contiguous_format
     net = net.to(memory_format=fmt)
-    forward = torch.compile(net) if train_cfg.get("compile") else net
+    forward = torch.compile(net) if train_cfg["compile"] else net
 
-    epochs = int(train_cfg.get("epochs", 2))
-    bs = int(train_cfg.get("batch_size", 128))
+    epochs = int(train_cfg["epochs"])
+    bs = int(train_cfg["batch_size"])
     n = len(train_split.labels)
     steps_per_epoch = math.ceil(n / bs)
     opt, sched = make_optimizer(net, train_cfg, epochs * steps_per_epoch)
-    aug = train_cfg.get("augment") or {}
-    label_smoothing = float(train_cfg.get("label_smoothing", 0.0))
+    aug = train_cfg["augment"]
+    label_smoothing = float(train_cfg["label_smoothing"])
 
     curves = []
     started = time.perf_counter()

@@ -8,7 +8,7 @@ An independently trained second model (another architecture and seed, trained by
 * per class image: the target softmax and prediction on the visualized model, the target
   softmax and prediction on the independent model (`transfer_softmax`,
   `transfer_predicted`), and robustness (fraction of the target logit kept under random
-  jitter +-2 px / rotation +-10 deg, mean of `samples` draws);
+  jitter +-2 px / rotation +-10 deg), the ascent job's, copied from its chunk record;
 * a summary (counts and means) for the report.
 """
 from __future__ import annotations
@@ -20,14 +20,12 @@ import numpy as np
 import torch
 
 from .errors import FeatvizError
+from .schema import defaults_of, with_defaults
 
-# Default of runs[i].ascent.transfer (config/README.md).
-# the transfer model's own optimizer settings: they train the small no-batch-norm presets on every
-# dataset featviz ships (the run's own settings need not: SGD at lr 0.2, right for a ResNet, leaves
-# allibhai-mnist at chance on CIFAR-10). Epochs, batch size, augmentation and precision are the run's.
-TRANSFER_TRAIN = {"optimizer": "adam", "lr": 0.001, "schedule": "onecycle", "warmup_fraction": 0.25,
-                  "weight_decay": 0.0, "label_smoothing": 0.0}
-DEFAULT_TRANSFER = {"preset": "auto", "layers": None, "seed": 1, "epochs": None, "train": TRANSFER_TRAIN}
+# The defaults of runs[i].ascent.transfer live in the schema only (workflow/schemas/config.schema.yaml,
+# config/README.md): the transfer model's own optimizer settings train the small no-batch-norm presets
+# on every dataset featviz ships (the run's own settings need not: SGD at lr 0.2, right for a ResNet,
+# leaves allibhai-mnist at chance on CIFAR-10). Epochs, batch size, augmentation and precision are the run's.
 
 # "auto" for inputs smaller than 16 px (where allibhai-mnist's two valid 5x5 convs do not fit):
 # two 3x3 convs, no hidden dense layer. Works down to 4x4 inputs.
@@ -44,10 +42,15 @@ SMALL_TRANSFER_LAYERS = [
 
 
 def resolve_transfer(transfer_cfg) -> dict | None:
-    """runs[i].ascent.transfer with the defaults of missing keys filled; None = disabled."""
+    """runs[i].ascent.transfer with the schema's defaults of missing keys filled; None = disabled."""
     if transfer_cfg is None:
         return None
-    return {**DEFAULT_TRANSFER, **transfer_cfg}
+    return with_defaults(("ascent", "transfer"), transfer_cfg)
+
+
+def transfer_train_defaults() -> dict:
+    """The transfer model's optimizer settings where the config gives none (the schema's)."""
+    return defaults_of("ascent", "transfer", "train")
 
 
 def transfer_model_config(transfer_cfg: dict | None, run_model: dict | None = None,
@@ -78,11 +81,31 @@ def transfer_model_config(transfer_cfg: dict | None, run_model: dict | None = No
 
 def transfer_train_config(transfer_cfg: dict, run_train: dict | None) -> dict:
     """The run's training settings with the transfer model's optimizer settings (`transfer.train`,
-    TRANSFER_TRAIN for the keys it leaves out) and `epochs` replaced where the transfer config sets it."""
-    cfg = {**dict(run_train or {}), **TRANSFER_TRAIN, **dict(transfer_cfg.get("train") or {})}
+    the schema's defaults for the keys it leaves out) and `epochs` replaced where the transfer
+    config sets it."""
+    own = with_defaults(("ascent", "transfer", "train"), transfer_cfg.get("train") or {})
+    cfg = {**dict(run_train or {}), **own}
     if transfer_cfg.get("epochs") is not None:
         cfg["epochs"] = int(transfer_cfg["epochs"])
     return cfg
+
+
+def transfer_plans(runs) -> dict[str, dict | None]:
+    """Per run (featviz.config.Run, in config order): what its transfer rules run, `{"model": the
+    `featviz train --model` config, "train": its training settings, "seed": its seed}`, or None
+    where the transfer score is off. The config is checked first (one FeatvizError naming the key)."""
+    from .config import expected_input
+
+    out = {}
+    for i, run in enumerate(runs):
+        cfg = resolve_transfer(with_defaults("ascent", run.ascent)["transfer"])
+        expected = expected_input({"dataset": run.dataset, "data": run.data})
+        shape, n_classes = expected if expected else (None, 2)
+        check_transfer_config(f"runs[{i}].ascent.transfer", cfg, shape, n_classes)
+        model = transfer_model_config(cfg, run.model, shape)
+        out[run.id] = None if model is None else {
+            "model": model, "train": transfer_train_config(cfg, run.train), "seed": int(cfg["seed"])}
+    return out
 
 
 def class_layer(units_info: dict) -> dict:
@@ -94,25 +117,18 @@ def class_layer(units_info: dict) -> dict:
 
 def read_class_images(run_dir: Path) -> tuple[np.ndarray, list[int], list[dict], dict]:
     """All class images of a run, in unit order: (images (N, C, H, W), units, stats, recipe)."""
-    from .artifacts import read_json_object, read_npz, read_units
-    from .io import unpack_images
+    from .artifacts import read_units
+    from .results import RunFolder, ascent_chunks, read_chunk_images, read_chunk_record
 
-    run_dir = Path(run_dir)
-    units_info = read_units(run_dir / "units.json")
+    folder = RunFolder(run_dir)
+    units_info = read_units(folder.units)
     layer = class_layer(units_info)
-    folder = run_dir / "ascent" / layer["name"]
-    files = sorted(folder.glob("*.json"), key=lambda p: int(p.stem)) if folder.is_dir() else []
     images, units, stats, recipe = [], [], [], {}
-    for f in files:
-        remedy = "delete it and rerun its ascent job (`featviz ascend`, or the workflow)"
-        rec = read_json_object(f, "ascent chunk record", remedy, ("units", "stats"))
-        npz = f.with_suffix(".npz")
-        if not npz.is_file():
-            raise FeatvizError(f"{f}: the images file {npz.name} is missing (rerun the ascent job)")
-        z = read_npz(npz, "ascent chunk images", remedy, ("images", "units"))
-        imgs, us = unpack_images(z["images"]), [int(u) for u in z["units"]]
-        if not isinstance(rec["units"], list) or us != [int(u) for u in rec["units"]] or len(imgs) != len(us):
-            raise FeatvizError(f"{f}: units differ from those in {npz.name}")
+    for chunk in ascent_chunks(folder.ascent_dir(layer["name"])):
+        rec = read_chunk_record(chunk)
+        imgs, us, _ = read_chunk_images(chunk)
+        if us != [int(u) for u in rec["units"]] or len(imgs) != len(us):
+            raise FeatvizError(f"{chunk.record}: units differ from those in {chunk.images.name}")
         images.append(imgs)
         units += us
         stats += rec["stats"]
@@ -144,11 +160,13 @@ def class_robustness(model, images: np.ndarray, targets, seed: int = 0, samples:
 
 
 def score_images(model, transfer_model, images: np.ndarray, targets: list[int], seed: int = 0,
-                 samples: int = 8, device="cpu") -> list[dict]:
-    """One record per image; transfer keys are None when `transfer_model` is None."""
+                 samples: int = 8, device="cpu", robustness: list | None = None) -> list[dict]:
+    """One record per image; transfer keys are None when `transfer_model` is None. `robustness`:
+    the images' robustness as already measured (the ascent job's, per image); None: measured here
+    (`class_robustness`, `samples` draws seeded by `seed`), for images that come without it."""
     p = _softmax(model, images, device)
     q = _softmax(transfer_model, images, device) if transfer_model is not None else None
-    rob = class_robustness(model, images, targets, seed, samples, device)
+    rob = robustness if robustness is not None else class_robustness(model, images, targets, seed, samples, device)
     rows = []
     for i, t in enumerate(targets):
         row = {
@@ -191,12 +209,14 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = None, device: str = "auto",
-                 trust: bool = False, seed: int = 0, samples: int = 8) -> dict:
-    """Score every class image of `run_dir` (results/<run>) and write `out` (transfer.json)."""
+                 trust: bool = False) -> dict:
+    """Score every class image of `run_dir` (results/<run>) and write `out` (transfer.json). The
+    images' robustness is the ascent job's (its recipe's `robustness_samples` draws), copied: it is
+    measured once."""
     from .artifacts import read_json_file, read_model_json
-    from .io import write_json
     from .device import resolve_device
     from .model import load_model
+    from .results import write_transfer
 
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -225,15 +245,15 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
             print(f"transfer: {tinfo['invalid_reason']}: its scores are not used", flush=True)
             tmodel = None
     images, units, stats, recipe = read_class_images(run_dir)
-    rows = score_images(model, tmodel, images, units, seed, samples, dev)
+    rows = score_images(model, tmodel, images, units, device=dev, robustness=[st.get("robustness") for st in stats])
     record = {
         "recipe": recipe.get("name"),
         "transfer_model": tinfo,
-        "robustness_samples": samples,
+        "robustness_samples": recipe.get("robustness_samples"),
         "summary": summarize(rows),
         "images": rows,
     }
-    write_json(out, record)
+    write_transfer(out, record)
     s = record["summary"]
     line = (f"transfer: {s['n']} class images, target softmax mean {s['target_softmax_mean'] or 0:.4f}, "
             f"{s['n_target_softmax_ge_0.99']} >= 0.99")

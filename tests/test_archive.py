@@ -11,7 +11,7 @@ from featviz.archive import MANIFEST, make_archive, verify_archive
 from featviz.cli import main
 from featviz.errors import FeatvizError
 from featviz.report import render_run
-from featviz.report.synthetic import make_run
+from tests.synthetic_run import make_run
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from featviz.ascent import list_recipes
-from featviz.compare import DEFAULT_COMPARE, compare_units, entry_slug, read_compare, resolve_compare, run_compare
+from featviz.compare import compare_units, entry_slug, read_compare, resolve_compare, run_compare
 from featviz.errors import FeatvizError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ FAST = {"steps": 4, "class_steps": 4}  # every recipe, cut short: the page and t
 def test_entries_labels_and_defaults():
     c = resolve_compare({"recipes": ["hvass", {"recipe": "hvass", "overrides": {"blur_every": 4, "blur_sigma": 1.0}},
                                      {"recipe": "tence-median", "overrides": {"lr": 0.001}, "label": "Tence, lr 1e-3"}]})
-    assert c["units_per_layer"] == DEFAULT_COMPARE["units_per_layer"] and c["layers"] is None
+    assert c["units_per_layer"] == 4 and c["layers"] is None  # the schema's defaults
     assert [e["label"] for e in c["entries"]] == ["hvass", "hvass+blur_every=4,blur_sigma=1.0", "Tence, lr 1e-3"]
     assert [e["slug"] for e in c["entries"]] == ["hvass", "hvass-blur_every-4-blur_sigma-1.0", "tence-lr-1e-3"]
     assert resolve_compare(None) is None
@@ -70,7 +70,11 @@ def test_scores_against_the_probe_baseline():
 
 def test_readme_documents_the_defaults():
     text = (ROOT / "config" / "README.md").read_text()
-    for key, value in DEFAULT_COMPARE.items():
+    from featviz.schema import defaults_of
+
+    defaults = defaults_of("ascent", "compare")
+    assert defaults == {"units_per_layer": 4, "layers": None}
+    for key, value in defaults.items():
         row = re.search(rf"^\| `compare\.{key}` \| `([^`]*)` \|", text, re.MULTILINE)
         assert row, f"config/README.md has no row for compare.{key}"
         assert row.group(1) == ("null" if value is None else str(value))
@@ -108,7 +112,7 @@ def test_dag_stops_with_one_message(cfgdir, compare, message):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from featviz.report.synthetic import make_run
+    from tests.synthetic_run import make_run
 
     return make_run(tmp_path_factory.mktemp("cmp"))
 
@@ -206,7 +210,7 @@ def test_methods_page_shows_every_recipe(tiny, tmp_path):
 
 def test_no_comparison_no_page(tmp_path):
     from featviz.report import render_run
-    from featviz.report.synthetic import make_run
+    from tests.synthetic_run import make_run
 
     run = make_run(tmp_path, steps=6)
     render_run(run, tmp_path / "site", {})

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from featviz.schema import object_schema
+
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = object()
 
@@ -21,11 +23,13 @@ def schema_keys(node: dict, prefix: str = "") -> dict[str, object]:
     out = {}
     for key, sub in (node.get("properties") or {}).items():
         dotted = f"{prefix}.{key}" if prefix else key
-        out[dotted] = CONTAINER if sub.get("properties") and key != "transfer" else sub.get("default", MISSING)
+        obj = object_schema(sub)  # a section that may be null keeps its keys in an anyOf branch
+        nullable = obj is not sub
+        out[dotted] = CONTAINER if obj.get("properties") and not nullable else sub.get("default", MISSING)
         if key == "runs":
             out.update(schema_keys(sub["items"], "runs[i]"))
-        elif "object" in (sub.get("type") if isinstance(sub.get("type"), list) else [sub.get("type")]):
-            out.update(schema_keys(sub, dotted))
+        elif obj.get("properties"):
+            out.update(schema_keys(obj, dotted))
     return out
 
 
@@ -69,3 +73,21 @@ def test_readme_lists_every_schema_key_with_its_default():
         if documented != default:
             wrong.append(f"{key}: schema {default!r}, README {have[key]!r}")
     assert not wrong, "defaults differ:\n" + "\n".join(wrong)
+
+
+def test_training_doc_states_the_schemas_train_defaults():
+    """docs/training.md's `train:` table gives each key's default as the schema has it."""
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    train = schema["properties"]["runs"]["items"]["properties"]["train"]["properties"]
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text.split("## Training (`train:` keys)", 1)[1].split("\n\n", 2)[1]
+    documented = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        keys = re.findall(r"`([^`]+)`", cells[0])
+        values = [v.strip().strip("`") for v in cells[1].split(",")] if len(keys) > 1 else [cells[1].strip("`")]
+        assert len(values) == len(keys), line
+        documented.update(zip(keys, values))
+    assert set(documented) == set(train) - {"momentum"}, sorted(set(train) ^ set(documented))
+    wrong = {k: (v, train[k]["default"]) for k, v in documented.items() if yaml.safe_load(v) != train[k]["default"]}
+    assert not wrong, f"docs/training.md vs schema defaults: {wrong}"

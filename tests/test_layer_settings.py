@@ -42,7 +42,7 @@ def test_bad_layer_settings_stop_the_dag(tmp_path, change, message):
 
 
 def test_the_ascent_job_uses_the_layer_recipe(tmp_path):
-    from featviz.report.synthetic import make_run
+    from tests.synthetic_run import make_run
 
     run = make_run(tmp_path, steps=6)
     cfg = {"recipe": {"layers": {"conv2": "hvass"}}, "overrides": {"conv": {"steps": 3}, "layers": {"conv2": {"lr": 0.5}}},

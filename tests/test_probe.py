@@ -17,7 +17,7 @@ from featviz.io import Chunks, write_npz
 from featviz.model import load_model
 from featviz.model.spec import Residual
 from featviz.probe import _receptive_field_empirical, curve_passes, module_of, probe, receptive_field, top_crops
-from featviz.report.synthetic import make_run
+from tests.synthetic_run import make_run
 
 
 @pytest.fixture(scope="module")

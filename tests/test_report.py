@@ -13,7 +13,7 @@ import pytest
 from featviz.report import render_index, render_run
 from featviz.report.templating import slug
 from featviz.report.site import _inside, unique_slugs
-from featviz.report.synthetic import make_run
+from tests.synthetic_run import make_run
 
 EVIL_CLASS = "<script>alert(1)</script>"
 EVIL_LAYER = "<img src=x onerror=alert(2)>"

@@ -11,8 +11,8 @@ import pytest
 
 from featviz.archive import make_archive, verify_archive
 from featviz.report import render_index, render_run
-from featviz.report.synthetic import make_run
 from tests.browser import Browser, browser_unavailable_reason, crawl
+from tests.synthetic_run import make_run
 
 pytestmark = pytest.mark.browser
 _why = browser_unavailable_reason()

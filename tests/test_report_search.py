@@ -16,8 +16,8 @@ import pytest
 from featviz.archive import make_archive
 from featviz.report import render_index, render_run
 from featviz.report.search_index import FLAG_LETTERS, INDEX_FILE
-from featviz.report.synthetic import make_run
 from tests.browser import Browser, browser_unavailable_reason
+from tests.synthetic_run import make_run
 
 EVIL_CLASS = "<script>alert(1)</script>"
 EVIL_LAYER = "<img src=x onerror=alert(2)>"

@@ -12,7 +12,7 @@ from featviz.ascent_job import run_chunk
 from featviz.cli import main
 from featviz.io import read_json, write_json
 from featviz.model import build, load_model, save_model
-from featviz.transfer import (TRANSFER_TRAIN, SMALL_TRANSFER_LAYERS, check_transfer_config, read_class_images, run_transfer,
+from featviz.transfer import (SMALL_TRANSFER_LAYERS, check_transfer_config, read_class_images, run_transfer,
                               score_images, summarize, transfer_model_config, transfer_train_config)
 from featviz.units import enumerate_units
 from featviz.errors import FeatvizError
@@ -81,7 +81,7 @@ def test_transfer_same_and_permuted_model(run_dir, tmp_path):
 
     # a second model that is the same net: recognizes every image, same softmax
     _save(tmp_path / "same", net)
-    rec = run_transfer(run, tmp_path / "same.json", tmp_path / "same", device="cpu", samples=2)
+    rec = run_transfer(run, tmp_path / "same.json", tmp_path / "same", device="cpu")
     rows = rec["images"]
     assert [r["unit"] for r in rows] == [0, 1, 2]
     assert [r["class"] for r in rows] == CLASSES
@@ -96,7 +96,7 @@ def test_transfer_same_and_permuted_model(run_dir, tmp_path):
     # a second model whose classes are rotated: it calls image k class perm^-1(argmax) != k
     perm = [1, 2, 0]
     _save(tmp_path / "rot", _permuted(net, perm))
-    rec = run_transfer(run, tmp_path / "rot.json", tmp_path / "rot", device="cpu", samples=2)
+    rec = run_transfer(run, tmp_path / "rot.json", tmp_path / "rot", device="cpu")
     rows = rec["images"]
     for i, r in enumerate(rows):
         assert r["transfer_recognized"] is False
@@ -109,7 +109,7 @@ def test_transfer_same_and_permuted_model(run_dir, tmp_path):
 
 def test_no_transfer_model_writes_null_fields(run_dir, tmp_path):
     run, _ = run_dir
-    rec = run_transfer(run, tmp_path / "t.json", None, device="cpu", samples=2)
+    rec = run_transfer(run, tmp_path / "t.json", None, device="cpu")
     assert rec["transfer_model"] is None
     for r in rec["images"]:
         assert r["transfer_softmax"] is None and r["transfer_predicted"] is None
@@ -170,9 +170,22 @@ def test_transfer_model_config_auto():
     # the run's epochs, batch size and augmentation; the transfer model's own optimizer settings
     run_train = {"epochs": 2, "lr": 0.2, "optimizer": "sgd", "batch_size": 64, "augment": {"flip": True}}
     assert transfer_train_config({"epochs": 5}, run_train) == {
-        **TRANSFER_TRAIN, "epochs": 5, "batch_size": 64, "augment": {"flip": True}}
+        **OWN_TRAIN, "epochs": 5, "batch_size": 64, "augment": {"flip": True}}
     assert transfer_train_config({"epochs": None, "train": {"lr": 0.01}}, {"epochs": 2})["lr"] == 0.01
     assert transfer_train_config({"epochs": None}, {"epochs": 2})["epochs"] == 2
+
+
+# the transfer model's optimizer settings, as the schema's defaults give them
+OWN_TRAIN = {"optimizer": "adam", "lr": 0.001, "schedule": "onecycle", "warmup_fraction": 0.25,
+             "weight_decay": 0.0, "label_smoothing": 0.0}
+
+
+def test_transfer_train_defaults_are_the_schemas():
+    from featviz.transfer import transfer_train_defaults
+
+    assert transfer_train_defaults() == OWN_TRAIN
+    # train: null takes them too
+    assert transfer_train_config({"epochs": None, "train": None}, {"epochs": 2}) == {"epochs": 2, **OWN_TRAIN}
 
 
 def test_check_transfer_config():
@@ -207,29 +220,49 @@ def test_cli_transfer(run_dir, tmp_path, capsys):
 
 
 def test_resolve_transfer_defaults_and_schema():
-    from snakemake.utils import validate
-
-    from featviz.transfer import DEFAULT_TRANSFER, resolve_transfer
-
-    assert resolve_transfer(None) is None
-    assert resolve_transfer({"seed": 3}) == {**DEFAULT_TRANSFER, "seed": 3}
+    """featviz fills a transfer section's missing keys from the schema exactly as snakemake's
+    validate does (one source of the defaults)."""
     from pathlib import Path
 
+    from snakemake.utils import validate
+
+    from featviz.transfer import resolve_transfer
+
+    default = {"preset": "auto", "layers": None, "seed": 1, "epochs": None, "train": OWN_TRAIN}
+    assert resolve_transfer(None) is None
+    assert resolve_transfer({"seed": 3}) == {**default, "seed": 3}
     schema = str(Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
-    for transfer, want in ((None, None), ({"epochs": 1}, {"epochs": 1})):
-        cfg = {"runs": [{"dataset": "mnist", "ascent": {"transfer": transfer}}]}
+    for transfer in (None, {"epochs": 1}, {"train": {"lr": 0.5}}, {"train": None}, {}):
+        cfg = {"runs": [{"dataset": "mnist", "ascent": {"transfer": copy.deepcopy(transfer)}}]}
         validate(cfg, schema)  # null must not break snakemake's default filling
-        assert cfg["runs"][0]["ascent"]["transfer"] == want
+        assert cfg["runs"][0]["ascent"]["transfer"] == resolve_transfer(transfer)
         assert cfg["runs"][0]["ascent"]["recipe"]["class"] == "lucid"
     cfg = {"runs": [{"dataset": "mnist"}]}
     validate(cfg, schema)
-    assert resolve_transfer(cfg["runs"][0]["ascent"]["transfer"]) == DEFAULT_TRANSFER
+    assert cfg["runs"][0]["ascent"]["transfer"] == resolve_transfer({}) == default
 
 
 def test_a_transfer_model_at_chance_is_not_used(run_dir, tmp_path):
     run, net = run_dir
     _save(tmp_path / "weak", net, accuracy=0.34)  # 3 classes: chance is 0.333
-    rec = run_transfer(run, tmp_path / "weak.json", tmp_path / "weak", device="cpu", samples=2)
+    rec = run_transfer(run, tmp_path / "weak.json", tmp_path / "weak", device="cpu")
     assert rec["transfer_model"]["valid"] is False
     assert "not well above chance" in rec["transfer_model"]["invalid_reason"]
     assert all(r.get("transfer_softmax") is None for r in rec["images"])
+
+
+def test_robustness_is_the_ascents_copied_not_measured_again(run_dir, tmp_path):
+    """Robustness is measured once, by the ascent job: transfer.json copies each class image's
+    value (and the recipe's number of draws) from the chunk records."""
+    run, _ = run_dir
+    for chunk, values in ((0, [0.25, 0.5]), (1, [0.75])):
+        path = run / "ascent" / "classes" / f"{chunk}.json"
+        rec = read_json(path)
+        for st, v in zip(rec["stats"], values):
+            st["robustness"] = v
+        rec["recipe"]["robustness_samples"] = 5
+        write_json(path, rec)
+    rec = run_transfer(run, tmp_path / "t.json", None, device="cpu")
+    assert [r["robustness"] for r in rec["images"]] == [0.25, 0.5, 0.75]
+    assert rec["robustness_samples"] == 5
+    assert rec["summary"]["robustness_mean"] == pytest.approx(0.5)

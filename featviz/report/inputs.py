@@ -1,72 +1,52 @@
-"""What the report reads from a run's results folder: the ascent chunks (metadata first, one layer's
-pixels at a time) and the probe's summary and arrays."""
+"""What the report reads from a run's results folder, through featviz.results (the layout and a
+reader per artifact): the ascent chunks (metadata first, one layer's pixels at a time) with the
+transfer score merged into the class images' stats, and the probe's summary and arrays."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from ..io import read_json, unpack_images
+from ..results import (
+    TRANSFER_STATS,
+    LayerAscent,
+    RunFolder,
+    read_layer_ascent,
+    read_probe,
+    read_transfer,
+)
 
 
-def load_ascent(results: Path, units: dict) -> dict[str, dict]:
-    """Per layer: per-unit stats, per-unit job settings (recipe, seed, device, chunk), the chunk
-    files in unit order and the snapshot steps every chunk has. No pixels: `ascent_pixels` reads a
-    layer's images when its pages are written, so a report holds one layer's pictures at a time."""
+def load_ascent(results: Path, units: dict) -> dict[str, LayerAscent]:
+    """Per layer that has chunks: its LayerAscent (per-unit stats and job settings, chunks in unit
+    order, the snapshot steps every chunk has). No pixels: `ascent_pixels` reads a layer's images
+    when its pages are written, so a report holds one layer's pictures at a time."""
+    folder = RunFolder(results)
+    transfer = read_transfer(folder.transfer_json)
     out = {}
     for layer in units["layers"]:
-        folder = results / "ascent" / layer["name"]
-        if not folder.is_dir():
+        data = read_layer_ascent(folder.ascent_dir(layer["name"]))
+        if data is None:
             continue
-        stats, jobs, files, steps = [], [], [], None
-        for js in sorted(folder.glob("*.json"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem)):
-            rec = read_json(js)
-            npz = js.with_suffix(".npz")
-            with np.load(npz) as z:  # the zip directory only: no arrays are read here
-                have = {int(k.split("_")[1]) for k in z.files if k.startswith("snapshot_")}
-            steps = have if steps is None else steps & have
-            files.append(npz)
-            stats.extend(rec["stats"])
-            job = {k: rec.get(k) for k in ("recipe", "seed", "device", "chunk")}
-            jobs.extend([job] * len(rec["stats"]))
-        if not files:
-            continue
-        if layer["kind"] == "class":
-            _merge_transfer(results, stats)
-        out[layer["name"]] = {"files": files, "stats": stats, "jobs": jobs, "recipe": jobs[0]["recipe"],
-                              "snapshot_steps": sorted(steps or ())}
+        if layer["kind"] == "class" and transfer is not None:
+            merge_transfer(transfer, data.stats)
+        out[layer["name"]] = data
     return out
 
 
-def ascent_pixels(data: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def ascent_pixels(data: LayerAscent) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One layer's final images (N, C, H, W) float32 in [0, 1] and its snapshots {step: images}."""
-    images, snaps = [], {st: [] for st in data["snapshot_steps"]}
-    for npz in data["files"]:
-        with np.load(npz) as z:
-            images.append(unpack_images(z["images"]))
-            for st in snaps:
-                snaps[st].append(unpack_images(z[f"snapshot_{st:05d}"]))
-    return np.concatenate(images), {st: np.concatenate(v) for st, v in snaps.items()}
+    return data.pixels()
 
 
-TRANSFER_KEYS = ("transfer_softmax", "transfer_predicted", "transfer_recognized", "robustness")
-
-
-def _merge_transfer(results: Path, stats: list[dict]) -> None:
-    """Add the transfer score (results/<run>/transfer.json) to the class images' stats."""
-    path = results / "transfer.json"
-    if not path.exists():
-        return
-    rows = {row["unit"]: row for row in read_json(path).get("images", [])}
+def merge_transfer(transfer: dict, stats: list[dict]) -> None:
+    """Add the transfer score (transfer.json) to the class images' stats."""
+    rows = {row["unit"]: row for row in transfer.get("images", [])}
     for st in stats:
         row = rows.get(st["unit"], {})
-        st.update({k: row[k] for k in TRANSFER_KEYS if row.get(k) is not None})
+        st.update({k: row[k] for k in TRANSFER_STATS if row.get(k) is not None})
 
 
-def load_probe(results: Path) -> tuple[dict | None, dict]:
-    """probe.json and the arrays of probe.npz (loaded whole: they are small), or (None, {})."""
-    js, npz = results / "probe" / "probe.json", results / "probe" / "probe.npz"
-    if not (js.exists() and npz.exists()):
-        return None, {}
-    with np.load(npz) as z:
-        return read_json(js), {k: z[k] for k in z.files}
+def load_probe(results: Path):
+    """probe.json and the arrays of probe.npz (a featviz.results.ProbeArrays), or (None, empty)."""
+    return read_probe(RunFolder(results))

@@ -11,6 +11,7 @@ from ..compare import read_compare, resolve_compare, score, summarize
 from ..errors import FeatvizError
 from ..figures import save_image
 from ..io import unpack_images, write_text
+from .templating import inside as _inside
 from .templating import slug
 
 PAGE = "methods.html"
@@ -35,8 +36,6 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
                   generated: str) -> str | None:
     """Write methods.html (and its pictures under methods/) into the site; returns its name, or None
     where the run has no comparison results."""
-    from .site import _inside
-
     entries = _entries(Path(results), config)
     if not entries:
         return None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import FeatvizError
 from ..io import read_json, write_text
+from ..results import RunFolder, read_eval_metrics, read_train_metrics
 from .inputs import load_ascent, load_probe
 from .site import write_site as _write_site
 from .templating import STATIC, environment, slug  # noqa: F401  (slug: re-exported for callers)
@@ -32,14 +33,16 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 def render_run(results: Path, out: Path, config: dict | None = None) -> None:
     """Render results/<run> into the folder `out` (replaced whole at the end)."""
-    results, out = Path(results), Path(out)
-    for needed in ("model/model.json", "eval/metrics.json", "units.json"):
-        if not (results / needed).exists():
-            raise FeatvizError(f"report: {results / needed} is missing (run the earlier stages first)")
-    model_meta = read_json(results / "model/model.json")
-    train_metrics = read_json(results / "model/metrics.json") if (results / "model/metrics.json").exists() else None
-    ev = read_json(results / "eval/metrics.json")
-    units = read_json(results / "units.json")
+    out = Path(out)
+    folder = RunFolder(results)
+    results = folder.root
+    for needed in (folder.model_json, folder.eval_metrics, folder.units):
+        if not needed.exists():
+            raise FeatvizError(f"report: {needed} is missing (run the earlier stages first)")
+    model_meta = read_json(folder.model_json)
+    train_metrics = read_train_metrics(folder.train_metrics)
+    ev = read_eval_metrics(folder.eval_metrics)
+    units = read_json(folder.units)
     ascent = load_ascent(results, units)
     probe, arrays = load_probe(results)
     run_id = results.name

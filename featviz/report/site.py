@@ -14,23 +14,17 @@ import numpy as np
 
 from ..crops import top_crops
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
-from ..io import read_json, write_json, write_text
+from ..io import write_json, write_text
+from ..results import CONV1_OPTIMAL, CONV1_WEIGHTS, LayerAscent, ProbeArrays, RunFolder, read_misclassified_images, \
+    read_transfer
 from .inputs import ascent_pixels
 from .methods import write_methods
 from .search_index import write_units_index
 from .templating import STATIC, environment, slug
+from .templating import inside as _inside
 
 # stats that are not metrics to sort by
 NOT_METRICS = {"unit", "predicted"}
-
-
-def _inside(site: Path, rel: str) -> Path:
-    """site/rel, refusing anything that would land outside the site folder."""
-    p = (site / rel).resolve()
-    if not p.is_relative_to(site.resolve()):
-        raise ValueError(f"report: refusing to write outside the report folder: {rel!r}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def unique_slugs(names: list[str]) -> list[str]:
@@ -108,17 +102,17 @@ def _unit_pictures(site: Path, folder: str, u: int, image: np.ndarray) -> tuple[
     return f"{folder}/{hero}", f"{folder}/{thumb}"
 
 
-def _bank_thumbnails(site: Path, arrays: dict) -> list[str]:
+def _bank_thumbnails(site: Path, arrays: ProbeArrays) -> list[str]:
     """Each probe top-k test image once (`top/<row>`), shared by every unit page that shows it."""
-    bank = arrays.get("topk_bank")
+    bank = arrays.bank
     if bank is None:
         return []
     return [f"top/{save_image(_inside(site, f'top/{r}'), _u8_to_float(img), TOP)}" for r, img in enumerate(bank)]
 
 
-def _layer_cells(layer: dict, lslug: str, data: dict, pe: dict | None, classes: list[str]) -> list[dict]:
+def _layer_cells(layer: dict, lslug: str, data: LayerAscent, pe: dict | None, classes: list[str]) -> list[dict]:
     cells = []
-    for i, (st, job) in enumerate(zip(data["stats"], data["jobs"])):
+    for i, (st, job) in enumerate(zip(data.stats, data.jobs)):
         u = int(st["unit"])
         base = pe["per_unit"][u] if pe and u < len(pe["per_unit"]) else None
         folder = f"units/{lslug}"
@@ -139,145 +133,205 @@ def _layer_cells(layer: dict, lslug: str, data: dict, pe: dict | None, classes: 
     return cells
 
 
-def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_metrics: dict | None, ev: dict,
-               units: dict, ascent: dict, probe: dict | None, arrays: dict, config: dict) -> None:
-    env = environment()
-    site = Path(site)
+# ---------------------------------------------------------------------- view records (no pixels)
+
+def _layer_view(layer: dict, lslug: str, data: LayerAscent | None, pe: dict | None, classes: list[str]) -> dict:
+    """One layer's entry of the report: its units.json record, its probe summary and its cells."""
+    entry = dict(layer, slug=lslug, page=f"layer-{lslug}.html", cells=[], recipe=None, complete=False,
+                 probe=pe, metric_keys=[], n_dead=pe["dead"] if pe else 0, n_weak=0, snapshot_steps=[],
+                 pj=pe["index"] if pe else None, data=data)
+    if data is not None:
+        entry["cells"] = _layer_cells(layer, lslug, data, pe, classes)
+        entry["recipe"] = data.recipe
+        entry["complete"] = len(entry["cells"]) == layer["units"]
+        keys = []
+        for c in entry["cells"]:
+            keys += [k for k in c["metrics"] if k not in keys]
+        entry["metric_keys"] = keys
+        entry["n_dead"] = sum(c["dead"] for c in entry["cells"])
+        entry["n_weak"] = sum(c["weak"] for c in entry["cells"])
+        entry["snapshot_steps"] = data.snapshot_steps
+    entry["by_unit"] = {c["unit"]: c for c in entry["cells"]}
+    return entry
+
+
+def layer_views(units: dict, ascent: dict[str, LayerAscent], probe: dict | None) -> list[dict]:
+    """Every layer of units.json as a view record, in order."""
+    probe_layers = {e["name"]: e for e in (probe or {}).get("layers", [])}
+    slugs = unique_slugs([layer["name"] for layer in units["layers"]])
+    return [_layer_view(layer, lslug, ascent.get(layer["name"]), probe_layers.get(layer["name"]), units["classes"])
+            for layer, lslug in zip(units["layers"], slugs)]
+
+
+# ---------------------------------------------------------------------- run-page pictures
+
+def _copy_run_files(site: Path, folder: RunFolder, train_metrics: dict | None, probe: dict | None) -> None:
+    """The static files and the pictures the earlier stages drew, into the site."""
     (site / "static").mkdir()
     for f in STATIC.iterdir():
         shutil.copyfile(f, site / "static" / f.name)
-    shutil.copyfile(results / "eval" / "confusion.png", site / "confusion.png")
+    shutil.copyfile(folder.confusion_png, site / "confusion.png")
     if train_metrics and train_metrics.get("epochs"):
         curves_png(site / "curves.png", train_metrics["epochs"])
-    write_json(site / "config.json", config)
-    classes = units["classes"]
-    names = [layer["name"] for layer in units["layers"]]
-    slugs = unique_slugs(names)
-    probe_layers = {e["name"]: e for e in (probe or {}).get("layers", [])}
-    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if probe is not None and folder.pruning_png.exists():
+        shutil.copyfile(folder.pruning_png, site / "pruning.png")
 
-    # ------------------------------------------------------------------ layers and their units (no pixels yet)
-    layers = []
-    for layer, lslug in zip(units["layers"], slugs):
-        data = ascent.get(layer["name"])
-        pe = probe_layers.get(layer["name"])
-        entry = dict(layer, slug=lslug, page=f"layer-{lslug}.html", cells=[], recipe=None, complete=False,
-                     probe=pe, metric_keys=[], n_dead=pe["dead"] if pe else 0, n_weak=0, snapshot_steps=[],
-                     pj=pe["index"] if pe else None, data=data)
-        if data is not None:
-            entry["cells"] = _layer_cells(layer, lslug, data, pe, classes)
-            entry["recipe"] = data["recipe"]
-            entry["complete"] = len(entry["cells"]) == layer["units"]
-            keys = []
-            for c in entry["cells"]:
-                keys += [k for k in c["metrics"] if k not in keys]
-            entry["metric_keys"] = keys
-            entry["n_dead"] = sum(c["dead"] for c in entry["cells"])
-            entry["n_weak"] = sum(c["weak"] for c in entry["cells"])
-            entry["snapshot_steps"] = data["snapshot_steps"]
-        entry["by_unit"] = {c["unit"]: c for c in entry["cells"]}
-        layers.append(entry)
 
-    # ------------------------------------------------------------------ run-page pictures
-    samples = []
-    if probe is not None and "sample_images" in arrays:
-        imgs = _u8_to_float(arrays["sample_images"])
-        sal = arrays.get("saliency")
-        for s, meta in enumerate(probe["samples"]):
-            row = dict(meta, image=f"samples/{save_image(_inside(site, f'samples/{s}'), imgs[s], 84)}", maps=[],
-                       saliency=None)
-            if sal is not None:
-                name = save_image(_inside(site, f"samples/{s}-saliency"), _colormap(sal[s][None])[0], 84)
-                row["saliency"] = f"samples/{name}"
-            for layer in layers:
-                key = f"maps_{layer['pj']}"
-                if layer["kind"] != "conv" or layer["pj"] is None or key not in arrays:
-                    continue
-                shown = arrays[key][s][:SAMPLE_MAPS].astype(np.float32)
-                maps = _colormap(normalize_maps(shown))
-                h = maps.shape[-2]
-                rel = f"samples/{s}-{layer['slug']}.png"
-                save_png(_inside(site, rel), montage(maps, cols=min(len(maps), 16), gap=1, scale=max(1, 28 // h)))
-                row["maps"].append({"layer": layer["name"], "image": rel, "units": len(maps), "of": layer["units"]})
-            samples.append(row)
-    first = None
-    if probe is not None and "conv1_weights" in arrays and probe.get("first_layer"):
-        w = arrays["conv1_weights"]
-        opt = arrays["conv1_optimal"]
-        lim = float(np.abs(w).max()) or 1.0
-        wshow = (w / lim + 1) / 2  # 0.5 is zero: diverging grey scale
-        sc = display_scale(w.shape[-1], 56)
-        first = {"name": probe["first_layer"]["name"], "units": []}
-        fl = next((layer for layer in layers if layer["name"] == first["name"]), None)
-        for u in range(len(w)):
-            save_png(_inside(site, f"first/{u}-w.png"), wshow[u] if w.shape[1] in (1, 3) else wshow[u, :1], sc)
-            save_png(_inside(site, f"first/{u}-opt.png"), opt[u] if w.shape[1] in (1, 3) else opt[u, :1], sc)
-            cell = (fl or {}).get("by_unit", {}).get(u)
-            first["units"].append({"unit": u, "weights": f"first/{u}-w.png", "optimal": f"first/{u}-opt.png",
-                                   "analytic_max": probe["first_layer"]["analytic_max"][u],
-                                   "objective": cell["stats"].get("objective") if cell else None,
-                                   "page": cell["page"] if cell else None})
-    if probe is not None and (results / "probe" / "pruning.png").exists():
-        shutil.copyfile(results / "probe" / "pruning.png", site / "pruning.png")
-    misclassified = []
-    npz = results / "eval" / "misclassified.npz"
-    if npz.exists():
-        with np.load(npz) as z:
-            mimg = z["images"]
-        for i, (m, img) in enumerate(zip(ev.get("misclassified", []), mimg)):
-            name = save_image(_inside(site, f"misclassified/{i}"), img, 56)
-            misclassified.append(dict(m, image=f"misclassified/{name}"))
-
-    # ------------------------------------------------------------------ unit pictures and pages, a layer at a time
-    bank_thumbs = _bank_thumbnails(site, arrays)
-    class_layer = next((layer for layer in layers if layer["kind"] == "class"), None)
+def _sample_maps(site: Path, s: int, arrays: ProbeArrays, layers: list[dict]) -> list[dict]:
+    """Sample s's activation maps of every conv layer, one montage per layer."""
+    out = []
     for layer in layers:
-        if not layer["cells"]:
+        maps_j = arrays.layer("maps", layer["pj"])
+        if layer["kind"] != "conv" or maps_j is None:
             continue
-        _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)
-    write_units_index(site, layers)  # units-index.js: the run page's search (static/search.js)
+        shown = maps_j[s][:SAMPLE_MAPS].astype(np.float32)
+        maps = _colormap(normalize_maps(shown))
+        h = maps.shape[-2]
+        rel = f"samples/{s}-{layer['slug']}.png"
+        save_png(_inside(site, rel), montage(maps, cols=min(len(maps), 16), gap=1, scale=max(1, 28 // h)))
+        out.append({"layer": layer["name"], "image": rel, "units": len(maps), "of": layer["units"]})
+    return out
 
-    # ------------------------------------------------------------------ run, layer, class pages
-    per_class = [(c, ev["per_class_accuracy"].get(c)) for c in ev["classes"]]
-    transfer_file = results / "transfer.json"
-    transfer_model = read_json(transfer_file).get("transfer_model") if transfer_file.is_file() else None
+
+def _samples(site: Path, probe: dict | None, arrays: ProbeArrays, layers: list[dict]) -> list[dict]:
+    """The probe's sample inputs: picture, saliency and activation maps of each."""
+    if probe is None or arrays.sample_images is None:
+        return []
+    imgs = _u8_to_float(arrays.sample_images)
+    sal = arrays.saliency
+    samples = []
+    for s, meta in enumerate(probe["samples"]):
+        row = dict(meta, image=f"samples/{save_image(_inside(site, f'samples/{s}'), imgs[s], 84)}", maps=[],
+                   saliency=None)
+        if sal is not None:
+            name = save_image(_inside(site, f"samples/{s}-saliency"), _colormap(sal[s][None])[0], 84)
+            row["saliency"] = f"samples/{name}"
+        row["maps"] = _sample_maps(site, s, arrays, layers)
+        samples.append(row)
+    return samples
+
+
+def _first_layer(site: Path, probe: dict | None, arrays: ProbeArrays, layers: list[dict]) -> dict | None:
+    """The first conv layer's weights beside their analytic optimal input and the ascent's objective."""
+    if probe is None or CONV1_WEIGHTS not in arrays or not probe.get("first_layer"):
+        return None
+    w = arrays[CONV1_WEIGHTS]
+    opt = arrays[CONV1_OPTIMAL]
+    lim = float(np.abs(w).max()) or 1.0
+    wshow = (w / lim + 1) / 2  # 0.5 is zero: diverging grey scale
+    sc = display_scale(w.shape[-1], 56)
+    first = {"name": probe["first_layer"]["name"], "units": []}
+    fl = next((layer for layer in layers if layer["name"] == first["name"]), None)
+    for u in range(len(w)):
+        save_png(_inside(site, f"first/{u}-w.png"), wshow[u] if w.shape[1] in (1, 3) else wshow[u, :1], sc)
+        save_png(_inside(site, f"first/{u}-opt.png"), opt[u] if w.shape[1] in (1, 3) else opt[u, :1], sc)
+        cell = (fl or {}).get("by_unit", {}).get(u)
+        first["units"].append({"unit": u, "weights": f"first/{u}-w.png", "optimal": f"first/{u}-opt.png",
+                               "analytic_max": probe["first_layer"]["analytic_max"][u],
+                               "objective": cell["stats"].get("objective") if cell else None,
+                               "page": cell["page"] if cell else None})
+    return first
+
+
+def _misclassified(site: Path, folder: RunFolder, ev: dict) -> list[dict]:
+    """The evaluation's misclassified test images with their records."""
+    mimg = read_misclassified_images(folder.misclassified_npz)
+    if mimg is None:
+        return []
+    out = []
+    for i, (m, img) in enumerate(zip(ev.get("misclassified", []), mimg)):
+        name = save_image(_inside(site, f"misclassified/{i}"), img, 56)
+        out.append(dict(m, image=f"misclassified/{name}"))
+    return out
+
+
+# ---------------------------------------------------------------------- pages
+
+def _run_context(run_id: str, model_meta: dict, train_metrics: dict | None, ev: dict, layers: list[dict],
+                 config: dict, generated: str, probe: dict | None, folder: RunFolder) -> dict:
+    """What every page of the run is rendered with (pictures are added by the caller)."""
+    transfer = read_transfer(folder.transfer_json)
     conf = ev.get("confusion") or []
-    ctx = {
-        "run_id": run_id, "model": model_meta, "train": train_metrics, "eval": ev, "per_class": per_class,
-        "layers": layers, "config": config, "generated": generated, "probe": probe, "samples": samples,
-        "first": first, "misclassified": misclassified, "confusion": conf,
-        "confusion_max": max((max(r) for r in conf if r), default=0), "class_layer": class_layer,
+    return {
+        "run_id": run_id, "model": model_meta, "train": train_metrics, "eval": ev,
+        "per_class": [(c, ev["per_class_accuracy"].get(c)) for c in ev["classes"]],
+        "layers": layers, "config": config, "generated": generated, "probe": probe,
+        "confusion": conf, "confusion_max": max((max(r) for r in conf if r), default=0),
+        "class_layer": next((layer for layer in layers if layer["kind"] == "class"), None),
         "model_id": run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id,
-        "transfer_model": transfer_model, "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "confusion_table_classes": CONFUSION_TABLE, "run_page_classes": RUN_PAGE_CLASSES,
+        "transfer_model": transfer.get("transfer_model") if transfer else None,
+        "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "confusion_table_classes": CONFUSION_TABLE,
+        "run_page_classes": RUN_PAGE_CLASSES,
     }
-    ctx["methods_page"] = write_methods(env, site, results, units, probe, config, run_id, generated)
+
+
+def _run_page(env, site: Path, ctx: dict) -> None:
     write_text(site / "index.html", env.get_template("run.html").render(**ctx, root=""))
-    for layer in layers:
+
+
+def _layer_pages(env, site: Path, ctx: dict) -> None:
+    for layer in ctx["layers"]:
         write_text(_inside(site, layer["page"]), env.get_template("layer.html").render(**ctx, layer=layer, root=""))
-    if class_layer is not None:
-        acc = dict(per_class)
-        write_text(site / "classes.html", env.get_template("classes.html").render(**ctx, layer=class_layer, accuracy=acc, root=""))
-    write_json(site / "summary.json", {
-        "run": run_id,
+
+
+def _classes_page(env, site: Path, ctx: dict) -> None:
+    if ctx["class_layer"] is not None:
+        write_text(site / "classes.html", env.get_template("classes.html").render(
+            **ctx, layer=ctx["class_layer"], accuracy=dict(ctx["per_class"]), root=""))
+
+
+def _summary(ctx: dict) -> dict:
+    """summary.json: the run's row of the report index."""
+    layers = ctx["layers"]
+    return {
+        "run": ctx["run_id"],
         "model_id": ctx["model_id"],
-        "dataset": model_meta.get("dataset"),
-        "test_accuracy": ev["test_accuracy"],
-        "generated": generated,
+        "dataset": ctx["model"].get("dataset"),
+        "test_accuracy": ctx["eval"]["test_accuracy"],
+        "generated": ctx["generated"],
         "units": sum(len(layer["cells"]) for layer in layers),
         "layers": len(layers),
         "dead": sum(layer["n_dead"] for layer in layers),
         "weak": sum(layer["n_weak"] for layer in layers),
-        "archive": f"{run_id}.tar.gz",
-    })
+        "archive": f"{ctx['run_id']}.tar.gz",
+    }
 
 
-def _unit_pages(env, site: Path, layer: dict, arrays: dict, bank_thumbs: list[str], classes: list[str],
+def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_metrics: dict | None, ev: dict,
+               units: dict, ascent: dict[str, LayerAscent], probe: dict | None, arrays: ProbeArrays,
+               config: dict) -> None:
+    """Every picture and page of one run's report into `site` (loaders -> view records ->
+    pictures -> pages)."""
+    env = environment()
+    site, folder = Path(site), RunFolder(results)
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    _copy_run_files(site, folder, train_metrics, probe)
+    write_json(site / "config.json", config)
+    classes = units["classes"]
+    layers = layer_views(units, ascent, probe)
+    ctx = _run_context(run_id, model_meta, train_metrics, ev, layers, config, generated, probe, folder)
+    ctx["samples"] = _samples(site, probe, arrays, layers)
+    ctx["first"] = _first_layer(site, probe, arrays, layers)
+    ctx["misclassified"] = _misclassified(site, folder, ev)
+    bank_thumbs = _bank_thumbnails(site, arrays)
+    for layer in layers:  # unit pictures and pages, a layer at a time
+        if layer["cells"]:
+            _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)
+    write_units_index(site, layers)  # units-index.js: the run page's search (static/search.js)
+    ctx["methods_page"] = write_methods(env, site, results, units, probe, config, run_id, generated)
+    _run_page(env, site, ctx)
+    _layer_pages(env, site, ctx)
+    _classes_page(env, site, ctx)
+    write_json(site / "summary.json", _summary(ctx))
+
+
+def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: list[str], classes: list[str],
                 run_id: str, generated: str) -> None:
     """Every picture and page of one layer's units; the layer's pixels are dropped when it returns."""
     images, snapshots = ascent_pixels(layer["data"])
     cells, pj, lslug = layer["cells"], layer["pj"], layer["slug"]
     folder = f"units/{lslug}"
-    bank_rows = arrays.get(f"topk_{pj}") if pj is not None else None
+    bank_rows = arrays.layer("topk", pj)
     rf = (layer["probe"] or {}).get("receptive_field")
     for n, cell in enumerate(cells):
         u = cell["unit"]
@@ -295,13 +349,14 @@ def _unit_pages(env, site: Path, layer: dict, arrays: dict, bank_thumbs: list[st
             cell["top_thumbs"] = [bank_thumbs[r] for r in rows]
             crops = None
             if rf is not None and "top_pos" in layer["probe"]:
-                c = top_crops(arrays["topk_bank"], rows, layer["probe"]["top_pos"][u], layer["output_shape"][-1], rf)
+                c = top_crops(arrays.bank, rows, layer["probe"]["top_pos"][u], layer["output_shape"][-1], rf)
                 crops = save_image(_inside(site, f"{folder}/{u}-crops"), montage(_u8_to_float(c), cols=len(c), gap=2), TOP)
             top = {"thumbs": cell["top_thumbs"], "crops": crops,
                    "rows": [{"rank": r + 1, "index": i, "label": classes[lab] if lab < len(classes) else lab, "value": v}
                             for r, (i, lab, v) in enumerate(zip(b["top_index"], b["top_label"], b["top_value"]))]}
-        if b and pj is not None and f"hist_{pj}" in arrays:
-            hist = _hist_svg(arrays[f"hist_{pj}"][u], arrays[f"edges_{pj}"][u],
+        hist_j = arrays.layer("hist", pj)
+        if b and hist_j is not None:
+            hist = _hist_svg(hist_j[u], arrays.layer("edges", pj)[u],
                              {"ascent objective": cell["stats"].get("objective"), "dataset max": b["max"]})
         partner = None
         if b and layer["units"] > 1 and b.get("max_corr", 0) > 0:

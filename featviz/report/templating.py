@@ -17,6 +17,15 @@ def slug(name: str) -> str:
     return s[:80]
 
 
+def inside(site: Path, rel: str) -> Path:
+    """site/rel, refusing anything that would land outside the site folder (its folder is made)."""
+    p = (site / rel).resolve()
+    if not p.is_relative_to(site.resolve()):
+        raise ValueError(f"report: refusing to write outside the report folder: {rel!r}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              autoescape=True, undefined=jinja2.StrictUndefined,

@@ -1,6 +1,7 @@
 rule ascend:
     input:
         model="results/{run}/model/model.json",
+        weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
     output:
         images="results/{run}/ascent/{layer}/{chunk}.npz",

@@ -77,35 +77,38 @@ def checked_units(run_id):
 
 
 def ascent_results(wildcards, kind=None):
-    """Every ascent job of a run (or of its layers of one kind), known once its units are
-    enumerated (a checkpoint)."""
+    """Both files of every ascent job of a run (or of its layers of one kind), known once its units
+    are enumerated (a checkpoint)."""
     units = checked_units(wildcards.run)
     ascent = RUNS[wildcards.run].ascent
     return [
-        f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.json"
+        f"results/{wildcards.run}/ascent/{layer['name']}/{chunk}.{ext}"
         for layer in units["layers"]
         if kind is None or layer["kind"] == kind
         for chunk in range(n_chunks(len(selected_units(layer, ascent)), ascent["chunk_size"]))
+        for ext in ("json", "npz")
     ]
 
 
 def compare_results(wildcards):
-    """Every comparison job of a run (ascent.compare; none without it): one per entry and layer."""
-    compare = resolve_compare(RUNS[wildcards.run].ascent.get("compare"))
+    """Both files of every comparison job of a run (ascent.compare; none without it): one job per
+    entry and layer."""
+    compare = resolve_compare(RUNS[wildcards.run].ascent["compare"])
     if compare is None:
         return []
     units = checked_units(wildcards.run)
     return [
-        f"results/{wildcards.run}/compare/{entry['slug']}/{layer['name']}.json"
+        f"results/{wildcards.run}/compare/{entry['slug']}/{layer['name']}.{ext}"
         for entry in compare["entries"]
         for layer in compare_layers(units, compare)
+        for ext in ("json", "npz")
     ]
 
 
 def compare_params(wildcards):
     """The settings one comparison job reads, as JSON."""
     ascent = RUNS[wildcards.run].ascent
-    entry = next(e for e in resolve_compare(ascent.get("compare"))["entries"] if e["slug"] == wildcards.entry)
+    entry = next(e for e in resolve_compare(ascent["compare"])["entries"] if e["slug"] == wildcards.entry)
     return json.dumps(job_config(ascent, entry, wildcards.layer), sort_keys=True)
 
 
@@ -118,40 +121,47 @@ TRAINED_RUNS = _only(r.id for r in RUNS.values() if not r.imported)
 IMPORTED_RUNS = _only(r.id for r in RUNS.values() if r.imported)
 
 
-# ---- transfer score (workflow/rules/transfer.smk) ----
-from featviz.config import expected_input
-from featviz.transfer import (DEFAULT_TRANSFER, check_transfer_config, resolve_transfer, transfer_model_config,
-                              transfer_train_config)
+# ---- transfer score (workflow/rules/transfer.smk): resolved and checked by featviz ----
+from featviz.transfer import transfer_plans
 
-
-def _transfer_setup():
-    out = {}
-    for i, run in enumerate(RUNS.values()):
-        cfg = resolve_transfer(run.ascent.get("transfer", DEFAULT_TRANSFER))
-        expected = expected_input({"dataset": run.dataset, "data": run.data})
-        shape, n_classes = expected if expected else (None, 2)
-        try:
-            check_transfer_config(f"runs[{i}].ascent.transfer", cfg, shape, n_classes)
-        except FeatvizError as exc:
-            raise WorkflowError(f"featviz config error: {exc}") from None
-        model = transfer_model_config(cfg, run.model, shape)
-        out[run.id] = None if model is None else {
-            "model": model,
-            "train": transfer_train_config(cfg, run.train),
-            "seed": int(cfg.get("seed", 1)),
-        }
-    return out
-
-
-TRANSFER = _transfer_setup()
-
-
-def class_ascent_results(wildcards):
-    """The ascent jobs of a run's class layer."""
-    return ascent_results(wildcards, kind="class")
+try:
+    TRANSFER = transfer_plans(RUNS.values())
+except FeatvizError as exc:
+    raise WorkflowError(f"featviz config error: {exc}") from None
 
 
 def transfer_model_input(wildcards):
-    return [f"results/{wildcards.run}/transfer_model/model.json"] if TRANSFER[wildcards.run] else []
+    """The files of a run's transfer model (`featviz transfer` and `featviz search` read its
+    weights, spec and metrics); none where the transfer score is off."""
+    if not TRANSFER[wildcards.run]:
+        return []
+    return [f"results/{wildcards.run}/transfer_model/{name}" for name in ("model.pt", "model.json", "metrics.json")]
 
 
+def _job_records(run_id, step, outputs):
+    """The log and benchmark of each job of one step whose outputs (paths under results/<run>/<step>/,
+    one or more per job) are given: results/<run>/logs/<step>/<job>.log and benchmarks/<step>/<job>.tsv."""
+    prefix = f"results/{run_id}/{step}/"
+    jobs = sorted({p[len(prefix):].rsplit(".", 1)[0] for p in outputs})
+    return ([f"results/{run_id}/logs/{step}/{job}.log" for job in jobs]
+            + [f"results/{run_id}/benchmarks/{step}/{job}.tsv" for job in jobs])
+
+
+def run_files(wildcards):
+    """Every file the workflow writes into results/<run> before its archive: each job's outputs,
+    logs and benchmarks (what `featviz archive` packs)."""
+    run = wildcards.run
+    r = f"results/{run}"
+    model_rule = "import_model" if RUNS[run].imported else "train"
+    files = [f"{r}/model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
+    files += [f"{r}/units.json", f"{r}/transfer.json"]
+    files += [f"{r}/eval/{n}" for n in ("metrics.json", "confusion.png", "misclassified.png", "misclassified.npz")]
+    files += [f"{r}/probe/{n}" for n in ("probe.json", "probe.npz", "pruning.png", "saliency.png")]
+    steps = [model_rule, "units", "evaluate", "probe", "transfer", "report"]
+    if TRANSFER[run]:
+        files += [f"{r}/transfer_model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
+        steps.append("transfer_train")
+    files += [f"{r}/logs/{step}.log" for step in steps] + [f"{r}/benchmarks/{step}.tsv" for step in steps]
+    for step, outputs in (("ascent", ascent_results(wildcards)), ("compare", compare_results(wildcards))):
+        files += outputs + _job_records(run, step, outputs)
+    return files

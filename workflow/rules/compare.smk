@@ -2,6 +2,7 @@
 rule compare:
     input:
         model="results/{run}/model/model.json",
+        weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
     output:
         images="results/{run}/compare/{entry}/{layer}.npz",

@@ -1,7 +1,9 @@
 rule evaluate:
     input:
         model="results/{run}/model/model.json",
+        weights="results/{run}/model/model.pt",
         test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
+        info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
     output:
         metrics="results/{run}/eval/metrics.json",
         confusion=report(

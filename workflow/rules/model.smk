@@ -3,6 +3,7 @@
 rule train:
     input:
         train=lambda wildcards: f"{data_dir(wildcards)}/train.pt",
+        test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
         info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
     output:
         weights="results/{run}/model/model.pt",

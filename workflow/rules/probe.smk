@@ -1,8 +1,10 @@
 rule probe:
     input:
         model="results/{run}/model/model.json",
+        weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
         test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
+        info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
     output:
         summary="results/{run}/probe/probe.json",
         arrays="results/{run}/probe/probe.npz",

@@ -1,12 +1,16 @@
 rule report_run:
     input:
         model="results/{run}/model/model.json",
+        train_metrics="results/{run}/model/metrics.json",
         metrics="results/{run}/eval/metrics.json",
+        confusion="results/{run}/eval/confusion.png",
+        misclassified="results/{run}/eval/misclassified.npz",
         units="results/{run}/units.json",
         ascent=ascent_results,
         compare=compare_results,
         probe="results/{run}/probe/probe.json",
         probe_arrays="results/{run}/probe/probe.npz",
+        pruning="results/{run}/probe/pruning.png",
         transfer="results/{run}/transfer.json",
     output:
         # the whole static site, so that Snakemake's --report embeds every page and picture
@@ -33,7 +37,8 @@ rule report_run:
 rule archive:
     input:
         site="reports/{run}",
-        results="results/{run}/probe/probe.json",
+        # the whole of results/<run>, which the archive packs: every job's outputs, logs and benchmarks
+        results=run_files,
     output:
         "reports/{run}.tar.gz",
     conda:
@@ -41,7 +46,8 @@ rule archive:
     log:
         "results/logs/archive/{run}.log",
     benchmark:
-        "results/{run}/benchmarks/archive.tsv"
+        # beside its log, outside results/<run>: the archive does not pack its own timing
+        "results/benchmarks/archive/{run}.tsv"
     localrule: True
     shell:
         "featviz archive --report {input.site} --results results/{wildcards.run} "

@@ -5,6 +5,7 @@
 rule transfer_train:
     input:
         train=lambda wildcards: f"{data_dir(wildcards)}/train.pt",
+        test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
         info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
     output:
         weights="results/{run}/transfer_model/model.pt",
@@ -37,8 +38,9 @@ rule transfer_train:
 rule transfer:
     input:
         model="results/{run}/model/model.json",
+        weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
-        ascent=class_ascent_results,
+        ascent=lambda wildcards: ascent_results(wildcards, kind="class"),
         transfer_model=transfer_model_input,
     output:
         "results/{run}/transfer.json",
@@ -47,7 +49,6 @@ rule transfer:
         trust=TRUST,
         tmodel=lambda wildcards: (f"--transfer-model results/{wildcards.run}/transfer_model"
                                   if TRANSFER[wildcards.run] else ""),
-        seed=lambda wildcards: RUNS[wildcards.run].ascent.get("seed", 0),
     conda:
         "../envs/featviz.yaml"
     log:
@@ -58,36 +59,5 @@ rule transfer:
         gpu=GPU,
         mem_mb=2000,
     shell:
-        "featviz transfer --results results/{wildcards.run} {params.tmodel} --seed {params.seed} "
-        "--device {params.device} {params.trust} --out {output} > {log} 2>&1"
-
-
-# On demand only (not part of `all`): random search over a recipe's numeric parameters on the
-# first 4 units of one layer, e.g. `snakemake results/<run>/search/classes/hvass.json`.
-rule search:
-    input:
-        model="results/{run}/model/model.json",
-        test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
-        transfer_model=lambda wildcards: (transfer_model_input(wildcards) if wildcards.layer == "classes" else []),
-    output:
-        "results/{run}/search/{layer}/{recipe}.json",
-    params:
-        device=DEVICE,
-        trust=TRUST,
-        data=data_dir,
-        tmodel=lambda wildcards: (f"--transfer-model results/{wildcards.run}/transfer_model"
-                                  if TRANSFER[wildcards.run] and wildcards.layer == "classes" else ""),
-        seed=lambda wildcards: RUNS[wildcards.run].ascent.get("seed", 0),
-    wildcard_constraints:
-        recipe=r"[A-Za-z0-9_-]+",
-    conda:
-        "../envs/featviz.yaml"
-    log:
-        "results/{run}/logs/search/{layer}/{recipe}.log",
-    resources:
-        gpu=GPU,
-        mem_mb=2000,
-    shell:
-        "featviz search --model results/{wildcards.run}/model --layer {wildcards.layer:q} "
-        "--recipe {wildcards.recipe} --trials 20 --data {params.data} {params.tmodel} --seed {params.seed} "
+        "featviz transfer --results results/{wildcards.run} {params.tmodel} "
         "--device {params.device} {params.trust} --out {output} > {log} 2>&1"

@@ -1,6 +1,7 @@
 checkpoint units:
     input:
         model="results/{run}/model/model.json",
+        weights="results/{run}/model/model.pt",
     output:
         units="results/{run}/units.json",
     params:

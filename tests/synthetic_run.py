@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluate import evaluate
-from ..io import write_json, write_npz
-from ..model import build, load_model, save_model
-from ..probe import probe
-from ..units import chunks, enumerate_units
+from featviz.evaluate import evaluate
+from featviz.io import write_json, write_npz
+from featviz.model import build, load_model, save_model
+from featviz.probe import probe
+from featviz.units import chunks, enumerate_units
 
 LAYERS = [
     {"type": "conv", "out": 4, "kernel": 3, "padding": "same"}, {"type": "relu"}, {"type": "maxpool", "kernel": 2},
@@ -64,7 +64,7 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
     layers[0]["out"], layers[3]["out"] = conv_channels
     net = build(layers, shape, k)
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    norm = lambda x: (x.float() / 255 - mean[0]) / std[0]  # noqa: E731
+    norm = lambda x: (x.float() / 255 - mean[0]) / std[0]
     curves = []
     for step in range(steps):
         idx = torch.randint(0, n_train, (64,), generator=g)
@@ -121,7 +121,7 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
 
 
 def _rename_layer(run: Path, old: str, new: str) -> None:
-    from ..io import read_json
+    from featviz.io import read_json
 
     for rel in ("units.json", "probe/probe.json"):
         d = read_json(run / rel)

@@ -1,0 +1,50 @@
+"""The checks a verb runs on its own config sections before any work, as the DAG runs them: the
+schema's rules for the section (featviz.schema), then the network's naming rules."""
+from __future__ import annotations
+
+from .errors import FeatvizError
+from .schema import load_schema, schema_error
+
+
+def check_sections(dataset: str = "imagefolder", **sections) -> None:
+    """A verb's config sections (`data`, `model`, `train`, `ascent` of one run, as the workflow
+    passes them) checked as the DAG checks them: against the schema's runs[i] sections, then the
+    model's naming rules. Raises FeatvizError naming the key (`train.epochs: 0 is less than the
+    minimum of 1`)."""
+    schema = load_schema()
+    if schema is not None:
+        problem = schema_error({"runs": [{"dataset": dataset, **sections}]}, schema)
+        if problem:
+            raise FeatvizError(problem.removeprefix("runs[0]."))
+    if sections.get("model") is not None:
+        try:
+            _check_model("", sections["model"])
+        except FeatvizError as exc:
+            raise FeatvizError(str(exc).removeprefix(".")) from None
+
+
+def _check_model(where: str, model: dict) -> None:
+    """One way to name the network: a preset, a layer list or a torchvision architecture."""
+    from .model import PRESETS
+    from .model.torchvision_archs import build_kwargs, check_name
+
+    given = [k for k in ("preset", "layers", "torchvision") if model.get(k)]
+    if len(given) > 1:
+        raise FeatvizError(f"{where}.model: give one of preset, layers or torchvision, not {' and '.join(given)}")
+    if model.get("torchvision"):
+        check_name(model["torchvision"], f"{where}.model.torchvision")
+        try:
+            build_kwargs(model["torchvision"], model.get("kwargs"))
+        except FeatvizError as exc:
+            raise FeatvizError(f"{where}.{exc}") from None
+    else:
+        for key in ("kwargs", "weights"):
+            if model.get(key):
+                raise FeatvizError(f"{where}.model.{key}: only for a torchvision architecture (model.torchvision)")
+        if model.get("class_names") == "imagenet":
+            raise FeatvizError(f"{where}.model.class_names: imagenet is for torchvision architectures")
+    if model.get("weights") and model.get("import"):
+        raise FeatvizError(f"{where}.model: give weights (torchvision's pretrained) or import (your file), not both")
+    if not model.get("import") and not model.get("layers") and not model.get("torchvision") \
+            and model.get("preset") not in PRESETS:
+        raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")

@@ -1,0 +1,328 @@
+"""The contract between stages: the layout of one run's results folder (`results/<run>/`) and a
+reader/writer per artifact, so that no two modules rediscover or parse the same file.
+
+    model/        model.pt, model.json, metrics.json          featviz train / import-model
+    units.json                                                 featviz units
+    eval/         metrics.json, confusion.png, misclassified.png, misclassified.npz   featviz evaluate
+    probe/        probe.json, probe.npz, pruning.png, saliency.png                      featviz probe
+    ascent/<layer>/<chunk>.npz + <chunk>.json                  featviz ascend (one job per chunk)
+    compare/<entry>/<layer>.npz + .json                        featviz compare
+    transfer_model/  (as model/)                               featviz train (rule transfer_train)
+    transfer.json                                              featviz transfer
+
+The readers here build on featviz.artifacts' checked readers (a missing or corrupt file is one
+FeatvizError naming it and the stage that remakes it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import read_json_object, read_npz
+from .errors import FeatvizError
+from .io import read_json, unpack_images, write_json, write_npz
+
+REMAKE_ASCENT = "delete it and rerun its ascent job (`featviz ascend`, or the workflow)"
+REMAKE_EVAL = "re-run `featviz evaluate` (or the workflow)"
+REMAKE_PROBE = "re-run `featviz probe` (or the workflow)"
+REMAKE_TRANSFER = "re-run `featviz transfer` (or the workflow)"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where each artifact of one run lives (`root` = results/<run>)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    # model (featviz train / import-model)
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def model_json(self) -> Path:
+        return self.model_dir / "model.json"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.model_dir / "metrics.json"
+
+    @property
+    def units(self) -> Path:
+        return self.root / "units.json"
+
+    # evaluation
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.eval_dir / "metrics.json"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.eval_dir / "confusion.png"
+
+    @property
+    def misclassified_npz(self) -> Path:
+        return self.eval_dir / "misclassified.npz"
+
+    # probe
+    @property
+    def probe_dir(self) -> Path:
+        return self.root / "probe"
+
+    @property
+    def probe_json(self) -> Path:
+        return self.probe_dir / PROBE_JSON
+
+    @property
+    def probe_npz(self) -> Path:
+        return self.probe_dir / PROBE_NPZ
+
+    @property
+    def pruning_png(self) -> Path:
+        return self.probe_dir / "pruning.png"
+
+    # ascent, comparison, transfer
+    def ascent_dir(self, layer: str) -> Path:
+        return self.root / "ascent" / layer
+
+    def ascent_chunk(self, layer: str, chunk: int) -> AscentChunk:
+        folder = self.ascent_dir(layer)
+        return AscentChunk(int(chunk), folder / f"{int(chunk)}.json", folder / f"{int(chunk)}.npz")
+
+    @property
+    def compare_dir(self) -> Path:
+        return self.root / "compare"
+
+    @property
+    def transfer_model_dir(self) -> Path:
+        return self.root / "transfer_model"
+
+    @property
+    def transfer_json(self) -> Path:
+        return self.root / "transfer.json"
+
+
+# ---------------------------------------------------------------- small JSON artifacts
+
+def read_eval_metrics(path: str | Path) -> dict:
+    """eval/metrics.json (featviz evaluate)."""
+    return read_json_object(path, "evaluation file", REMAKE_EVAL)
+
+
+def read_train_metrics(path: str | Path) -> dict | None:
+    """model/metrics.json (featviz train / import-model), or None where the model has none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return read_json_object(path, "training metrics file", "re-run `featviz train` or `featviz import-model`")
+
+
+def read_misclassified_images(path: str | Path) -> np.ndarray | None:
+    """The misclassified test images eval/misclassified.npz holds, or None where there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return read_npz(path, "misclassified images file", REMAKE_EVAL, ("images",))["images"]
+
+
+# ---------------------------------------------------------------- ascent chunks
+
+@dataclass(frozen=True)
+class AscentChunk:
+    """One ascent job's output: `record` (<chunk>.json: layer, units, recipe, stats...) and
+    `images` (<chunk>.npz: images, objective, units, snapshot_<step>)."""
+
+    index: int
+    record: Path
+    images: Path
+
+
+def ascent_chunks(folder: str | Path) -> list[AscentChunk]:
+    """The chunks of one layer's ascent folder in chunk order (the one sort rule: by the chunk
+    number the file is named by; a file not named by a number is not a chunk)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = sorted((int(p.stem), p) for p in folder.glob("*.json") if p.stem.isdigit())
+    return [AscentChunk(i, p, p.with_suffix(".npz")) for i, p in found]
+
+
+def read_chunk_record(chunk: AscentChunk) -> dict:
+    """<chunk>.json, checked: an object with a list of units and one stats record per unit."""
+    rec = read_json_object(chunk.record, "ascent chunk record", REMAKE_ASCENT, ("units", "stats"))
+    if not isinstance(rec["units"], list) or not isinstance(rec["stats"], list) \
+            or len(rec["units"]) != len(rec["stats"]):
+        raise FeatvizError(f"ascent chunk record {chunk.record} is not what featviz wrote (units and stats "
+                           f"differ in length): {REMAKE_ASCENT}")
+    return rec
+
+
+def chunk_snapshot_steps(chunk: AscentChunk) -> set[int]:
+    """The snapshot steps a chunk's .npz holds (its zip directory only: no arrays are read)."""
+    if not chunk.images.is_file():
+        raise FeatvizError(f"{chunk.record}: the images file {chunk.images.name} is missing (rerun the ascent job)")
+    with np.load(chunk.images) as z:
+        return {int(k.split("_")[1]) for k in z.files if k.startswith("snapshot_")}
+
+
+def read_chunk_images(chunk: AscentChunk, snapshot_steps=()) -> tuple[np.ndarray, list[int], dict[int, np.ndarray]]:
+    """A chunk's final images (N, C, H, W) float32 in [0, 1], its units, and the snapshots
+    {step: images} of `snapshot_steps`."""
+    if not chunk.images.is_file():
+        raise FeatvizError(f"{chunk.record}: the images file {chunk.images.name} is missing (rerun the ascent job)")
+    keys = ("images", "units", *(snapshot_key(st) for st in snapshot_steps))
+    z = read_npz(chunk.images, "ascent chunk images", REMAKE_ASCENT, keys)
+    snaps = {st: unpack_images(z[snapshot_key(st)]) for st in snapshot_steps}
+    return unpack_images(z["images"]), [int(u) for u in z["units"]], snaps
+
+
+def snapshot_key(step: int) -> str:
+    return f"snapshot_{int(step):05d}"
+
+
+def write_chunk(chunk_npz: str | Path, chunk_json: str | Path, *, images: np.ndarray, objective: np.ndarray,
+                units: list[int], snapshots: dict[int, np.ndarray], record: dict) -> None:
+    """One ascent job's two files: packed uint8 images (and snapshots, packed by the caller), then
+    the record."""
+    write_npz(chunk_npz, images=images, objective=objective, units=np.asarray(units, dtype=np.int64),
+              **{snapshot_key(step): arr for step, arr in sorted(snapshots.items())})
+    write_json(chunk_json, record)
+
+
+@dataclass
+class LayerAscent:
+    """One layer's ascent results, read once: chunks in order, their records' stats and job
+    settings per unit, and the snapshot steps every chunk holds."""
+
+    chunks: list[AscentChunk]
+    units: list[int]
+    stats: list[dict]
+    jobs: list[dict]
+    snapshot_steps: list[int]
+    recipe: dict
+
+    def pixels(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The layer's final images and snapshots {step: images}, in unit order."""
+        images, snaps = [], {st: [] for st in self.snapshot_steps}
+        for chunk in self.chunks:
+            imgs, _, sn = read_chunk_images(chunk, self.snapshot_steps)
+            images.append(imgs)
+            for st, frames in snaps.items():
+                frames.append(sn[st])
+        return np.concatenate(images), {st: np.concatenate(v) for st, v in snaps.items()}
+
+
+JOB_KEYS = ("recipe", "seed", "device", "chunk")
+
+
+def read_layer_ascent(folder: str | Path) -> LayerAscent | None:
+    """A layer's ascent folder (no pixels read), or None where it has no chunk."""
+    chunks = ascent_chunks(folder)
+    if not chunks:
+        return None
+    units, stats, jobs, steps = [], [], [], None
+    for chunk in chunks:
+        rec = read_chunk_record(chunk)
+        have = chunk_snapshot_steps(chunk)
+        steps = have if steps is None else steps & have
+        units += [int(u) for u in rec["units"]]
+        stats.extend(rec["stats"])
+        job = {k: rec.get(k) for k in JOB_KEYS}
+        jobs.extend([job] * len(rec["stats"]))
+    return LayerAscent(chunks, units, stats, jobs, sorted(steps or ()), jobs[0]["recipe"])
+
+
+# ---------------------------------------------------------------- probe
+
+PROBE_JSON, PROBE_NPZ = "probe.json", "probe.npz"
+# probe.npz: arrays of the whole probe ...
+BANK = "topk_bank"  # (R, C, H, W) uint8: every test image in some unit's top-k, once, in test-set order
+BANK_INDEX = "topk_bank_index"  # (R,) int64: their test-set indices
+SAMPLE_IMAGES = "sample_images"  # (S, C, H, W) uint8
+SALIENCY = "saliency"  # (S, H, W) float32
+CONV1_WEIGHTS = "conv1_weights"  # the first conv layer's weights
+CONV1_OPTIMAL = "conv1_optimal"  # and their analytic optimal input
+# ... and per layer j of units.json, `<kind>_<j>`:
+LAYER_ARRAYS = {
+    "act": "(N_hist, U) float16: activation per image of the first histogram_images test images",
+    "hist": "(U, bins) int32: histogram counts per unit",
+    "edges": "(U, bins + 1) float32: histogram bin edges per unit",
+    "topk": "(U, k) int32: each unit's top-k test images, as rows of topk_bank",
+    "maps": "(S, U, h, w) float16: activation maps of the sample images (conv layers)",
+}
+
+
+def layer_key(kind: str, j: int) -> str:
+    """The probe.npz key of layer j's array of `kind` (LAYER_ARRAYS)."""
+    if kind not in LAYER_ARRAYS:
+        raise ValueError(f"no probe array {kind!r} (known: {', '.join(LAYER_ARRAYS)})")
+    return f"{kind}_{int(j)}"
+
+
+class ProbeArrays(dict):
+    """probe.npz's arrays by key (a dict, read whole: they are small), with an accessor per
+    array of the contract above."""
+
+    def layer(self, kind: str, j: int | None) -> np.ndarray | None:
+        """Layer j's array of `kind`, or None (no such layer index, or not written for it)."""
+        return None if j is None else self.get(layer_key(kind, j))
+
+    @property
+    def bank(self) -> np.ndarray | None:
+        return self.get(BANK)
+
+    @property
+    def sample_images(self) -> np.ndarray | None:
+        return self.get(SAMPLE_IMAGES)
+
+    @property
+    def saliency(self) -> np.ndarray | None:
+        return self.get(SALIENCY)
+
+
+def write_probe(out_dir: str | Path, summary: dict, arrays: dict) -> None:
+    """probe.npz (the arrays, keys as above), then probe.json (the summary)."""
+    out_dir = Path(out_dir)
+    write_npz(out_dir / PROBE_NPZ, **arrays)
+    write_json(out_dir / PROBE_JSON, summary)
+
+
+def read_probe(folder: RunFolder) -> tuple[dict | None, ProbeArrays]:
+    """probe.json and the arrays of probe.npz, or (None, empty) where the run has no probe."""
+    js, npz = folder.probe_json, folder.probe_npz
+    if not (js.exists() and npz.exists()):
+        return None, ProbeArrays()
+    with np.load(npz) as z:
+        return read_json(js), ProbeArrays({k: z[k] for k in z.files})
+
+
+# ---------------------------------------------------------------- transfer
+
+# the per-image fields of transfer.json the report adds to the class images' ascent stats
+# (robustness is the ascent's own: transfer.json copies it, it does not compute it again)
+TRANSFER_STATS = ("transfer_softmax", "transfer_predicted", "transfer_recognized")
+
+
+def read_transfer(path: str | Path) -> dict | None:
+    """transfer.json (featviz transfer), or None where there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return read_json_object(path, "transfer score file", REMAKE_TRANSFER, ("images",))
+
+
+def write_transfer(path: str | Path, record: dict) -> None:
+    write_json(path, record)
