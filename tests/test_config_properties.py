@@ -106,14 +106,16 @@ def micro(prepared_shapes, tmp_path_factory):
 
 
 overrides = around(
-    {"steps": [1, 2], "lr": [0.0, 0.05], "transforms": ["none", "lucid", [], [{"type": "jitter", "d": 1}],
+    {"steps": [1, 2], "lr": [1e-6, 0.05], "decay": [0.0, 0.999], "center": [0, 1], "transforms": ["none", "lucid", [], [{"type": "jitter", "d": 1}],
                                                       [{"type": "scale", "range": [0.9, 1.1]}]],
      "jitter": [0, 2], "conv_objective": ["channel", "neuron"], "neuron_pos": [None, [0, 0], [5, 5]],
      "blur_sigma": [0.0, 0.5], "median_size": [0, 3], "restarts": [0, 1]},
     [("steps", 0), ("steps", -1), ("transforms", "bogus"), ("transforms", [{"type": "jitter"}]),
      ("transforms", [{"type": "rotate"}]), ("transforms", ["pad"]), ("jitter", -1), ("conv_objective", "pixel"),
      ("neuron_pos", [6, 6]), ("neuron_pos", [99, 99]), ("neuron_pos", [-1, 0]), ("neuron_pos", [1]),
-     ("neuron_pos", "centre"), ("blur_sigma", -1.0), ("median_size", 2), ("restarts", -1), ("bogus_param", 1)],
+     ("neuron_pos", "centre"), ("blur_sigma", -1.0), ("median_size", 2), ("restarts", -1), ("bogus_param", 1),
+     ("lr", 0), ("lr", -1e-3), ("decay", 1.0), ("center", 1.5), ("adam_betas", [0.9, 1.0]), ("blur_ksize", 4),
+     ("clip_norm_pct", 100.5), ("lp_p", 0.5), ("step_eps", 0)],
 ).map(lambda o: {**o, "class_steps": o.get("steps", 2), "steps": o.get("steps", 2), "snapshots": 0,
                  "robustness_samples": 0})
 

@@ -419,7 +419,7 @@ def test_probe_refuses_a_truncated_test_split(trained_shapes, shapes_units, prep
 @pytest.mark.parametrize("overrides, message", [
     ({"conv": {"transforms": "bogus"}}, "runs[0].ascent.overrides.conv.transforms: unknown transforms preset 'bogus'"),
     ({"conv": {"neuron_pos": [99, 99]}}, "runs[0].ascent.overrides.conv.neuron_pos: [99, 99] is outside layer conv1"),
-    ({"conv": {"neuron_pos": [1]}}, "runs[0].ascent.overrides.conv.neuron_pos: [1] is not a position"),
+    ({"conv": {"neuron_pos": [1]}}, "runs[0].ascent.overrides.conv: recipe parameter 'neuron_pos' must be a list of 2"),
     ({"class": {"transforms": [{"type": "jitter"}]}}, "runs[0].ascent.overrides.class.transforms[0]: "),
     ({"dense": {"transforms": [{"type": "scale", "range": [0, 1]}]}}, "runs[0].ascent.overrides.dense.transforms[0]: "),
 ])
