@@ -56,6 +56,9 @@ def cmd_data(a):
 def cmd_train(a):
     from .device import claim_device
     from .train import train
+    from .verb_args import check_train_args
+
+    check_train_args(a)
 
     metrics = train(Path(a.data), a.model, a.train, Path(a.out), seed=a.seed, device=claim_device(a.device),
                     run_name=a.run, progress=not a.no_progress, threads=a.threads)
@@ -123,7 +126,9 @@ def cmd_probe(a):
     from .device import claim_device
     from .model import load_model
     from .probe import probe
+    from .verb_args import check_probe_args
 
+    check_probe_args(a)
     units = read_units(a.units)
     read_info(a.data)  # a folder that is not a prepared dataset stops here, before the model is loaded
     check_prepared_file(a.data, "test")  # truncated or missing: probe itself reads it later
@@ -140,6 +145,9 @@ def cmd_probe(a):
 def cmd_transfer(a):
     from .device import claim_device
     from .transfer import run_transfer
+    from .verb_args import check_transfer_args
+
+    check_transfer_args(a)
 
     run_transfer(Path(a.results), Path(a.out), Path(a.transfer_model) if a.transfer_model else None,
                  device=claim_device(a.device), trust=a.trust_checkpoint, seed=a.seed, samples=a.samples)
@@ -148,6 +156,9 @@ def cmd_transfer(a):
 def cmd_search(a):
     from .device import claim_device
     from .search import run_search
+    from .verb_args import check_search_args
+
+    check_search_args(a)
 
     rec = run_search(Path(a.model), a.layer, a.recipe, a.trials, a.units, Path(a.out),
                      transfer_model_dir=Path(a.transfer_model) if a.transfer_model else None,

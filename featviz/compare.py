@@ -147,9 +147,9 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     from .model import load_model
     from .units import find_layer
 
-    for key in ("recipe", "label", "units_per_layer"):
-        if key not in cfg:
-            raise FeatvizError(f"compare --config: `{key}` is missing (a job's settings, as the workflow writes them)")
+    from .verb_args import check_compare_config
+
+    check_compare_config(cfg, layer_name)  # keys and values against the schema, as the workflow's
     entry = resolve_compare({"recipes": [{"recipe": cfg["recipe"], "overrides": cfg.get("overrides") or {},
                                           "label": cfg["label"]}],
                              "units_per_layer": cfg["units_per_layer"]}, "compare")["entries"][0]
