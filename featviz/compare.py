@@ -146,7 +146,6 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     from .io import pack_images, write_json, write_npz
     from .model import load_model
     from .units import find_layer
-
     from .verb_args import check_compare_config
 
     check_compare_config(cfg, layer_name)  # keys and values against the schema, as the workflow's
