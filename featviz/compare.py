@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FeatvizError
-from .io import read_json
 
 # The values of keys a `compare` section leaves out (the schema cannot hold them: `compare` is
 # null by default, and snakemake's validate cannot fill defaults inside a null); config/README.md
@@ -252,7 +251,9 @@ def read_compare(results: Path, entries: list[dict] | None = None) -> list[dict]
             continue
         layers = {}
         for js in sorted(folder.glob("*.json")):
-            rec = read_json(js)
+            from .artifacts import read_compare_record
+
+            rec = read_compare_record(js)
             npz = js.with_suffix(".npz")
             if npz.is_file():
                 layers[rec["layer"]] = {"record": rec, "npz": npz}

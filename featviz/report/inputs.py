@@ -6,7 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_json, unpack_images
+from ..artifacts import (
+    REMAKE_ASCENT,
+    REMAKE_PROBE,
+    npz_names,
+    read_chunk_record,
+    read_npz,
+    read_probe_summary,
+    read_transfer_file,
+)
+from ..io import unpack_images
 
 
 def load_ascent(results: Path, units: dict) -> dict[str, dict]:
@@ -20,10 +29,10 @@ def load_ascent(results: Path, units: dict) -> dict[str, dict]:
             continue
         stats, jobs, files, steps = [], [], [], None
         for js in sorted(folder.glob("*.json"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem)):
-            rec = read_json(js)
+            rec = read_chunk_record(js)
             npz = js.with_suffix(".npz")
-            with np.load(npz) as z:  # the zip directory only: no arrays are read here
-                have = {int(k.split("_")[1]) for k in z.files if k.startswith("snapshot_")}
+            names = npz_names(npz, "ascent chunk images", REMAKE_ASCENT)  # the zip directory only
+            have = {int(k[9:]) for k in names if k.startswith("snapshot_") and k[9:].isdigit()}
             steps = have if steps is None else steps & have
             files.append(npz)
             stats.extend(rec["stats"])
@@ -42,10 +51,10 @@ def ascent_pixels(data: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One layer's final images (N, C, H, W) float32 in [0, 1] and its snapshots {step: images}."""
     images, snaps = [], {st: [] for st in data["snapshot_steps"]}
     for npz in data["files"]:
-        with np.load(npz) as z:
-            images.append(unpack_images(z["images"]))
-            for st in snaps:
-                snaps[st].append(unpack_images(z[f"snapshot_{st:05d}"]))
+        z = read_npz(npz, "ascent chunk images", REMAKE_ASCENT, ("images", *(f"snapshot_{st:05d}" for st in snaps)))
+        images.append(unpack_images(z["images"]))
+        for st in snaps:
+            snaps[st].append(unpack_images(z[f"snapshot_{st:05d}"]))
     return np.concatenate(images), {st: np.concatenate(v) for st, v in snaps.items()}
 
 
@@ -57,7 +66,7 @@ def _merge_transfer(results: Path, stats: list[dict]) -> None:
     path = results / "transfer.json"
     if not path.exists():
         return
-    rows = {row["unit"]: row for row in read_json(path).get("images", [])}
+    rows = {row["unit"]: row for row in read_transfer_file(path)["images"]}
     for st in stats:
         row = rows.get(st["unit"], {})
         st.update({k: row[k] for k in TRANSFER_KEYS if row.get(k) is not None})
@@ -68,5 +77,4 @@ def load_probe(results: Path) -> tuple[dict | None, dict]:
     js, npz = results / "probe" / "probe.json", results / "probe" / "probe.npz"
     if not (js.exists() and npz.exists()):
         return None, {}
-    with np.load(npz) as z:
-        return read_json(js), {k: z[k] for k in z.files}
+    return read_probe_summary(js), read_npz(npz, "probe arrays file", REMAKE_PROBE, None)

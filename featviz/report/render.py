@@ -11,8 +11,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import FeatvizError
-from ..io import read_json, write_text
+from ..artifacts import read_eval_metrics, read_json_object, read_model_json, read_units
+from ..errors import FeatvizError, why
+from ..io import write_text
 from .inputs import load_ascent, load_probe
 from .site import write_site as _write_site
 from .templating import STATIC, environment, slug  # noqa: F401  (slug: re-exported for callers)
@@ -36,10 +37,13 @@ def render_run(results: Path, out: Path, config: dict | None = None) -> None:
     for needed in ("model/model.json", "eval/metrics.json", "units.json"):
         if not (results / needed).exists():
             raise FeatvizError(f"report: {results / needed} is missing (run the earlier stages first)")
-    model_meta = read_json(results / "model/model.json")
-    train_metrics = read_json(results / "model/metrics.json") if (results / "model/metrics.json").exists() else None
-    ev = read_json(results / "eval/metrics.json")
-    units = read_json(results / "units.json")
+    # every input through a checked reader: a missing, truncated or corrupt file is one error naming it
+    model_meta = read_model_json(results / "model")
+    metrics = results / "model/metrics.json"
+    train_metrics = read_json_object(metrics, "training metrics file", "re-run `featviz train` (or the workflow)") \
+        if metrics.exists() else None
+    ev = read_eval_metrics(results / "eval/metrics.json")
+    units = read_units(results / "units.json")
     ascent = load_ascent(results, units)
     probe, arrays = load_probe(results)
     run_id = results.name
@@ -49,6 +53,13 @@ def render_run(results: Path, out: Path, config: dict | None = None) -> None:
         _write_site(tmp, results, run_id, model_meta, train_metrics, ev, units, ascent, probe, arrays,
                     config or {})
         _swap_in(tmp, out)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # files that read cleanly but disagree inside (a stats row without a key, fewer images than
+        # stats): the readers check each file's shape, not every value the pages use
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FeatvizError(f"report: the results in {results} are inconsistent ({type(exc).__name__}: {why(exc)}); "
+                           f"a file there is not what featviz wrote: re-run the stages that write it (or the "
+                           f"workflow)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -69,7 +80,8 @@ def render_index(run_dirs: list[Path], out: Path) -> None:
         summary = d / "summary.json"
         if not summary.exists():
             raise FeatvizError(f"index: {summary} is missing (render the run's report first)")
-        row = read_json(summary)
+        row = read_json_object(summary, "report summary", "re-render the run's report (`featviz report`)",
+                               ("run",))
         rel = Path(os.path.relpath(d, out.parent)).as_posix()
         row["href"] = f"{rel}/index.html"
         row.setdefault("model_id", row["run"].rsplit("-", 1)[-1])

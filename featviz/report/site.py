@@ -14,7 +14,8 @@ import numpy as np
 
 from ..crops import top_crops
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
-from ..io import read_json, write_json, write_text
+from ..artifacts import REMAKE_EVAL, read_npz, read_transfer_file
+from ..io import write_json, write_text
 from .inputs import ascent_pixels
 from .methods import write_methods
 from .search_index import write_units_index
@@ -222,8 +223,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     misclassified = []
     npz = results / "eval" / "misclassified.npz"
     if npz.exists():
-        with np.load(npz) as z:
-            mimg = z["images"]
+        mimg = read_npz(npz, "misclassified images file", REMAKE_EVAL, ("images",))["images"]
         for i, (m, img) in enumerate(zip(ev.get("misclassified", []), mimg)):
             name = save_image(_inside(site, f"misclassified/{i}"), img, 56)
             misclassified.append(dict(m, image=f"misclassified/{name}"))
@@ -240,7 +240,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     # ------------------------------------------------------------------ run, layer, class pages
     per_class = [(c, ev["per_class_accuracy"].get(c)) for c in ev["classes"]]
     transfer_file = results / "transfer.json"
-    transfer_model = read_json(transfer_file).get("transfer_model") if transfer_file.is_file() else None
+    transfer_model = read_transfer_file(transfer_file).get("transfer_model") if transfer_file.is_file() else None
     conf = ev.get("confusion") or []
     ctx = {
         "run_id": run_id, "model": model_meta, "train": train_metrics, "eval": ev, "per_class": per_class,
