@@ -171,7 +171,9 @@ def cmd_search(a):
 def cmd_report(a):
     from .artifacts import read_json_object, read_model_json, read_units
     from .report import render_run
+    from .verb_args import check_report_config
 
+    check_report_config(a.config)
     # the run's main artifacts, checked before anything is rendered (the report renders into a
     # temporary folder and swaps it in, so a failure leaves the previous report as it was)
     results = Path(a.results)

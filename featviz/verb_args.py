@@ -121,3 +121,22 @@ def check_compare_config(cfg: dict, layer: str) -> None:
                 text = names[key] + (f" {rest[1:]}" if rest[0] == "." else rest)
                 break
         raise FeatvizError(text) from None
+
+
+REPORT_SECTIONS = ("data", "model", "train", "ascent", "probe")
+
+
+def check_report_config(cfg: dict) -> None:
+    """`featviz report --config`: the run's config as the workflow passes it (its `dataset` and
+    sections, beside the run's id, name and seed); each section present is checked against the
+    schema's runs[i] section, without torch (the report never imports it)."""
+    from .config import load_schema, schema_error
+
+    schema = load_schema()
+    if schema is None:
+        return
+    run = {k: cfg[k] for k in REPORT_SECTIONS if k in cfg}
+    run["dataset"] = cfg.get("dataset", "imagefolder")
+    problem = schema_error({"runs": [run]}, schema)
+    if problem:
+        raise FeatvizError(f"report --config {problem.removeprefix('runs[0].')}")

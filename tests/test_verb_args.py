@@ -85,6 +85,10 @@ CASES = [
                    "--out", m / "m2"], "--seed: -1 is less than the minimum of 0"),
     (lambda m, d: ["train", "--data", d, "--model", '{"preset": "hvass-mnist"}', "--train", "{}", "--threads", "0",
                    "--out", m / "m2"], "--threads: 0 is not an integer >= 1"),
+    (lambda m, d: ["report", "--results", m, "--config", '{"ascent": {"chunk_size": 0}}', "--out", m / "r"],
+     "report --config ascent.chunk_size: 0 is less than the minimum of 1"),
+    (lambda m, d: ["report", "--results", m, "--config", '{"probe": {"top_k": "9"}}', "--out", m / "r"],
+     "report --config probe.top_k: '9' is not of type 'integer'"),
 ]
 
 
@@ -92,7 +96,7 @@ CASES = [
 def test_a_bad_flag_is_one_line_naming_it(micro, prepared_shapes, i):
     argv, message = CASES[i]
     refused(argv(micro, prepared_shapes), message)
-    for out in ("p", "s.json", "t.json", "c.json", "m2"):
+    for out in ("p", "s.json", "t.json", "c.json", "m2", "r"):
         assert not (micro / out).exists()
 
 
