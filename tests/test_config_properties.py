@@ -142,3 +142,33 @@ def test_ascend_configs(micro, tmp_path_factory):
             assert (Path(d) / "c.json").exists() == (rc == 0)
 
     prop()
+
+
+per_layer = st.dictionaries(
+    st.sampled_from(["conv1", "classes", "conv9"]),
+    around({"steps": [1, 2], "lr": [1e-3, 0.5], "median_size": [0, 3], "neuron_pos": [None, [11, 11]]},
+           [("steps", 0), ("lr", 0), ("median_size", 4), ("neuron_pos", [12, 0]), ("decay", 1), ("nope", 1)]),
+    max_size=2)
+
+
+def test_ascend_per_layer_overrides(micro, tmp_path_factory):
+    """ascent.overrides.layers: names checked against units.json, values against their ranges and
+    the layer (neuron_pos), before any work."""
+    root = tmp_path_factory.mktemp("per_layer_props")
+
+    @settings(SETTINGS, max_examples=20)
+    @given(layers=per_layer, layer=st.sampled_from(["conv1", "classes"]))
+    def prop(layers, layer):
+        cfg = {"recipe": {"conv": "hvass", "class": "hvass"},
+               "overrides": {k: {"steps": 1, "class_steps": 1, "snapshots": 0, "robustness_samples": 0}
+                             for k in ("conv", "class")} | {"layers": layers}}
+        with tempfile.TemporaryDirectory(dir=root) as d:
+            rc = accepted_or_refused(["ascend", "--model", micro / "model", "--units", micro / "units.json", "--layer",
+                                      layer, "--chunk", 0, "--config", json.dumps(cfg), "--out-npz",
+                                      Path(d) / "c.npz", "--out-json", Path(d) / "c.json", "--device", "cpu"])
+            bad = "conv9" in layers or any(
+                v.get("steps") == 0 or v.get("lr") == 0 or v.get("median_size") == 4 or "decay" in v or "nope" in v
+                or (name == "conv1" and v.get("neuron_pos") == [12, 0]) for name, v in layers.items())
+            assert (rc == 0) == (not bad), (layers, layer)
+
+    prop()
