@@ -462,5 +462,5 @@ def test_mixed_sizes_and_modes_are_noted(tmp_path, capsys):
 
 def test_search_refuses_zero_max_steps(trained_shapes, tmp_path, capsys):
     _refused(["search", "--model", trained_shapes, "--layer", "conv1", "--max-steps", "0", "--out", tmp_path / "s.json",
-              "--device", "cpu"], capsys, "--max-steps must be >= 1")
+              "--device", "cpu"], capsys, "--max-steps: 0 is not an integer >= 1")
     assert not (tmp_path / "s.json").exists()
