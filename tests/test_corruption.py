@@ -187,3 +187,17 @@ def test_corrupt_report_inputs(report_run):
                 assert (out / "index.html").read_text() == "previous"
 
     prop()
+
+
+def test_chunk_images_that_disagree_with_their_record_are_named(report_run):
+    import numpy as np
+
+    from featviz.io import write_npz
+
+    with fresh_run(report_run) as d:
+        npz = d / "ascent" / "conv1" / "0.npz"
+        with np.load(npz) as z:
+            arrays = {k: z[k][:1] for k in z.files}
+        write_npz(npz, **arrays)
+        rc, err = run(["report", "--results", d, "--out", d.parent / "out"])
+        assert rc == 2 and str(npz) in err and "do not match their record" in err, err

@@ -15,6 +15,7 @@ from ..artifacts import (
     read_probe_summary,
     read_transfer_file,
 )
+from ..errors import FeatvizError
 from ..io import unpack_images
 
 
@@ -27,7 +28,7 @@ def load_ascent(results: Path, units: dict) -> dict[str, dict]:
         folder = results / "ascent" / layer["name"]
         if not folder.is_dir():
             continue
-        stats, jobs, files, steps = [], [], [], None
+        stats, jobs, files, counts, steps = [], [], [], [], None
         for js in sorted(folder.glob("*.json"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem)):
             rec = read_chunk_record(js)
             npz = js.with_suffix(".npz")
@@ -35,6 +36,7 @@ def load_ascent(results: Path, units: dict) -> dict[str, dict]:
             have = {int(k[9:]) for k in names if k.startswith("snapshot_") and k[9:].isdigit()}
             steps = have if steps is None else steps & have
             files.append(npz)
+            counts.append(len(rec["stats"]))
             stats.extend(rec["stats"])
             job = {k: rec.get(k) for k in ("recipe", "seed", "device", "chunk")}
             jobs.extend([job] * len(rec["stats"]))
@@ -42,7 +44,7 @@ def load_ascent(results: Path, units: dict) -> dict[str, dict]:
             continue
         if layer["kind"] == "class":
             _merge_transfer(results, stats)
-        out[layer["name"]] = {"files": files, "stats": stats, "jobs": jobs, "recipe": jobs[0]["recipe"],
+        out[layer["name"]] = {"files": files, "counts": counts, "stats": stats, "jobs": jobs, "recipe": jobs[0]["recipe"],
                               "snapshot_steps": sorted(steps or ())}
     return out
 
@@ -50,8 +52,12 @@ def load_ascent(results: Path, units: dict) -> dict[str, dict]:
 def ascent_pixels(data: dict) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One layer's final images (N, C, H, W) float32 in [0, 1] and its snapshots {step: images}."""
     images, snaps = [], {st: [] for st in data["snapshot_steps"]}
-    for npz in data["files"]:
+    for i, npz in enumerate(data["files"]):
         z = read_npz(npz, "ascent chunk images", REMAKE_ASCENT, ("images", *(f"snapshot_{st:05d}" for st in snaps)))
+        n = data["counts"][i] if "counts" in data else len(z["images"])
+        if any(a.ndim != 4 or len(a) != n for a in z.values()):
+            raise FeatvizError(f"ascent chunk images {npz} do not match their record ({n} units, images "
+                               f"{[list(a.shape) for a in z.values()][:2]}): {REMAKE_ASCENT}")
         images.append(unpack_images(z["images"]))
         for st in snaps:
             snaps[st].append(unpack_images(z[f"snapshot_{st:05d}"]))
