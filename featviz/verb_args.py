@@ -102,7 +102,11 @@ def check_compare_config(cfg: dict, layer: str) -> None:
     for key in ("recipe", "label", "units_per_layer"):
         if key not in cfg:
             raise FeatvizError(f"compare --config: `{key}` is missing (a job's settings, as the workflow writes them)")
-    entry = {k: cfg[k] for k in ("recipe", "overrides", "label") if cfg.get(k) is not None}
+    # the label: any non-empty text (the workflow's default label, recipe+overrides, may be longer
+    # than the 60 characters the schema allows a label the user writes)
+    if not isinstance(cfg["label"], str) or not cfg["label"]:
+        raise FeatvizError(f"compare --config label: {cfg['label']!r} is not a non-empty text")
+    entry = {k: cfg[k] for k in ("recipe", "overrides") if cfg.get(k) is not None}
     ascent = {k: cfg[k] for k in ("seed", "precision", "channels_last") if cfg.get(k) is not None}
     if cfg.get("units") is not None:
         ascent["units"] = {layer: cfg["units"]}

@@ -163,10 +163,10 @@ def test_search_flags(micro, drawn):
 
 compare_configs = around(
     {"seed": [0, 2], "precision": ["fp32", "bf16"], "channels_last": [True, False], "units": [None, [0], [2]],
-     "units_per_layer": [1, 2], "label": ["a", "x" * 60],
+     "units_per_layer": [1, 2], "label": ["a", "x" * 61],
      "overrides": [{"steps": 1}, {"median_size": 3, "steps": 2}, {"neuron_pos": [5, 5], "steps": 1}]},
     [("seed", -1), ("seed", "1"), ("precision", "fp16"), ("channels_last", "no"), ("units", []), ("units", [-1]),
-     ("units", [3]), ("units_per_layer", 0), ("label", ""), ("label", "x" * 61), ("overrides", {"steps": 0}),
+     ("units", [3]), ("units_per_layer", 0), ("label", ""), ("label", 3), ("overrides", {"steps": 0}),
      ("overrides", {"lr": 0}), ("overrides", {"transforms": "bogus"}), ("overrides", {"neuron_pos": [12, 0]}),
      ("recipe", "nope"), ("bogus", 1)])
 
