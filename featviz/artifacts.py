@@ -268,8 +268,16 @@ def read_probe_summary(path: str | Path) -> dict:
     rec = read_json_object(path, what, REMAKE_PROBE, ("layers",))
     layers = rec["layers"]
     if not isinstance(layers, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
-                                               and isinstance(e.get("per_unit", []), list) for e in layers):
-        raise _bad(what, path, "`layers` is not a list of per-layer summaries", REMAKE_PROBE)
+                                               and isinstance(e.get("per_unit"), list) for e in layers):
+        raise _bad(what, path, "`layers` is not a list of per-layer summaries with `per_unit`", REMAKE_PROBE)
+    unit_keys = ("dead", "max", "mean", "frac_active")  # what every reader of a unit's summary uses
+    for e in layers:
+        for row in e["per_unit"]:
+            if not isinstance(row, dict) or any(k not in row for k in unit_keys):
+                raise _bad(what, path, f"layer {e['name']!r}: a `per_unit` entry lacks one of "
+                                       f"{', '.join(unit_keys)}", REMAKE_PROBE)
+        if e["per_unit"] and not _is_number(e.get("corr_threshold")):
+            raise _bad(what, path, f"layer {e['name']!r}: `corr_threshold` is not a number", REMAKE_PROBE)
     for key, types in (("samples", list), ("first_layer", (dict, type(None)))):
         if key in rec and not isinstance(rec[key], types):
             raise _bad(what, path, f"`{key}` has the wrong type", REMAKE_PROBE)
