@@ -186,8 +186,9 @@ def read_prepared(data_dir: str | Path, split: str, **load_kwargs):
     return s
 
 
-def read_npz(path: str | Path, what: str, remedy: str, keys: tuple[str, ...]) -> dict:
-    """The arrays `keys` of an .npz file, read now; one FeatvizError when it is missing or corrupt."""
+def read_npz(path: str | Path, what: str, remedy: str, keys: tuple[str, ...] | None) -> dict:
+    """The arrays `keys` (None: all) of an .npz file, read now; one FeatvizError when it is missing
+    or corrupt (a flipped byte in an array fails its zip CRC check here)."""
     import zipfile
 
     import numpy as np
@@ -197,11 +198,112 @@ def read_npz(path: str | Path, what: str, remedy: str, keys: tuple[str, ...]) ->
         raise FeatvizError(f"{what} {path} does not exist: {remedy}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in keys if k not in z.files]
+            missing = [k for k in keys or () if k not in z.files]
             if missing:
                 raise _bad(what, path, f"no array {', '.join(missing)}", remedy)
-            return {k: z[k] for k in keys}
+            return {k: z[k] for k in (z.files if keys is None else keys)}
     except FeatvizError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
         raise FeatvizError(f"{what} {path} is truncated or corrupt ({why(exc)}): {remedy}") from None
+
+
+def npz_names(path: str | Path, what: str, remedy: str) -> list[str]:
+    """The array names of an .npz file from its zip directory alone (no array is read): a missing
+    or truncated file is one FeatvizError; flipped bytes inside an array are found by read_npz."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FeatvizError(f"{what} {path} does not exist: {remedy}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            return [n.removesuffix(".npy") for n in z.namelist()]
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        raise FeatvizError(f"{what} {path} is truncated or corrupt ({why(exc)}): {remedy}") from None
+
+
+# ------------------------------------------------------------------ what the report reads (issue 14)
+
+REMAKE_ASCENT = "delete it and re-run its ascent job (`featviz ascend`, or the workflow)"
+REMAKE_PROBE = "re-run `featviz probe` (or the workflow)"
+REMAKE_EVAL = "re-run `featviz evaluate` (or the workflow)"
+REMAKE_TRANSFER = "re-run `featviz transfer` (or the workflow)"
+REMAKE_COMPARE = "delete it and re-run its comparison job (`featviz compare`, or the workflow)"
+
+
+def _unit_rows(rows, what: str, path: Path, remedy: str, key: str) -> None:
+    """`key` of a record is a list of objects, each with an integer `unit` >= 0."""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and _is_int(r.get("unit")) and r["unit"] >= 0
+                                             for r in rows):
+        raise _bad(what, path, f"`{key}` is not a list of per-unit objects with a `unit` index", remedy)
+
+
+def read_chunk_record(path: str | Path) -> dict:
+    """One ascent chunk's .json (featviz/ascent_job.py): its per-unit `stats` and job settings."""
+    path = Path(path)
+    what = "ascent chunk record"
+    rec = read_json_object(path, what, REMAKE_ASCENT, ("layer", "units", "stats"))
+    _unit_rows(rec["stats"], what, path, REMAKE_ASCENT, "stats")
+    if not isinstance(rec.get("recipe"), (dict, type(None))):
+        raise _bad(what, path, "`recipe` is not an object", REMAKE_ASCENT)
+    return rec
+
+
+def read_transfer_file(path: str | Path) -> dict:
+    """transfer.json (featviz/transfer.py): per class image its transfer scores."""
+    path = Path(path)
+    what = "transfer score file"
+    rec = read_json_object(path, what, REMAKE_TRANSFER, ("images",))
+    _unit_rows(rec["images"], what, path, REMAKE_TRANSFER, "images")
+    if not isinstance(rec.get("transfer_model"), (dict, type(None))):
+        raise _bad(what, path, "`transfer_model` is not an object", REMAKE_TRANSFER)
+    return rec
+
+
+def read_probe_summary(path: str | Path) -> dict:
+    """probe.json (featviz/probe.py): the per-layer summaries, the samples and the first layer."""
+    path = Path(path)
+    what = "probe summary"
+    rec = read_json_object(path, what, REMAKE_PROBE, ("layers",))
+    layers = rec["layers"]
+    if not isinstance(layers, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
+                                               and isinstance(e.get("per_unit"), list) for e in layers):
+        raise _bad(what, path, "`layers` is not a list of per-layer summaries with `per_unit`", REMAKE_PROBE)
+    unit_keys = ("dead", "max", "mean", "frac_active")  # what every reader of a unit's summary uses
+    for e in layers:
+        for row in e["per_unit"]:
+            if not isinstance(row, dict) or any(k not in row for k in unit_keys):
+                raise _bad(what, path, f"layer {e['name']!r}: a `per_unit` entry lacks one of "
+                                       f"{', '.join(unit_keys)}", REMAKE_PROBE)
+        if e["per_unit"] and not _is_number(e.get("corr_threshold")):
+            raise _bad(what, path, f"layer {e['name']!r}: `corr_threshold` is not a number", REMAKE_PROBE)
+    for key, types in (("samples", list), ("first_layer", (dict, type(None)))):
+        if key in rec and not isinstance(rec[key], types):
+            raise _bad(what, path, f"`{key}` has the wrong type", REMAKE_PROBE)
+    return rec
+
+
+def read_eval_metrics(path: str | Path) -> dict:
+    """eval/metrics.json (featviz/evaluate.py)."""
+    path = Path(path)
+    what = "evaluation file"
+    ev = read_json_object(path, what, REMAKE_EVAL, ("classes", "test_accuracy", "per_class_accuracy"))
+    if not isinstance(ev["classes"], list) or not isinstance(ev["per_class_accuracy"], dict) \
+            or not _is_number(ev["test_accuracy"]):
+        raise _bad(what, path, "`classes`, `test_accuracy` or `per_class_accuracy` has the wrong type", REMAKE_EVAL)
+    for key in ("confusion", "misclassified"):
+        if key in ev and not isinstance(ev[key], list):
+            raise _bad(what, path, f"`{key}` is not a list", REMAKE_EVAL)
+    return ev
+
+
+def read_compare_record(path: str | Path) -> dict:
+    """One comparison job's .json (featviz/compare.py)."""
+    path = Path(path)
+    what = "comparison record"
+    rec = read_json_object(path, what, REMAKE_COMPARE, ("layer", "label", "entry", "units", "stats"))
+    _unit_rows(rec["stats"], what, path, REMAKE_COMPARE, "stats")
+    if not isinstance(rec["layer"], str) or not isinstance(rec["entry"], dict):
+        raise _bad(what, path, "`layer` or `entry` has the wrong type", REMAKE_COMPARE)
+    return rec

@@ -59,8 +59,13 @@ def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None) -> tuple[s
     return name, overrides
 
 
-def _transform_problem(spec) -> str | None:
-    """What is wrong with one transform dict of a recipe's `transforms` list, or None."""
+MAX_SHIFT = 4  # pads and jitters: at most this many times the input's longer side
+
+
+def _transform_problem(spec, size: int | None = None) -> str | None:
+    """What is wrong with one transform dict of a recipe's `transforms` list, or None; `size`: the
+    input's longer side: a pad or a jitter adds at most 4x that on each side (more only shrinks the
+    image to nothing, and a pad with its own `value` allocates it all)."""
     def num(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -78,6 +83,9 @@ def _transform_problem(spec) -> str | None:
             return f"{spec}: {kind} needs `choices` (a list of numbers) or `range` ([low, high])"
         if kind == "scale" and min(values) <= 0:
             return f"{spec}: scale factors must be > 0"
+    key = {"pad": "pad", "jitter": "d"}.get(kind)
+    if key and size is not None and spec[key] > MAX_SHIFT * size:
+        return f"{spec}: `{key}` {spec[key]} is more than {MAX_SHIFT}x the input's size ({size} px)"
     if "value" in spec and not num(spec["value"]):
         return f"{spec}: `value` (the fill gray level) must be a number"
     return None
@@ -113,9 +121,12 @@ def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent
             raise FeatvizError(f"{key}.transforms: {exc}") from None
         if isinstance(recipe["transforms"], list):
             for i, spec in enumerate(recipe["transforms"]):
-                problem = _transform_problem(spec)
+                problem = _transform_problem(spec, max(h, w))
                 if problem:
                     raise FeatvizError(f"{key}.transforms[{i}]: {problem}")
+        if recipe["jitter"] > MAX_SHIFT * max(h, w):
+            raise FeatvizError(f"{key}.jitter: {recipe['jitter']} is more than {MAX_SHIFT}x the input's size "
+                               f"({max(h, w)} px)")
         pos = recipe["neuron_pos"]
         if kind == "conv" and pos is not None:  # outside a layer whatever the objective: a mistake
             if len(pos) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pos):

@@ -57,6 +57,9 @@ def cmd_data(a):
 def cmd_train(a):
     from .device import claim_device
     from .train import train
+    from .verb_args import check_train_args
+
+    check_train_args(a)
 
     metrics = train(Path(a.data), a.model, a.train, Path(a.out), seed=a.seed, device=claim_device(a.device),
                     run_name=a.run, progress=not a.no_progress, threads=a.threads)
@@ -128,7 +131,9 @@ def cmd_probe(a):
     from .model import load_model
     from .probe import probe
     from .schema import with_defaults
+    from .verb_args import check_probe_args
 
+    check_probe_args(a)
     units = read_units(a.units)
     read_info(a.data)  # a folder that is not a prepared dataset stops here, before the model is loaded
     check_prepared_file(a.data, "test")  # truncated or missing: probe itself reads it later
@@ -146,6 +151,9 @@ def cmd_probe(a):
 def cmd_transfer(a):
     from .device import claim_device
     from .transfer import run_transfer
+    from .verb_args import check_transfer_args
+
+    check_transfer_args(a)
 
     run_transfer(Path(a.results), Path(a.out), Path(a.transfer_model) if a.transfer_model else None,
                  device=claim_device(a.device), trust=a.trust_checkpoint)
@@ -154,6 +162,9 @@ def cmd_transfer(a):
 def cmd_search(a):
     from .device import claim_device
     from .search import run_search
+    from .verb_args import check_search_args
+
+    check_search_args(a)
 
     rec = run_search(Path(a.model), a.layer, a.recipe, a.trials, a.units, Path(a.out),
                      transfer_model_dir=Path(a.transfer_model) if a.transfer_model else None,
@@ -167,7 +178,9 @@ def cmd_report(a):
     from .artifacts import read_model_json, read_units
     from .report import render_run
     from .results import RunFolder, read_eval_metrics
+    from .verb_args import check_report_config
 
+    check_report_config(a.config)
     # the run's main artifacts, checked before anything is rendered (the report renders into a
     # temporary folder and swaps it in, so a failure leaves the previous report as it was)
     folder = RunFolder(a.results)

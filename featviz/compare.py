@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FeatvizError
-from .io import read_json
 from .schema import with_defaults
 
 
@@ -146,10 +145,9 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     from .io import pack_images, write_json, write_npz
     from .model import load_model
     from .units import find_layer
+    from .verb_args import check_compare_config
 
-    for key in ("recipe", "label", "units_per_layer"):
-        if key not in cfg:
-            raise FeatvizError(f"compare --config: `{key}` is missing (a job's settings, as the workflow writes them)")
+    check_compare_config(cfg, layer_name)  # keys and values against the schema, as the workflow's
     entry = resolve_compare({"recipes": [{"recipe": cfg["recipe"], "overrides": cfg.get("overrides") or {},
                                           "label": cfg["label"]}],
                              "units_per_layer": cfg["units_per_layer"]}, "compare")["entries"][0]
@@ -255,7 +253,9 @@ def read_compare(results: Path, entries: list[dict] | None = None) -> list[dict]
             continue
         layers = {}
         for js in sorted(folder.glob("*.json")):
-            rec = read_json(js)
+            from .artifacts import read_compare_record
+
+            rec = read_compare_record(js)
             npz = js.with_suffix(".npz")
             if npz.is_file():
                 layers[rec["layer"]] = {"record": rec, "npz": npz}

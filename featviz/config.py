@@ -143,6 +143,7 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
 
 def _check_run(i: int, r: dict) -> None:
     from .ascent import RecipeError, get_recipe
+    from .ascent.recipes import check_overrides
     from .data import DATASET_NAMES
 
     where = f"runs[{i}]"
@@ -177,7 +178,8 @@ def _check_run(i: int, r: dict) -> None:
         try:
             get_recipe(name, overrides.get(kind))
         except RecipeError as exc:
-            raise FeatvizError(f"{where}.ascent.recipe.{kind}: {exc}") from None
+            section = "recipe" if str(exc).startswith("unknown recipe '") else "overrides"
+            raise FeatvizError(f"{where}.ascent.{section}.{kind}: {exc}") from None
     # per-layer recipes by name here; their layer names, and per-layer overrides with the recipe of
     # the layer they apply to, against the network (_check_selection, or the workflow's units.json)
     for layer, name in (recipes.get("layers") or {}).items():
@@ -185,6 +187,11 @@ def _check_run(i: int, r: dict) -> None:
             get_recipe(name, None)
         except RecipeError as exc:
             raise FeatvizError(f"{where}.ascent.recipe.layers.{layer}: {exc}") from None
+    for layer, values in (overrides.get("layers") or {}).items():  # values and ranges, whatever the recipe
+        try:
+            check_overrides(values)
+        except RecipeError as exc:
+            raise FeatvizError(f"{where}.ascent.overrides.layers.{layer}: {exc}") from None
     from .compare import resolve_compare
 
     resolve_compare(ascent.get("compare"), f"{where}.ascent.compare")  # recipe names, override values

@@ -459,6 +459,10 @@ def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
                            f"{' after holding out data.test_fraction' if held_out else ''}"
                            f"{' within data.limit_train' if data_cfg.get('limit_train') else ''}: "
                            f"give it more images")
+    single = [c for c, n in zip(train.classes, counts) if n == 1]
+    if single:  # allowed (a demo of a few images), but said: such a class can only be memorized
+        print(f"note: {len(single)} class(es) have a single training image ({', '.join(single[:5])}): the network "
+              f"can only memorize it, and its test accuracy says little", flush=True)
     untested = [c for c, n in zip(train.classes, torch.bincount(test.labels, minlength=len(train.classes)).tolist())
                 if n == 0]
     if untested:

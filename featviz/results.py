@@ -20,14 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import read_json_object, read_npz
+from . import artifacts
+from .artifacts import REMAKE_ASCENT, REMAKE_EVAL, REMAKE_PROBE, npz_names, read_json_object, read_npz
 from .errors import FeatvizError
-from .io import read_json, unpack_images, write_json, write_npz
-
-REMAKE_ASCENT = "delete it and rerun its ascent job (`featviz ascend`, or the workflow)"
-REMAKE_EVAL = "re-run `featviz evaluate` (or the workflow)"
-REMAKE_PROBE = "re-run `featviz probe` (or the workflow)"
-REMAKE_TRANSFER = "re-run `featviz transfer` (or the workflow)"
+from .io import unpack_images, write_json, write_npz
 
 
 @dataclass(frozen=True)
@@ -118,8 +114,8 @@ class RunFolder:
 # ---------------------------------------------------------------- small JSON artifacts
 
 def read_eval_metrics(path: str | Path) -> dict:
-    """eval/metrics.json (featviz evaluate)."""
-    return read_json_object(path, "evaluation file", REMAKE_EVAL)
+    """eval/metrics.json (featviz evaluate), checked (featviz.artifacts)."""
+    return artifacts.read_eval_metrics(path)
 
 
 def read_train_metrics(path: str | Path) -> dict | None:
@@ -162,9 +158,8 @@ def ascent_chunks(folder: str | Path) -> list[AscentChunk]:
 
 def read_chunk_record(chunk: AscentChunk) -> dict:
     """<chunk>.json, checked: an object with a list of units and one stats record per unit."""
-    rec = read_json_object(chunk.record, "ascent chunk record", REMAKE_ASCENT, ("units", "stats"))
-    if not isinstance(rec["units"], list) or not isinstance(rec["stats"], list) \
-            or len(rec["units"]) != len(rec["stats"]):
+    rec = artifacts.read_chunk_record(chunk.record)
+    if not isinstance(rec["units"], list) or len(rec["units"]) != len(rec["stats"]):
         raise FeatvizError(f"ascent chunk record {chunk.record} is not what featviz wrote (units and stats "
                            f"differ in length): {REMAKE_ASCENT}")
     return rec
@@ -174,17 +169,22 @@ def chunk_snapshot_steps(chunk: AscentChunk) -> set[int]:
     """The snapshot steps a chunk's .npz holds (its zip directory only: no arrays are read)."""
     if not chunk.images.is_file():
         raise FeatvizError(f"{chunk.record}: the images file {chunk.images.name} is missing (rerun the ascent job)")
-    with np.load(chunk.images) as z:
-        return {int(k.split("_")[1]) for k in z.files if k.startswith("snapshot_")}
+    names = npz_names(chunk.images, "ascent chunk images", REMAKE_ASCENT)
+    return {int(k[9:]) for k in names if k.startswith("snapshot_") and k[9:].isdigit()}
 
 
-def read_chunk_images(chunk: AscentChunk, snapshot_steps=()) -> tuple[np.ndarray, list[int], dict[int, np.ndarray]]:
+def read_chunk_images(chunk: AscentChunk, snapshot_steps=(), count: int | None = None
+                      ) -> tuple[np.ndarray, list[int], dict[int, np.ndarray]]:
     """A chunk's final images (N, C, H, W) float32 in [0, 1], its units, and the snapshots
-    {step: images} of `snapshot_steps`."""
+    {step: images} of `snapshot_steps`; with `count` (its record's units), checked to hold that many."""
     if not chunk.images.is_file():
         raise FeatvizError(f"{chunk.record}: the images file {chunk.images.name} is missing (rerun the ascent job)")
     keys = ("images", "units", *(snapshot_key(st) for st in snapshot_steps))
     z = read_npz(chunk.images, "ascent chunk images", REMAKE_ASCENT, keys)
+    n = len(z["images"]) if count is None else count
+    if any(z[k].ndim != 4 or len(z[k]) != n for k in keys if k != "units") or len(z["units"]) != n:
+        raise FeatvizError(f"ascent chunk images {chunk.images} do not match their record ({n} units, images "
+                           f"{list(z['images'].shape)}): {REMAKE_ASCENT}")
     snaps = {st: unpack_images(z[snapshot_key(st)]) for st in snapshot_steps}
     return unpack_images(z["images"]), [int(u) for u in z["units"]], snaps
 
@@ -213,12 +213,13 @@ class LayerAscent:
     jobs: list[dict]
     snapshot_steps: list[int]
     recipe: dict
+    counts: list[int]  # units per chunk, as their records have them
 
     def pixels(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """The layer's final images and snapshots {step: images}, in unit order."""
         images, snaps = [], {st: [] for st in self.snapshot_steps}
-        for chunk in self.chunks:
-            imgs, _, sn = read_chunk_images(chunk, self.snapshot_steps)
+        for chunk, count in zip(self.chunks, self.counts):
+            imgs, _, sn = read_chunk_images(chunk, self.snapshot_steps, count)
             images.append(imgs)
             for st, frames in snaps.items():
                 frames.append(sn[st])
@@ -233,16 +234,17 @@ def read_layer_ascent(folder: str | Path) -> LayerAscent | None:
     chunks = ascent_chunks(folder)
     if not chunks:
         return None
-    units, stats, jobs, steps = [], [], [], None
+    units, stats, jobs, counts, steps = [], [], [], [], None
     for chunk in chunks:
         rec = read_chunk_record(chunk)
+        counts.append(len(rec["stats"]))
         have = chunk_snapshot_steps(chunk)
         steps = have if steps is None else steps & have
         units += [int(u) for u in rec["units"]]
         stats.extend(rec["stats"])
         job = {k: rec.get(k) for k in JOB_KEYS}
         jobs.extend([job] * len(rec["stats"]))
-    return LayerAscent(chunks, units, stats, jobs, sorted(steps or ()), jobs[0]["recipe"])
+    return LayerAscent(chunks, units, stats, jobs, sorted(steps or ()), jobs[0]["recipe"], counts)
 
 
 # ---------------------------------------------------------------- probe
@@ -305,8 +307,7 @@ def read_probe(folder: RunFolder) -> tuple[dict | None, ProbeArrays]:
     js, npz = folder.probe_json, folder.probe_npz
     if not (js.exists() and npz.exists()):
         return None, ProbeArrays()
-    with np.load(npz) as z:
-        return read_json(js), ProbeArrays({k: z[k] for k in z.files})
+    return artifacts.read_probe_summary(js), ProbeArrays(read_npz(npz, "probe arrays file", REMAKE_PROBE, None))
 
 
 # ---------------------------------------------------------------- transfer
@@ -321,7 +322,7 @@ def read_transfer(path: str | Path) -> dict | None:
     path = Path(path)
     if not path.is_file():
         return None
-    return read_json_object(path, "transfer score file", REMAKE_TRANSFER, ("images",))
+    return artifacts.read_transfer_file(path)
 
 
 def write_transfer(path: str | Path, record: dict) -> None:

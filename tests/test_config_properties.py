@@ -106,14 +106,16 @@ def micro(prepared_shapes, tmp_path_factory):
 
 
 overrides = around(
-    {"steps": [1, 2], "lr": [0.0, 0.05], "transforms": ["none", "lucid", [], [{"type": "jitter", "d": 1}],
+    {"steps": [1, 2], "lr": [1e-6, 0.05], "decay": [0.0, 0.999], "center": [0, 1], "transforms": ["none", "lucid", [], [{"type": "jitter", "d": 1}],
                                                       [{"type": "scale", "range": [0.9, 1.1]}]],
      "jitter": [0, 2], "conv_objective": ["channel", "neuron"], "neuron_pos": [None, [0, 0], [5, 5]],
      "blur_sigma": [0.0, 0.5], "median_size": [0, 3], "restarts": [0, 1]},
     [("steps", 0), ("steps", -1), ("transforms", "bogus"), ("transforms", [{"type": "jitter"}]),
      ("transforms", [{"type": "rotate"}]), ("transforms", ["pad"]), ("jitter", -1), ("conv_objective", "pixel"),
      ("neuron_pos", [6, 6]), ("neuron_pos", [99, 99]), ("neuron_pos", [-1, 0]), ("neuron_pos", [1]),
-     ("neuron_pos", "centre"), ("blur_sigma", -1.0), ("median_size", 2), ("restarts", -1), ("bogus_param", 1)],
+     ("neuron_pos", "centre"), ("blur_sigma", -1.0), ("median_size", 2), ("restarts", -1), ("bogus_param", 1),
+     ("lr", 0), ("lr", -1e-3), ("decay", 1.0), ("center", 1.5), ("adam_betas", [0.9, 1.0]), ("blur_ksize", 4),
+     ("clip_norm_pct", 100.5), ("lp_p", 0.5), ("step_eps", 0)],
 ).map(lambda o: {**o, "class_steps": o.get("steps", 2), "steps": o.get("steps", 2), "snapshots": 0,
                  "robustness_samples": 0})
 
@@ -138,5 +140,35 @@ def test_ascend_configs(micro, tmp_path_factory):
                                       layer, "--chunk", chunk, "--config", json.dumps(cfg), "--out-npz",
                                       Path(d) / "c.npz", "--out-json", Path(d) / "c.json", "--device", "cpu"])
             assert (Path(d) / "c.json").exists() == (rc == 0)
+
+    prop()
+
+
+per_layer = st.dictionaries(
+    st.sampled_from(["conv1", "classes", "conv9"]),
+    around({"steps": [1, 2], "lr": [1e-3, 0.5], "median_size": [0, 3], "neuron_pos": [None, [11, 11]]},
+           [("steps", 0), ("lr", 0), ("median_size", 4), ("neuron_pos", [12, 0]), ("decay", 1), ("nope", 1)]),
+    max_size=2)
+
+
+def test_ascend_per_layer_overrides(micro, tmp_path_factory):
+    """ascent.overrides.layers: names checked against units.json, values against their ranges and
+    the layer (neuron_pos), before any work."""
+    root = tmp_path_factory.mktemp("per_layer_props")
+
+    @settings(SETTINGS, max_examples=20)
+    @given(layers=per_layer, layer=st.sampled_from(["conv1", "classes"]))
+    def prop(layers, layer):
+        cfg = {"recipe": {"conv": "hvass", "class": "hvass"},
+               "overrides": {k: {"steps": 1, "class_steps": 1, "snapshots": 0, "robustness_samples": 0}
+                             for k in ("conv", "class")} | {"layers": layers}}
+        with tempfile.TemporaryDirectory(dir=root) as d:
+            rc = accepted_or_refused(["ascend", "--model", micro / "model", "--units", micro / "units.json", "--layer",
+                                      layer, "--chunk", 0, "--config", json.dumps(cfg), "--out-npz",
+                                      Path(d) / "c.npz", "--out-json", Path(d) / "c.json", "--device", "cpu"])
+            bad = "conv9" in layers or any(
+                v.get("steps") == 0 or v.get("lr") == 0 or v.get("median_size") == 4 or "decay" in v or "nope" in v
+                or (name == "conv1" and v.get("neuron_pos") == [12, 0]) for name, v in layers.items())
+            assert (rc == 0) == (not bad), (layers, layer)
 
     prop()

@@ -419,9 +419,13 @@ def test_probe_refuses_a_truncated_test_split(trained_shapes, shapes_units, prep
 @pytest.mark.parametrize("overrides, message", [
     ({"conv": {"transforms": "bogus"}}, "runs[0].ascent.overrides.conv.transforms: unknown transforms preset 'bogus'"),
     ({"conv": {"neuron_pos": [99, 99]}}, "runs[0].ascent.overrides.conv.neuron_pos: [99, 99] is outside layer conv1"),
-    ({"conv": {"neuron_pos": [1]}}, "runs[0].ascent.overrides.conv.neuron_pos: [1] is not a position"),
+    ({"conv": {"neuron_pos": [1]}}, "runs[0].ascent.overrides.conv: recipe parameter 'neuron_pos' must be a list of 2"),
     ({"class": {"transforms": [{"type": "jitter"}]}}, "runs[0].ascent.overrides.class.transforms[0]: "),
     ({"dense": {"transforms": [{"type": "scale", "range": [0, 1]}]}}, "runs[0].ascent.overrides.dense.transforms[0]: "),
+    ({"conv": {"transforms": [{"type": "pad", "pad": 100000, "value": 0}]}},
+     "runs[0].ascent.overrides.conv.transforms[0]: {'type': 'pad', 'pad': 100000, 'value': 0}: `pad` 100000 is more"),
+    ({"conv": {"jitter": 100}}, "runs[0].ascent.overrides.conv.jitter: 100 is more than 4x the input's size (12 px)"),
+    ({"layers": {"conv1": {"median_size": 4}}}, "runs[0].ascent.overrides.layers.conv1: recipe parameter 'median_size'"),
 ])
 def test_recipe_values_that_depend_on_the_network_stop_the_dag(shapes_folder, overrides, message):
     from featviz.config import resolve_runs
@@ -462,5 +466,5 @@ def test_mixed_sizes_and_modes_are_noted(tmp_path, capsys):
 
 def test_search_refuses_zero_max_steps(trained_shapes, tmp_path, capsys):
     _refused(["search", "--model", trained_shapes, "--layer", "conv1", "--max-steps", "0", "--out", tmp_path / "s.json",
-              "--device", "cpu"], capsys, "--max-steps must be >= 1")
+              "--device", "cpu"], capsys, "--max-steps: 0 is not an integer >= 1")
     assert not (tmp_path / "s.json").exists()

@@ -8,83 +8,122 @@ mean-subtracted space; the conversions are written next to each value).
 from __future__ import annotations
 
 import copy
+import math
 
-__all__ = ["RecipeError", "PARAMS", "RECIPES", "get_recipe", "list_recipes"]
+__all__ = ["PARAMS", "RECIPES", "Range", "RecipeError", "check_overrides", "get_recipe", "list_recipes"]
 
 
 class RecipeError(ValueError):
     """Unknown recipe, unknown override key, or a value of the wrong type/range."""
 
 
+class Range:
+    """The numbers a recipe parameter accepts: `lo`..`hi` (None = unbounded), each end open or
+    closed; `odd`: only odd integers (and 0 where `zero` is allowed: "off"). `in` tests a value."""
+
+    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, zero=False, odd=False):
+        self.lo, self.hi, self.lo_open, self.hi_open, self.zero, self.odd = lo, hi, lo_open, hi_open, zero, odd
+
+    def __contains__(self, v) -> bool:
+        if self.zero and v == 0:
+            return True
+        if not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+            return False
+        return not (self.odd and v % 2 == 0)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi}")
+        text = " and ".join(parts) or "finite"
+        if self.odd:
+            text = f"odd and {text}"
+        return f"0 (off) or {text}" if self.zero else text
+
+
+ANY = Range()
+NONNEG = Range(0)
+POS = Range(0, lo_open=True)
+AT_LEAST_1 = Range(1)
+UNIT = Range(0, 1)
+PCT = Range(0, 100)
+
 _NUM = (int, float)
 _LIST = (list, tuple)
 _OPT_NUM = (int, float, type(None))
 _OPT_LIST = (list, tuple, type(None))
 
-# name -> (accepted types, allowed values or None, default, one-line doc)
+# name -> (accepted types, allowed values: a tuple of choices or a Range (for a list: of its items),
+#          default, one-line doc)
 PARAMS: dict[str, tuple] = {
     # parameterization / initialisation
     "param": (str, ("pixel", "fourier"), "pixel", "image parameterization"),
     "init": (str, ("uniform", "normal", "multiscale"), "uniform", "pixel init family"),
-    "init_offset": (_NUM, None, 0.45, "uniform: offset+scale*U[0,1); normal: offset+scale*N(0,1)"),
-    "init_scale": (_NUM, None, 0.1, "amplitude of the init noise"),
-    "init_scales": (_LIST, None, [3, 7, 14, 28], "multiscale: grid sizes upsampled bicubically"),
-    "init_weights": (_LIST, None, [0.5, 0.5, 0.5, 0.5], "multiscale: weight per grid size"),
-    "fourier_sd": (_NUM, None, 0.01, "fourier: std of the initial spectrum"),
-    "fourier_decay": (_NUM, None, 1.0, "fourier: spectral decay power (1/f**decay)"),
+    "init_offset": (_NUM, ANY, 0.45, "uniform: offset+scale*U[0,1); normal: offset+scale*N(0,1)"),
+    "init_scale": (_NUM, NONNEG, 0.1, "amplitude of the init noise"),
+    "init_scales": (_LIST, AT_LEAST_1, [3, 7, 14, 28], "multiscale: grid sizes upsampled bicubically"),
+    "init_weights": (_LIST, ANY, [0.5, 0.5, 0.5, 0.5], "multiscale: weight per grid size"),
+    "fourier_sd": (_NUM, NONNEG, 0.01, "fourier: std of the initial spectrum"),
+    "fourier_decay": (_NUM, NONNEG, 1.0, "fourier: spectral decay power (1/f**decay)"),
     "decorrelate": (bool, None, True, "fourier: decorrelated colour space for RGB"),
     "sigmoid": (bool, None, True, "fourier: sigmoid to [0,1] (else clamp-like mapping)"),
     # optimisation
     "step": (str, ("std", "rms", "grad", "adam"), "std", "step rule"),
-    "lr": (_NUM, None, 1.0, "step size for conv/dense units"),
-    "class_lr": (_OPT_NUM, None, None, "step size for class units (None = lr)"),
-    "step_eps": (_NUM, None, 1e-8, "epsilon of the std/rms normalisation"),
-    "adam_betas": (_LIST, None, [0.9, 0.999], "adam betas"),
-    "adam_eps": (_NUM, None, 1e-8, "adam epsilon"),
+    "lr": (_NUM, POS, 1.0, "step size for conv/dense units"),
+    "class_lr": (_OPT_NUM, POS, None, "step size for class units (None = lr)"),
+    "step_eps": (_NUM, POS, 1e-8, "epsilon of the std/rms normalisation"),
+    "adam_betas": (_LIST, Range(0, 1, hi_open=True), [0.9, 0.999], "adam betas"),
+    "adam_eps": (_NUM, POS, 1e-8, "adam epsilon"),
     "lr_schedule": (str, ("constant", "linear", "cosine", "exp"), "constant", "lr schedule"),
-    "lr_final": (_NUM, None, 0.1, "lr multiplier reached at the last step (non-constant)"),
-    "steps": (int, None, 30, "iterations for conv/dense units"),
-    "class_steps": ((int, type(None)), None, None, "iterations for class units (None = steps)"),
+    "lr_final": (_NUM, NONNEG, 0.1, "lr multiplier reached at the last step (non-constant)"),
+    "steps": (int, AT_LEAST_1, 30, "iterations for conv/dense units"),
+    "class_steps": ((int, type(None)), AT_LEAST_1, None, "iterations for class units (None = steps)"),
     # objective
     "conv_objective": (str, ("channel", "neuron"), "channel", "conv units: channel or one neuron"),
     "conv_reduce": (str, ("mean", "sum"), "mean", "channel objective reduction"),
-    "neuron_pos": (_OPT_LIST, None, None, "neuron (y, x); None = centre"),
-    "diversity": (_NUM, None, 0.0, "weight of Lucid's diversity term (couples the batch)"),
+    "neuron_pos": (_OPT_LIST, NONNEG, None, "neuron (y, x); None = centre"),
+    "diversity": (_NUM, NONNEG, 0.0, "weight of Lucid's diversity term (couples the batch)"),
     # transforms (differentiable, per batch element)
     "transforms": ((str, list, tuple), None, "none", "preset name or list of transform dicts"),
-    "jitter": (int, None, 0, "extra random translation of +-jitter px each step"),
+    "jitter": (int, NONNEG, 0, "extra random translation of +-jitter px each step"),
     # regularizers
     "clamp": (bool, None, True, "clamp pixels to [0,1] after each step"),
-    "center": (_NUM, None, 0.5, "gray level that decay / clipping pull towards"),
-    "decay": (_NUM, None, 0.0, "L2 decay: x <- center + (1-decay)(x-center) each step"),
-    "blur_sigma": (_NUM, None, 0.0, "Gaussian blur sigma (0 = off)"),
-    "blur_every": (int, None, 1, "blur every N steps"),
-    "blur_ksize": (int, None, 0, "blur kernel size (0 = 2*int(4*sigma+0.5)+1)"),
-    "median_size": (int, None, 0, "median filter size (0 = off)"),
-    "median_every": (int, None, 1, "median filter every N steps"),
-    "clip_norm_pct": (_NUM, None, 0.0, "clip pixels whose norm is below this percentile"),
-    "clip_contrib_pct": (_NUM, None, 0.0, "clip pixels whose contribution is below this pct"),
+    "center": (_NUM, UNIT, 0.5, "gray level that decay / clipping pull towards"),
+    "decay": (_NUM, Range(0, 1, hi_open=True), 0.0, "L2 decay: x <- center + (1-decay)(x-center) each step"),
+    "blur_sigma": (_NUM, NONNEG, 0.0, "Gaussian blur sigma (0 = off)"),
+    "blur_every": (int, AT_LEAST_1, 1, "blur every N steps"),
+    "blur_ksize": (int, Range(1, zero=True, odd=True), 0, "blur kernel size (0 = 2*int(4*sigma+0.5)+1)"),
+    "median_size": (int, Range(1, zero=True, odd=True), 0, "median filter size (0 = off)"),
+    "median_every": (int, AT_LEAST_1, 1, "median filter every N steps"),
+    "clip_norm_pct": (_NUM, PCT, 0.0, "clip pixels whose norm is below this percentile"),
+    "clip_contrib_pct": (_NUM, PCT, 0.0, "clip pixels whose contribution is below this pct"),
     "standardize": (bool, None, False, "per-step per-image standardization"),
-    "standardize_mean": (_NUM, None, 0.5, "pixel mean after standardization"),
-    "standardize_std": (_NUM, None, 0.2, "pixel std after standardization"),
-    "tv_weight": (_NUM, None, 0.0, "total-variation penalty weight"),
-    "lp_weight": (_NUM, None, 0.0, "Lp-norm penalty weight (on x-center)"),
-    "lp_p": (_NUM, None, 6.0, "p of the Lp penalty"),
-    "l2_weight": (_NUM, None, 0.0, "L2 penalty weight (on x-center)"),
+    "standardize_mean": (_NUM, UNIT, 0.5, "pixel mean after standardization"),
+    "standardize_std": (_NUM, POS, 0.2, "pixel std after standardization"),
+    "tv_weight": (_NUM, NONNEG, 0.0, "total-variation penalty weight"),
+    "lp_weight": (_NUM, NONNEG, 0.0, "Lp-norm penalty weight (on x-center)"),
+    "lp_p": (_NUM, AT_LEAST_1, 6.0, "p of the Lp penalty"),
+    "l2_weight": (_NUM, NONNEG, 0.0, "L2 penalty weight (on x-center)"),
     "final_unregularized": (bool, None, False, "last step: only clamp, no other regularizer"),
     "deprocess": (str, ("none", "chollet"), "none", "post-processing of the final image"),
     # convergence / robustness of the procedure
-    "conv_tol": (_NUM, None, 5e-4, "converged when (obj_t-obj_t-1)/|obj_t| < tol"),
-    "conv_min_steps": (int, None, 10, "no convergence test before this step"),
-    "conv_patience": (int, None, 4, "successive steps meeting conv_tol"),
+    "conv_tol": (_NUM, NONNEG, 5e-4, "converged when (obj_t-obj_t-1)/|obj_t| < tol"),
+    "conv_min_steps": (int, NONNEG, 10, "no convergence test before this step"),
+    "conv_patience": (int, AT_LEAST_1, 4, "successive steps meeting conv_tol"),
     "early_stop": (bool, None, False, "freeze a unit once converged"),
-    "dead_tol": (_NUM, None, 1e-8, "|objective| at or below this counts as zero"),
-    "dead_patience": (int, None, 10, "stop a unit after this many zero-objective/zero-grad steps"),
-    "dead_retries": (int, None, 2, "re-inits tried for a dead unit"),
-    "retry_noise_mult": (_NUM, None, 2.0, "init amplitude multiplier per dead retry"),
-    "restarts": (int, None, 0, "extra runs from other seeds; best objective kept"),
-    "snapshots": (int, None, 7, "log2-spaced snapshot levels (0 = none)"),
-    "robustness_samples": (int, None, 4, "random jitter/rotations for the robustness metric"),
+    "dead_tol": (_NUM, NONNEG, 1e-8, "|objective| at or below this counts as zero"),
+    "dead_patience": (int, AT_LEAST_1, 10, "stop a unit after this many zero-objective/zero-grad steps"),
+    "dead_retries": (int, NONNEG, 2, "re-inits tried for a dead unit"),
+    "retry_noise_mult": (_NUM, POS, 2.0, "init amplitude multiplier per dead retry"),
+    "restarts": (int, NONNEG, 0, "extra runs from other seeds; best objective kept"),
+    "snapshots": (int, NONNEG, 7, "log2-spaced snapshot levels (0 = none)"),
+    "robustness_samples": (int, NONNEG, 4, "random jitter/rotations for the robustness metric"),
 }
 
 _BASE = {k: v[2] for k, v in PARAMS.items()}
@@ -186,19 +225,55 @@ def list_recipes() -> list[str]:
     return sorted(RECIPES)
 
 
+# list parameters: (item types, required length or None); the Range in PARAMS applies to each item
+_ITEMS = {"init_scales": (int, None), "init_weights": (_NUM, None), "adam_betas": (_NUM, 2), "neuron_pos": (int, 2)}
+
+
+def _is(value, types) -> bool:
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types:
+        return False  # bool is an int subclass; never accept it for numbers
+    return isinstance(value, types)
+
+
 def _check(key, value):
     types, allowed, _default, _doc = PARAMS[key]
     types = types if isinstance(types, tuple) else (types,)
-    ok = isinstance(value, types)
-    if isinstance(value, bool) and bool not in types:
-        ok = False  # bool is an int subclass; never accept it for numbers
-    if not ok:
+    if not _is(value, types):
         names = "/".join(t.__name__ for t in types)
         raise RecipeError(f"recipe parameter {key!r} must be {names}, got {type(value).__name__} {value!r}")
-    if allowed is not None and value not in allowed:
-        raise RecipeError(f"recipe parameter {key!r} must be one of {list(allowed)}, got {value!r}")
-    if isinstance(value, _NUM) and not isinstance(value, bool) and value < 0 and key not in ("init_offset",):
-        raise RecipeError(f"recipe parameter {key!r} must be >= 0, got {value!r}")
+    if value is None or allowed is None:
+        return
+    if isinstance(allowed, tuple):
+        if value not in allowed:
+            raise RecipeError(f"recipe parameter {key!r} must be one of {list(allowed)}, got {value!r}")
+        return
+    if isinstance(value, _LIST):
+        item_types, length = _ITEMS[key]
+        if length is not None and len(value) != length:
+            raise RecipeError(f"recipe parameter {key!r} must be a list of {length}, got {list(value)!r}")
+        if not value:
+            raise RecipeError(f"recipe parameter {key!r} must not be empty")
+        for i, item in enumerate(value):
+            if not _is(item, item_types):
+                names = "/".join(t.__name__ for t in (item_types if isinstance(item_types, tuple) else (item_types,)))
+                raise RecipeError(f"recipe parameter {key!r}[{i}] must be {names}, got {item!r}")
+            if item not in allowed:
+                raise RecipeError(f"recipe parameter {key!r}[{i}] must be {allowed}, got {item!r}")
+        return
+    if value not in allowed:
+        raise RecipeError(f"recipe parameter {key!r} must be {allowed}, got {value!r}")
+
+
+def check_overrides(overrides, where: str = "overrides") -> None:
+    """Override keys and values on their own (names, types, ranges), without a recipe: for
+    per-layer overrides, whose recipe depends on the layer's kind (known from the network)."""
+    if not isinstance(overrides, dict):
+        raise RecipeError(f"{where} must be a mapping of recipe parameters, got {overrides!r}")
+    for key, value in overrides.items():
+        if key not in PARAMS:
+            raise RecipeError(f"unknown recipe parameter {key!r}")
+        _check(key, value)
 
 
 def get_recipe(name: str, overrides: dict | None = None) -> dict:
@@ -217,13 +292,6 @@ def get_recipe(name: str, overrides: dict | None = None) -> dict:
         r[key] = copy.deepcopy(value)
     if len(r["init_scales"]) != len(r["init_weights"]):
         raise RecipeError("recipe parameters 'init_scales' and 'init_weights' must have the same length")
-    if r["steps"] < 1 or (r["class_steps"] is not None and r["class_steps"] < 1):
-        raise RecipeError("recipe parameters 'steps'/'class_steps' must be >= 1")
-    for key in ("blur_every", "median_every"):
-        if r[key] < 1:
-            raise RecipeError(f"recipe parameter {key!r} must be >= 1")
-    if r["median_size"] and r["median_size"] % 2 == 0:
-        raise RecipeError("recipe parameter 'median_size' must be odd")
     r["name"] = name
     if isinstance(r["transforms"], tuple):
         r["transforms"] = list(r["transforms"])

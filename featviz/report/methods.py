@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from ..artifacts import REMAKE_COMPARE, read_npz
 from ..compare import read_compare, resolve_compare, score, summarize
 from ..errors import FeatvizError
 from ..figures import save_image
@@ -60,8 +59,7 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
         for e in have:
             part = e["layers"][layer["name"]]
             rec = part["record"]
-            with np.load(part["npz"]) as z:
-                images = unpack_images(z["images"])
+            images = unpack_images(read_npz(part["npz"], "comparison images", REMAKE_COMPARE, ("images",))["images"])
             by_unit = {}
             for i, st in enumerate(rec["stats"]):
                 u = int(st["unit"])

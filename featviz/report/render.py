@@ -11,8 +11,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import FeatvizError
-from ..io import read_json, write_text
+from ..artifacts import read_json_object, read_model_json, read_units
+from ..errors import FeatvizError, why
+from ..io import write_text
 from ..results import RunFolder, read_eval_metrics, read_train_metrics
 from .inputs import load_ascent, load_probe
 from .site import write_site as _write_site
@@ -39,10 +40,11 @@ def render_run(results: Path, out: Path, config: dict | None = None) -> None:
     for needed in (folder.model_json, folder.eval_metrics, folder.units):
         if not needed.exists():
             raise FeatvizError(f"report: {needed} is missing (run the earlier stages first)")
-    model_meta = read_json(folder.model_json)
+    # every input through a checked reader: a missing, truncated or corrupt file is one error naming it
+    model_meta = read_model_json(folder.model_dir)
     train_metrics = read_train_metrics(folder.train_metrics)
     ev = read_eval_metrics(folder.eval_metrics)
-    units = read_json(folder.units)
+    units = read_units(folder.units)
     ascent = load_ascent(results, units)
     probe, arrays = load_probe(results)
     run_id = results.name
@@ -52,6 +54,13 @@ def render_run(results: Path, out: Path, config: dict | None = None) -> None:
         _write_site(tmp, results, run_id, model_meta, train_metrics, ev, units, ascent, probe, arrays,
                     config or {})
         _swap_in(tmp, out)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # files that read cleanly but disagree inside (a stats row without a key, fewer images than
+        # stats): the readers check each file's shape, not every value the pages use
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FeatvizError(f"report: the results in {results} are inconsistent ({type(exc).__name__}: {why(exc)}); "
+                           f"a file there is not what featviz wrote: re-run the stages that write it (or the "
+                           f"workflow)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -72,7 +81,8 @@ def render_index(run_dirs: list[Path], out: Path) -> None:
         summary = d / "summary.json"
         if not summary.exists():
             raise FeatvizError(f"index: {summary} is missing (render the run's report first)")
-        row = read_json(summary)
+        row = read_json_object(summary, "report summary", "re-render the run's report (`featviz report`)",
+                               ("run",))
         rel = Path(os.path.relpath(d, out.parent)).as_posix()
         row["href"] = f"{rel}/index.html"
         row.setdefault("model_id", row["run"].rsplit("-", 1)[-1])
