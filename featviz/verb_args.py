@@ -22,7 +22,8 @@ def _renamed(exc: FeatvizError, names: dict[str, str]) -> FeatvizError:
 def check_schema_flags(section: str | None, flags: dict[str, tuple[str, object]]) -> None:
     """`flags`: {flag: (config key, value)}; values that are None (left out) are not checked.
     `section` is a run section (`probe`, `ascent`...), or None for the config's top level."""
-    from .config import check_sections, load_schema, schema_error
+    from .checks import check_sections
+    from .schema import load_schema, schema_error
 
     given = {key: value for key, value in flags.values() if value is not None}
     if not given:
@@ -113,7 +114,7 @@ def check_compare_config(cfg: dict, layer: str) -> None:
     ascent["compare"] = {"recipes": [entry], "units_per_layer": cfg["units_per_layer"]}
     names = {"ascent.compare.recipes[0]": "compare --config", "ascent.compare": "compare --config",
              f"ascent.units.{layer}": "compare --config units", "ascent": "compare --config"}
-    from .config import check_sections
+    from .checks import check_sections
 
     try:
         check_sections(ascent=ascent)
@@ -134,7 +135,7 @@ def check_report_config(cfg: dict) -> None:
     """`featviz report --config`: the run's config as the workflow passes it (its `dataset` and
     sections, beside the run's id, name and seed); each section present is checked against the
     schema's runs[i] section, without torch (the report never imports it)."""
-    from .config import load_schema, schema_error
+    from .schema import load_schema, schema_error
 
     schema = load_schema()
     if schema is None:

@@ -134,7 +134,7 @@ REPORT_SETTINGS = settings(SETTINGS, max_examples=16)
 def report_run(tmp_path_factory):
     """A small synthetic run with every file the report reads: ascent chunks (with snapshots),
     probe, evaluation, transfer score and one comparison entry."""
-    from featviz.report.synthetic import make_run
+    from tests.synthetic_run import make_run
 
     run_dir = make_run(tmp_path_factory.mktemp("report_inputs"), n_train=150, n_test=60, steps=4,
                        conv_channels=(2, 3))

@@ -29,7 +29,7 @@ def _chunk(folder: RunFolder, layer: str, chunk: int, units: list[int], steps=(0
     images = np.full((len(units), 1, 4, 4), chunk / 20, np.float32)
     write_chunk(c.images, c.record, images=pack_images(images), objective=np.zeros(len(units), np.float32),
                 units=units, snapshots={st: pack_images(images) for st in steps},
-                record={"units": units, "stats": [{"unit": u} for u in units], "recipe": {"name": "r"},
+                record={"layer": layer, "units": units, "stats": [{"unit": u} for u in units], "recipe": {"name": "r"},
                         "seed": 0, "device": "cpu", "chunk": chunk})
 
 
@@ -71,7 +71,7 @@ def test_a_broken_chunk_is_one_error_naming_it(tmp_path):
     f = RunFolder(tmp_path)
     _chunk(f, "c", 0, [0, 1])
     c = f.ascent_chunk("c", 0)
-    write_json(c.record, {"units": [0, 1], "stats": [{"unit": 0}]})
+    write_json(c.record, {"layer": "c", "units": [0, 1], "stats": [{"unit": 0}]})
     with pytest.raises(FeatvizError, match=r"0\.json is not what featviz wrote \(units and stats"):
         read_chunk_record(c)
     c.images.unlink()
