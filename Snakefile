@@ -25,6 +25,7 @@ include: "workflow/rules/units.smk"
 include: "workflow/rules/ascent.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/probe.smk"
+include: "workflow/rules/circuits.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/report.smk"
 

@@ -118,6 +118,16 @@ def cmd_compare(a):
                 device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
+def cmd_circuits(a):
+    from .circuits import run_circuits
+    from .device import claim_device
+
+    r = run_circuits(Path(a.model), Path(a.units), Path(a.data), Path(a.out), images=a.images, top=a.top,
+                     measure=a.measure, layers=a.layers, device=claim_device(a.device), trust=a.trust_checkpoint)
+    for p in r["pairs"]:
+        print(f"{p['from']:>16} -> {p['to']:<16} {p['measure']}")
+
+
 def cmd_probe(a):
     from .artifacts import check_prepared_file, read_info, read_units
     from .device import claim_device
@@ -327,6 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activations and histograms over the first this many test images (default all)")
     s.add_argument("--prune-passes", type=int, default=None,
                    help="forward passes over the pruning images for all curves together (default no limit)")
+    device(s)
+    trust(s)
+
+    s = verb("circuits", cmd_circuits, "which units of the previous layer drive each unit most, and which of the "
+             "next it drives (weights where directly connected, else gradient x activation over test images)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--units", required=True, help="units.json")
+    s.add_argument("--data", required=True, help="prepared dataset folder (its test set feeds the data measure)")
+    s.add_argument("--images", type=int, default=256, help="test images the data measure averages over")
+    s.add_argument("--top", type=int, default=6, help="strongest positive and negative partners kept per unit")
+    s.add_argument("--measure", default="auto", help="auto (weights where directly connected, else data) or data")
+    s.add_argument("--layers", nargs="*", default=None, help="only these layers of units.json (default all)")
+    s.add_argument("--out", required=True, help="results/<run>/circuits/circuits.json")
     device(s)
     trust(s)
 

@@ -15,6 +15,7 @@ import numpy as np
 from ..crops import top_crops
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
 from ..io import read_json, write_json, write_text
+from .circuits import attach_circuits
 from .inputs import ascent_pixels
 from .methods import write_methods
 from .search_index import write_units_index
@@ -231,6 +232,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     # ------------------------------------------------------------------ unit pictures and pages, a layer at a time
     bank_thumbs = _bank_thumbnails(site, arrays)
     class_layer = next((layer for layer in layers if layer["kind"] == "class"), None)
+    attach_circuits(layers, results, units, THUMB)  # each layer's `circuits`: the unit pages' circuits block
     for layer in layers:
         if not layer["cells"]:
             continue
