@@ -321,14 +321,13 @@ def circuits(model, units: dict, test_images: torch.Tensor, *, images: int = 256
 def run_circuits(model_dir: Path, units_path: Path, data_dir: Path, out: Path, *, images: int, top: int,
                  measure: str, layers: list[str] | None, device: str, trust: bool = False) -> dict:
     """`featviz circuits`: inputs checked before any compute, then circuits.json written atomically."""
-    from .artifacts import check_prepared_file, read_info, read_prepared, read_units
+    from .artifacts import check_prepared_file, read_prepared, read_units
     from .device import resolve_device
     from .model import load_model
 
     check_settings(images, top, measure)
     units = read_units(units_path)
-    read_info(data_dir)
-    check_prepared_file(data_dir, "test")
+    check_prepared_file(data_dir, "test")  # before the model is loaded; read_prepared checks it against info.json
     model = load_model(Path(model_dir), trust)
     if list(units["input_shape"]) != list(model.input_shape):
         raise FeatvizError(f"units file {units_path} was made for inputs {units['input_shape']}, the model in "
