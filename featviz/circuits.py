@@ -13,8 +13,9 @@ strength S[j, i] of A's unit i on B's unit j:
 * **data**, everywhere else (a residual add, a conv in between, a block output, an imported
   network that cannot be traced): gradient x activation over a budget of test images, S[j, i] =
   mean over images of sum over positions of dR_j/dA_i * A_i, with R_j the later unit's spatial
-  mean (conv) or value (dense). One backward pass per later unit per batch; the forward pass
-  that feeds every pair is shared.
+  mean (conv) or value (dense). At most one backward pass per later unit per batch (batched
+  gradients do several units in one pass where they fit in memory); the forward pass that feeds
+  every pair is shared.
 
 `measure: data` uses the data measure for every pair (the weight measure is then only a check).
 
@@ -53,14 +54,30 @@ def _module_name(layer: dict) -> str:
     return layer.get("module") or layer["name"]
 
 
-def _trace(net: nn.Module):
-    """The network's torch.fx graph, or None where it cannot be traced."""
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, keeping the visualized modules whole (a block output is then one node)."""
+
+    def __init__(self, leaves: set[str]):
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+
+
+def _trace(net: nn.Module, leaves: set[str]):
+    """The network's torch.fx graph with `leaves` as single nodes, or None where it cannot be traced."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.fx.symbolic_trace(net).graph
+            return _Tracer(leaves).trace(net)
     except Exception:  # noqa: BLE001 - any tracing failure: no weight measure, the data measure instead
         return None
+
+
+def _nested(a: str, b: str) -> bool:
+    """One module inside the other (a block and its own conv): not two steps of one chain."""
+    return a == b or b.startswith(a + ".") or a.startswith(b + ".")
 
 
 def _is_flatten(node) -> bool:
@@ -196,6 +213,47 @@ def _reduce(out: torch.Tensor) -> torch.Tensor:
     return out.flatten(2).mean(2) if out.dim() > 2 else out
 
 
+# the floats one batched gradient (units at once x the batch's earlier activation) may hold
+GRAD_FLOATS = 2 ** 24
+
+
+def _sum_positions(contrib: torch.Tensor, lead: int) -> torch.Tensor:
+    """Sum over the positions, the axes after the channel axis (which has `lead` axes before it):
+    (..., C, H, W) -> (..., C)."""
+    return contrib.flatten(lead + 1).sum(lead + 1) if contrib.dim() > lead + 1 else contrib
+
+
+def _unit_contributions(later: torch.Tensor, act: torch.Tensor, units: int) -> torch.Tensor | None:
+    """(units, channels of act): for each later unit j, sum over the batch and positions of
+    d later[:, j] / d act * act. Several units per backward pass (batched gradients) where they fit
+    GRAD_FLOATS, one per pass where an operation has no batched backward; None where later does
+    not depend on act."""
+    per = max(1, min(units, GRAD_FLOATS // max(1, act.numel())))
+    rows = []
+    j = 0
+    while j < units:
+        k = min(per, units - j)
+        seed = torch.zeros(k, *later.shape, dtype=later.dtype, device=later.device)
+        idx = torch.arange(k, device=later.device)
+        seed[idx, :, j + idx] = 1.0
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # vmap's "performance drop" notes on ops without a batching rule
+                (g,) = torch.autograd.grad(later, act, grad_outputs=seed if k > 1 else seed[0], retain_graph=True, allow_unused=True,
+                                           is_grads_batched=k > 1)
+        except RuntimeError:
+            if k == 1:
+                raise
+            per = 1  # an operation without a batched backward: one unit per pass from here on
+            continue
+        if g is None:
+            return None
+        g = g if k > 1 else g[None]
+        rows.append(_sum_positions(g * act.detach()[None], 2).sum(1))  # (k, N, C, ...) -> (k, C)
+        j += k
+    return torch.cat(rows)
+
+
 def data_strengths(model, pairs: list[tuple[str, str, int, int]], images: torch.Tensor, device,
                    batch_size: int) -> dict[tuple[str, str], np.ndarray | None]:
     """Gradient x activation (module docstring) for each (a, b, units_a, units_b) over `images`
@@ -219,13 +277,11 @@ def data_strengths(model, pairs: list[tuple[str, str, int, int]], images: torch.
                     if act.shape[1] != ua or later.shape[1] != ub:
                         raise FeatvizError(f"circuits: '{a}' or '{b}' has not the unit count of units.json; "
                                            f"re-run `featviz units`")
-                    for j in range(ub):
-                        (g,) = torch.autograd.grad(later[:, j].sum(), act, retain_graph=True, allow_unused=True)
-                        if g is None:
-                            unconnected.add((a, b))
-                            break
-                        contrib = (g * act).detach()
-                        sums[(a, b)][j] += (contrib.flatten(2).sum(2) if contrib.dim() > 2 else contrib).sum(0).double().cpu()
+                    got = _unit_contributions(later, act, ub)
+                    if got is None:
+                        unconnected.add((a, b))
+                        continue
+                    sums[(a, b)] += got.double().cpu()
             cap.outputs = {}
     finally:
         cap.close()
@@ -280,12 +336,13 @@ def circuits(model, units: dict, test_images: torch.Tensor, *, images: int = 256
     for p in net.parameters():
         p.requires_grad_(False)
     pairs = layer_pairs(units, layers)
-    graph = _trace(net) if measure == "auto" else None
+    traceable = measure == "auto" and _trace(net, set()) is not None
     out_pairs, need_data = [], []
     for la, lb in pairs:
         a, b = _module_name(la), _module_name(lb)
         entry = {"from": la["name"], "to": lb["name"], "from_units": la["units"], "to_units": lb["units"]}
-        steps = weight_path(net, graph, a, b) if measure == "auto" else None
+        # traced per pair, with a and b kept whole: a block's output is then one node
+        steps = weight_path(net, _trace(net, {a, b}), a, b) if traceable and not _nested(a, b) else None
         got = weight_strengths(net, steps, b, la["units"]) if steps is not None else None
         if got is not None:
             s, what = got

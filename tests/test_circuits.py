@@ -92,6 +92,16 @@ def test_data_measure_agrees_in_sign_with_the_weights():
     assert u == 3 and v > 0
 
 
+def test_one_unit_per_backward_pass_gives_the_batched_answer(monkeypatch):
+    import featviz.circuits as fc
+
+    model = _model(_conv_net())
+    batched = circuits(model, CONV_UNITS, _images(), measure="data", images=12)["pairs"][0]
+    monkeypatch.setattr(fc, "GRAD_FLOATS", 1)  # no room for two units' gradients at once
+    single = circuits(model, CONV_UNITS, _images(), measure="data", images=12)["pairs"][0]
+    assert single["in"] == batched["in"] and single["out"] == batched["out"]
+
+
 def test_batchnorm_scale_flips_the_sign():
     bn = nn.BatchNorm2d(4)
     with torch.no_grad():
@@ -144,9 +154,13 @@ def test_residual_block_falls_back_to_data():
     net = nn.Sequential(OrderedDict(conv1=net.conv1, block=_Block(), pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
                                     fc=nn.Linear(4, 3))).eval()
     units = _units({"name": "conv1", "kind": "conv", "units": 4, "output_shape": [4, 8, 8]},
-                   {"name": "block", "kind": "conv", "units": 4, "output_shape": [4, 8, 8]})
-    (pair,) = circuits(_model(net), units, _images(), images=8)["pairs"]
+                   {"name": "block", "kind": "conv", "units": 4, "output_shape": [4, 8, 8]},
+                   {"name": "classes", "kind": "class", "units": 3, "output_shape": [3], "module": "fc"})
+    pair, after = circuits(_model(net), units, _images(), images=8)["pairs"]
     assert pair["measure"] == "data"
+    # the block's output, kept whole when traced, reaches fc through pool and flatten: weights
+    assert after["measure"] == "weights" and "through pool → flatten" in after["how"]
+    assert after["in"][0]["pos"][0][0] == int(net.fc.weight[0].argmax())
     # block unit 0 = x0 + x3 - 3 x1 (all positive): 1 the strongest negative, 0 and 3 positive
     assert pair["in"][0]["neg"][0][0] == 1 and {u for u, _ in pair["in"][0]["pos"]} == {0, 3}
     assert pair["in"][2] == {"pos": [[2, pair["in"][2]["pos"][0][1]]], "neg": []}  # identity only
