@@ -18,8 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from featviz.circuits import circuits
-from featviz.model import LoadedModel
-from featviz.model import torchvision_archs
+from featviz.model import LoadedModel, torchvision_archs
 from featviz.model.hookable import no_inplace
 from featviz.units import enumerate_units
 
@@ -47,7 +46,7 @@ def main() -> None:
         if p["measure"] == "data":
             grads += p["to_units"]
         print(f"{p['from']:>18} -> {p['to']:<18} {p['measure']:<8} {p['to_units']:>5} later units")
-    print(f"{a.arch} at {a.size} px: {len(r['pairs'])} pairs, {backward} backward passes per batch, "
+    print(f"{a.arch} at {a.size} px: {len(r['pairs'])} pairs, {grads} unit gradients per batch, "
           f"{r['images']} images: {wall:.1f} s")
 
 

@@ -61,7 +61,7 @@ def test_circuit_links_resolve_and_no_console_errors(site):
         assert seen["units/conv2/0.html"]["sections"] == ["in", "out"]
         assert seen["units/conv1/0.html"]["sections"] == ["out"]
         assert seen["units/classes/0.html"]["sections"] == ["in"]
-        assert set(sum((s["measures"] for s in seen.values()), [])) == {"weights"}
+        assert {m for s in seen.values() for m in s["measures"]} == {"weights"}
 
         # follow a circuit link: it lands on the earlier unit's page, whose "drives most" names this unit
         d = browser.driver
