@@ -66,9 +66,9 @@ def test_circuit_links_resolve_and_no_console_errors(site):
         # follow a circuit link: it lands on the earlier unit's page, whose "drives most" names this unit
         d = browser.driver
         d.get((site / "units" / "conv2" / "0.html").as_uri())
-        link = d.find_element("css selector", "section.circuit[data-direction=in] table.circuit td.l a")
+        link = d.find_element("css selector", "section.circuit[data-direction=in] table.circuit a")
         target = link.get_attribute("href")
-        unit = link.text.lstrip("#")
+        unit = link.text.strip().lstrip("#")
         link.click()
         assert d.current_url == target and Path(d.current_url.removeprefix("file://")).is_file()
         assert d.find_element("css selector", "main h1").text.startswith(f"conv1 · unit {unit}")
