@@ -26,6 +26,7 @@ of B; `out`: units of B a unit of A drives), as [unit, strength] pairs.
 from __future__ import annotations
 
 import itertools
+import time
 import warnings
 from pathlib import Path
 
@@ -255,9 +256,9 @@ def _unit_contributions(later: torch.Tensor, act: torch.Tensor, units: int) -> t
 
 
 def data_strengths(model, pairs: list[tuple[str, str, int, int]], images: torch.Tensor, device,
-                   batch_size: int) -> dict[tuple[str, str], np.ndarray | None]:
+                   batch_size: int, log=None) -> dict[tuple[str, str], np.ndarray | None]:
     """Gradient x activation (module docstring) for each (a, b, units_a, units_b) over `images`
-    (uint8). None for a pair where b does not depend on a."""
+    (uint8). None for a pair where b does not depend on a. `log(line)`: a line per pair and batch."""
     net = model.net
     names = sorted({p[0] for p in pairs} | {p[1] for p in pairs})
     sums = {(a, b): torch.zeros(ub, ua, dtype=torch.float64) for a, b, ua, ub in pairs}
@@ -277,7 +278,11 @@ def data_strengths(model, pairs: list[tuple[str, str, int, int]], images: torch.
                     if act.shape[1] != ua or later.shape[1] != ub:
                         raise FeatvizError(f"circuits: '{a}' or '{b}' has not the unit count of units.json; "
                                            f"re-run `featviz units`")
+                    t = time.perf_counter()
                     got = _unit_contributions(later, act, ub)
+                    if log:
+                        log(f"circuits: {a} -> {b}: {ub} units, images {s + 1}-{s + len(x)} of {len(images)}: "
+                            f"{time.perf_counter() - t:.1f} s")
                     if got is None:
                         unconnected.add((a, b))
                         continue
@@ -325,7 +330,7 @@ def spread(n: int, k: int) -> torch.Tensor:
 
 def circuits(model, units: dict, test_images: torch.Tensor, *, images: int = 256, top: int = 6,
              measure: str = "auto", layers: list[str] | None = None, device: str = "cpu",
-             batch_size: int | None = None) -> dict:
+             batch_size: int | None = None, log=None) -> dict:
     """The circuits of every consecutive pair of layers (module docstring)."""
     check_settings(images, top, measure)
     for name in layers or []:
@@ -357,7 +362,7 @@ def circuits(model, units: dict, test_images: torch.Tensor, *, images: int = 256
         idx = spread(len(test_images), images)
         n_used = len(idx)
         bs = batch_size or model.batch_for(None)
-        found = data_strengths(model, need_data, test_images[idx], device, bs)
+        found = data_strengths(model, need_data, test_images[idx], device, bs, log=log)
         for entry in out_pairs:
             key = entry.pop("_modules", None)
             if key is None:
@@ -397,7 +402,7 @@ def run_circuits(model_dir: Path, units_path: Path, data_dir: Path, out: Path, *
     model.to(dev)
     try:
         result = circuits(model, units, test.images, images=images, top=top, measure=measure, layers=layers,
-                          device=dev)
+                          device=dev, log=lambda line: print(line, flush=True))
     except torch.OutOfMemoryError as exc:  # one line, not a traceback
         raise FeatvizError(f"circuits: out of memory on {dev} ({why(exc)}); lower circuits.images") from None
     write_json(out, result)
