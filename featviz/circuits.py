@@ -111,7 +111,7 @@ def weight_path(net: nn.Module, graph, a: str, b: str) -> list | None:
 
     def walk(node, steps):
         for user in node.users:
-            if user.all_input_nodes != [node]:
+            if [n for n in user.all_input_nodes if not _size_of(n, node)] != [node]:
                 continue  # it merges another tensor in (a residual add, a concatenation)
             if user is end:
                 return steps
@@ -123,6 +123,11 @@ def weight_path(net: nn.Module, graph, a: str, b: str) -> list | None:
         return None
 
     return walk(starts[0], [])
+
+
+def _size_of(n, node) -> bool:
+    """`node.size(...)`: read by x.view(x.size(0), -1) along with node itself, not another tensor."""
+    return n.op == "call_method" and n.target == "size" and n.all_input_nodes == [node]
 
 
 def _step(node, mods) -> tuple | None:

@@ -133,6 +133,31 @@ def test_conv_to_dense_through_flatten_sums_each_channels_positions():
     assert p2["in"][1]["pos"][0][0] == int(w2[1].argmax()) and (p2["from"], p2["to"]) == ("fc1", "classes")
 
 
+class _ViewNet(nn.Module):
+    """A user's class: torch.relu and x.view(x.size(0), -1) between the conv and the dense layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 64, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_functional_relu_and_view_are_a_weights_chain():
+    torch.manual_seed(0)
+    net = _ViewNet().eval()
+    units = _units({"name": "conv", "kind": "conv", "units": 2, "output_shape": [2, 8, 8]},
+                   {"name": "classes", "kind": "class", "units": 3, "output_shape": [3], "module": "fc"})
+    (pair,) = circuits(_model(net), units, _images())["pairs"]
+    assert pair["measure"] == "weights" and "after flatten" in pair["how"] and "relu" in pair["how"]
+    w = net.fc.weight.detach().view(3, 2, 64).sum(2)
+    j = int(w.max(1).values.argmax())
+    assert pair["in"][j]["pos"][0] == [int(w[j].argmax()), pytest.approx(float(w[j].max()), rel=1e-3)]
+
+
 class _Block(nn.Module):
     """out = x + conv(relu(x)): a residual add, so no weight slice alone says what drives what."""
 
