@@ -122,6 +122,19 @@ def cmd_compare(a):
                 device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
+def cmd_circuits(a):
+    from .circuits import run_circuits
+    from .device import claim_device
+    from .schema import with_defaults
+
+    given = {k: getattr(a, k) for k in ("images", "top", "measure") if getattr(a, k) is not None}
+    cfg = with_defaults("circuits", given)  # the keys not given: the schema's, as the workflow passes them
+    r = run_circuits(Path(a.model), Path(a.units), Path(a.data), Path(a.out), images=cfg["images"], top=cfg["top"],
+                     measure=cfg["measure"], layers=a.layers, device=claim_device(a.device), trust=a.trust_checkpoint)
+    for p in r["pairs"]:
+        print(f"{p['from']:>16} -> {p['to']:<16} {p['measure']}")
+
+
 PROBE_KEYS = ("top_k", "samples", "histogram_images", "prune_images", "prune_passes")  # runs[i].probe
 
 
@@ -366,6 +379,21 @@ def _add_probe(sub) -> None:
     _trust(s)
 
 
+def _add_circuits(sub) -> None:
+    s = _verb(sub, "circuits", cmd_circuits, "which units of the previous layer drive each unit most, and which of "
+              "the next it drives (weights where directly connected, else gradient x activation over test images)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--units", required=True, help="units.json")
+    s.add_argument("--data", required=True, help="prepared dataset folder (its test set feeds the data measure)")
+    s.add_argument("--images", type=int, help="test images the data measure averages over (default: the schema's "
+                   "runs[i].circuits.images)")
+    s.add_argument("--top", type=int, help="strongest positive and negative partners kept per unit (schema default)")
+    s.add_argument("--measure", help="auto (weights where directly connected, else data) or data (schema default)")
+    s.add_argument("--layers", nargs="*", default=None, help="only these layers of units.json (default all)")
+    s.add_argument("--out", required=True, help="results/<run>/circuits/circuits.json")
+    _device(s)
+    _trust(s)
+
 def _add_transfer(sub) -> None:
     s = _verb(sub, "transfer", cmd_transfer,
                    "score a run's class images on an independently trained model (writes transfer.json)")
@@ -434,7 +462,7 @@ def _add_recipes(sub) -> None:
 
 # one function per verb's subparser, in the order `featviz --help` lists them
 SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_ascend, _add_compare,
-              _add_probe, _add_transfer, _add_search, _add_report, _add_index, _add_archive,
+              _add_probe, _add_circuits, _add_transfer, _add_search, _add_report, _add_index, _add_archive,
               _add_verify_archive, _add_check_config, _add_recipes)
 
 

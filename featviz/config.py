@@ -42,6 +42,7 @@ class Run:
     ascent: dict
     seed: int
     probe: dict = field(default_factory=dict)
+    circuits: dict = field(default_factory=dict)
 
     @property
     def imported(self) -> bool:
@@ -246,6 +247,7 @@ def resolve_runs(config: dict) -> list[Run]:
             ascent=dict(r.get("ascent") or {}),
             seed=int(config["seed"]),
             probe=dict(r.get("probe") or {}),
+            circuits=dict(r.get("circuits") or {}),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")

@@ -63,6 +63,11 @@ def test_imported_models_through_the_dag(tmp_path):
         meta = json.loads((work / "results" / run / "model" / "model.json").read_text())
         assert meta["imported"]["sha256"] and meta["format"] in ("torchscript", "class")
         assert (work / "results" / run / "logs" / "import_model.log").exists()
+        # circuits: the class traces (a plain chain: weights); TorchScript cannot be traced (data)
+        circ = json.loads((work / "results" / run / "circuits" / "circuits.json").read_text())
+        expected = "weights" if meta["format"] == "class" else "data"
+        assert [p["measure"] for p in circ["pairs"]] == [expected] * 3, circ["pairs"]
+        assert 'id="circuits"' in (rep / "units" / "head" / "0.html").read_text()
     assert (work / "reports" / "index.html").exists()
 
 

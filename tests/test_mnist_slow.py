@@ -31,6 +31,12 @@ def test_quick_mnist_report(mnist_root, tmp_path):
     page = (tmp_path / "reports" / run.name / "index.html").read_text()
     assert page.count('alt="conv1 filter') == 16 and page.count('alt="conv2 filter') == 36
     assert page.count('alt="class ') == 10
+    # circuits on every unit page: all three pairs of this plain chain come from the weights
+    circ = json.loads((run / "circuits" / "circuits.json").read_text())
+    assert [(p["from"], p["to"], p["measure"]) for p in circ["pairs"]] == [
+        ("conv1", "conv2", "weights"), ("conv2", "fc1", "weights"), ("fc1", "classes", "weights")]
+    unit_pages = sorted((tmp_path / "reports" / run.name / "units").glob("*/*.html"))
+    assert len(unit_pages) == 16 + 36 + 128 + 10 and all('id="circuits"' in p.read_text() for p in unit_pages)
     again = snakemake(tmp_path, "--dry-run", configfile=quick, env=env, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr
     # the real report in a real browser: every page, no broken link or missing image, fast

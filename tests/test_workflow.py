@@ -60,6 +60,23 @@ def test_ascent_jobs_one_per_chunk(finished):
     assert counts == {"conv1": 1, "conv2": 2, "fc1": 2, "classes": 1}
 
 
+def test_circuits_job_and_unit_pages(finished):
+    results = next((finished / "results").glob("shapes-*"))
+    c = json.loads((results / "circuits" / "circuits.json").read_text())
+    # the tiny net is a plain chain: every pair reads the previous layer directly, so weights everywhere
+    assert [(p["from"], p["to"], p["measure"]) for p in c["pairs"]] == [
+        ("conv1", "conv2", "weights"), ("conv2", "fc1", "weights"), ("fc1", "classes", "weights")]
+    assert (results / "benchmarks" / "circuits.tsv").is_file()
+    site = finished / "reports" / results.name
+    for rel, directions in (("conv1/0", ["Drives most"]), ("conv2/3", ["Driven most by", "Drives most"]),
+                            ("fc1/7", ["Driven most by", "Drives most"]), ("classes/2", ["Driven most by"])):
+        html = (site / "units" / f"{rel}.html").read_text()
+        assert [d for d in ("Driven most by", "Drives most") if d in html] == directions, rel
+        assert "weights: " in html
+        for ref in re.findall(r'(?:src|href)="([^"#]+)"', html[html.find('id="circuits"'):]):
+            assert (site / "units" / rel).parent.joinpath(ref).resolve().is_file(), (rel, ref)
+
+
 def test_archive_verifies(finished):
     from featviz.archive import verify_archive
 

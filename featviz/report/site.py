@@ -17,6 +17,7 @@ from ..figures import curves_png, display_scale, montage, normalize_maps, save_i
 from ..io import write_json, write_text
 from ..results import CONV1_OPTIMAL, CONV1_WEIGHTS, LayerAscent, ProbeArrays, RunFolder, read_misclassified_images, \
     read_transfer
+from .circuits import attach_circuits
 from .inputs import ascent_pixels
 from .methods import write_methods
 from .search_index import write_units_index
@@ -314,6 +315,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     ctx["first"] = _first_layer(site, probe, arrays, layers)
     ctx["misclassified"] = _misclassified(site, folder, ev)
     bank_thumbs = _bank_thumbnails(site, arrays)
+    attach_circuits(layers, results, units, THUMB)  # each layer's `circuits`: the unit pages' circuits block
     for layer in layers:  # unit pictures and pages, a layer at a time
         if layer["cells"]:
             _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)
