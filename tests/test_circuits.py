@@ -20,7 +20,7 @@ from featviz.errors import FeatvizError
 from featviz.model import LoadedModel
 from featviz.report import render_run
 from featviz.report.circuits import thumb_path
-from featviz.report.synthetic import make_run
+from tests.synthetic_run import make_run
 
 SHAPE = (1, 8, 8)
 

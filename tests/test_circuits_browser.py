@@ -9,7 +9,7 @@ import pytest
 
 from featviz.circuits import run_circuits
 from featviz.report import render_index, render_run
-from featviz.report.synthetic import make_run
+from tests.synthetic_run import make_run
 from tests.browser import Browser, browser_unavailable_reason, crawl
 
 pytestmark = pytest.mark.browser
