@@ -145,6 +145,22 @@ def cmd_transfer(a):
                  device=claim_device(a.device), trust=a.trust_checkpoint, seed=a.seed, samples=a.samples)
 
 
+def cmd_match(a):
+    from .device import claim_device
+    from .matching import TRANSFER, model_side, run_match, run_side, summary_lines
+
+    if bool(a.other_results) == bool(a.other_model):
+        raise FeatvizError("match: give the other network as --other-results (a run) or --other-model (a model folder)")
+    side_a = run_side(Path(a.results), a.trust_checkpoint)
+    side_b = (run_side(Path(a.other_results), a.trust_checkpoint) if a.other_results
+              else model_side(Path(a.other_model), a.trust_checkpoint, a.label or TRANSFER))
+    rec = run_match(side_a, side_b, Path(a.data), a.config, Path(a.out), device=claim_device(a.device), seed=a.seed)
+    print(f"match: {side_a.label} against {side_b.label} over {rec['images']} test images "
+          f"({rec['wall_s']} s, {rec['forward_s']} s of forward passes)")
+    for line in summary_lines(rec):
+        print(line)
+
+
 def cmd_search(a):
     from .device import claim_device
     from .search import run_search
@@ -337,6 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the robustness transforms")
     s.add_argument("--samples", type=int, default=8, help="random jitter/rotations for robustness")
     s.add_argument("--out", required=True, help="results/<run>/transfer.json")
+    device(s)
+    trust(s)
+
+    s = verb("match", cmd_match, "cross-network comparison: correlate a run's units with another network's over the "
+             "test set, match them one to one, and find each layer's best-matching layer")
+    s.add_argument("--results", required=True, help="results/<run> of network A (model/, units.json)")
+    s.add_argument("--other-results", default=None, help="results/<run> of network B, another run (its ascent images "
+                   "are the pictures of its units)")
+    s.add_argument("--other-model", default=None, help="a model folder of network B without units.json (the transfer "
+                   "model: its default layers)")
+    s.add_argument("--label", default=None, help="network B's name on the page (default: its run id, or transfer)")
+    s.add_argument("--data", required=True, help="the prepared dataset folder both were trained on")
+    s.add_argument("--config", type=_json_object, default={}, help='runs[i].match: {"images": 2000, "close": 0.8}')
+    s.add_argument("--seed", type=int, default=0, help="seed of the test-image sample")
+    s.add_argument("--out", required=True, help="results/<run>/match/<other>.json (and .npz beside it)")
     device(s)
     trust(s)
 

@@ -39,6 +39,7 @@ class Run:
     ascent: dict
     seed: int
     probe: dict = field(default_factory=dict)
+    match: dict = field(default_factory=dict)
 
     @property
     def imported(self) -> bool:
@@ -249,6 +250,7 @@ def resolve_runs(config: dict) -> list[Run]:
             ascent=dict(r.get("ascent") or {}),
             seed=int(config.get("seed", 0)),
             probe=dict(r.get("probe") or {}),
+            match=dict(r.get("match") or {}),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")
