@@ -2,9 +2,13 @@
 
 Two networks trained on the same dataset (a run and its transfer model, or two runs the config
 names in `runs[i].match.with`) see the same budgeted subset of the test set (`images`, a seeded
-sample). Each unit's activation per image is read by a forward hook by layer name (as the probe
-reads it: a conv channel's spatial mean, a dense unit's value, a class logit), and every unit of
-network A is correlated (Pearson r over the images) with every unit of network B.
+sample). Forward hooks read each layer by name (as the probe does), and every unit of network A
+is correlated (Pearson r) with every unit of network B: two conv channels over every image and
+position of their maps (the finer aligned to the coarser grid, `align`, as Li et al. 2016,
+"Convergent learning", correlate units), any other pair over the images by its per-image value (a
+conv channel's spatial mean, a dense unit's value, a class logit). Spatial means alone would not
+do for conv layers: a first conv layer's channel mean is nearly the image's mean brightness times
+the filter's sum, so every such pair correlates (|r| ~ 0.999 on MNIST).
 
 Layers are paired *every comparable layer of A against every comparable layer of B* (conv and
 dense layers with each other, the classes with the classes): for each pair the share of A's units
@@ -31,8 +35,9 @@ from .errors import FeatvizError
 
 TOP = 4  # test images kept per unit (the picture of a unit without an ascent image)
 TRANSFER = "transfer"  # the name of the comparison with the run's own transfer model
-MEASURE = ("Pearson r over the test images of each unit's activation (conv: the channel's spatial mean; "
-           "dense: the unit's value; classes: the logit)")
+MEASURE = ("Pearson r of two units' activations: two conv channels over every test image and position of their "
+           "maps (pooled to the coarser grid of the two); otherwise over the test images, a conv channel by its "
+           "spatial mean, a dense unit by its value, a class by its logit")
 
 
 # ---------------------------------------------------------------------------- config
@@ -78,58 +83,135 @@ def sample_indices(n: int, images: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, images, replace=False))
 
 
+class LayerActs:
+    """One layer's activations over the image sample: `mean` (N, units) float64, each unit's value
+    per image (a conv channel's spatial mean), and for a conv layer `maps` (N, units, h, w)
+    float32, its maps average-pooled to at most MAP_FLOATS values in all."""
+
+    def __init__(self, mean: np.ndarray, maps: torch.Tensor | None = None):
+        self.mean, self.maps = np.asarray(mean, np.float64), maps
+
+
+# the values of one conv layer's maps kept for the correlation (float32: 256 MiB)
+MAP_FLOATS = 2 ** 26
+
+
+def map_grid(n: int, units: int, h: int, w: int, budget: int = MAP_FLOATS) -> tuple[int, int]:
+    """The grid a conv layer's maps are kept at: full resolution where n * units * h * w values fit
+    the budget, else the largest h' x w' (same aspect) that does (at least 1 x 1)."""
+    if n * units * h * w <= budget:
+        return h, w
+    f = (budget / max(1, n * units * h * w)) ** 0.5
+    return max(1, int(h * f)), max(1, int(w * f))
+
+
 @torch.no_grad()
 def layer_activations(model, layers: list[dict], images: torch.Tensor, device, batch_size: int | None = None
-                      ) -> list[np.ndarray]:
-    """Per layer (N, units) float64: each unit's activation per image (conv: spatial mean). A
-    module called more than once per forward pass is read at its first call, as `featviz units`
-    lists it."""
+                      ) -> list[LayerActs]:
+    """Per layer its LayerActs over `images`. A module called more than once per forward pass is
+    read at its first call, as `featviz units` lists it."""
     from .probe import module_of
 
     net = model.net
     net.eval()
     mods = [module_of(net, layer) for layer in layers]
+    n = len(images)
     seen: set[int] = set()
-    batch: dict[int, torch.Tensor] = {}
+    batch: dict[int, tuple] = {}
 
     def hook(j):
         def read(m, i, o):
-            if j not in seen:
-                seen.add(j)
-                o = o.detach().float()
-                batch[j] = (o.flatten(2).mean(2) if o.dim() == 4 else o.flatten(1)).double().cpu()
+            if j in seen:
+                return
+            seen.add(j)
+            o = o.detach().float()
+            if o.dim() == 4:
+                grid = map_grid(n, o.shape[1], o.shape[2], o.shape[3])
+                pooled = o if tuple(o.shape[2:]) == grid else torch.nn.functional.adaptive_avg_pool2d(o, grid)
+                batch[j] = (o.flatten(2).mean(2).double().cpu(), pooled.cpu())
+            else:
+                batch[j] = (o.flatten(1).double().cpu(), None)
         return read
 
-    out: list[list[torch.Tensor]] = [[] for _ in layers]
+    means: list[list[torch.Tensor]] = [[] for _ in layers]
+    maps: list[list[torch.Tensor]] = [[] for _ in layers]
     hooks = [m.register_forward_hook(hook(j)) for j, m in enumerate(mods)]
     try:
         bs = model.batch_for(batch_size)
-        for s in range(0, len(images), bs):
+        for s in range(0, n, bs):
             seen.clear()
             batch.clear()
             net(model.to_input(images[s:s + bs], device))
             for j in range(len(layers)):
-                out[j].append(batch[j])
+                means[j].append(batch[j][0])
+                if batch[j][1] is not None:
+                    maps[j].append(batch[j][1])
     finally:
         for h in hooks:
             h.remove()
-    return [torch.cat(parts).numpy() if parts else np.zeros((0, layer["units"])) for parts, layer in zip(out, layers)]
+    return [LayerActs(torch.cat(mu).numpy() if mu else np.zeros((0, layer["units"])),
+                      torch.cat(mp) if mp else None) for mu, mp, layer in zip(means, maps, layers)]
 
 
-def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r (Ua, Ub) between the columns of a (N, Ua) and b (N, Ub); a constant unit (dead,
-    or firing the same on every image) correlates with nothing (0)."""
-    def z(x):
-        x = np.asarray(x, np.float64)
-        x = x - x.mean(0)
-        sd = np.sqrt((x * x).mean(0))
-        ok = sd > 1e-12 * max(1.0, float(np.abs(x).max()) if x.size else 1.0)
-        out = np.zeros_like(x)
-        out[:, ok] = x[:, ok] / sd[ok]
-        return out
+ROWS = 2 ** 16  # rows of a correlation's inputs taken to float64 at a time
 
-    n = max(1, len(a))
-    return np.clip(z(a).T @ z(b) / n, -1.0, 1.0)
+
+def correlation(a, b) -> np.ndarray:
+    """Pearson r (Ua, Ub) between the columns of a (M, Ua) and b (M, Ub) (arrays or tensors),
+    from float64 sums taken ROWS rows at a time (the inputs may be large float32 maps); a
+    constant unit (dead, or firing the same everywhere) correlates with nothing (0)."""
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    m = a.shape[0]
+    # centre on the first rows' means first: the float64 sums then do not cancel
+    ca, cb = (x[:ROWS].double().mean(0) if m else torch.zeros(x.shape[1], dtype=torch.float64) for x in (a, b))
+    sa, sb = torch.zeros_like(ca), torch.zeros_like(cb)
+    qa, qb = torch.zeros_like(ca), torch.zeros_like(cb)
+    sab = torch.zeros(len(ca), len(cb), dtype=torch.float64)
+    for s in range(0, m, ROWS):
+        xa, xb = a[s:s + ROWS].double() - ca, b[s:s + ROWS].double() - cb
+        sa += xa.sum(0)
+        sb += xb.sum(0)
+        qa += xa.square().sum(0)
+        qb += xb.square().sum(0)
+        sab += xa.T @ xb
+    m = max(1, m)
+    ma, mb = sa / m, sb / m
+    cov = sab / m - torch.outer(ma, mb)
+    sda, sdb = (qa / m - ma.square()).clamp(min=0).sqrt(), (qb / m - mb.square()).clamp(min=0).sqrt()
+
+    def ok(sd):
+        return sd > 1e-7 * max(1e-30, float(sd.max()) if len(sd) else 1.0)
+
+    r = cov / torch.outer(sda.clamp(min=1e-300), sdb.clamp(min=1e-300))
+    r = torch.where(torch.outer(ok(sda), ok(sdb)), r, torch.zeros_like(r))
+    return np.clip(r.numpy(), -1.0, 1.0)
+
+
+def align(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Maps (N, U, H, W) on a grid of at most H x W: average-pooled by the whole factor H // h (a
+    layer after one more 2x pooling), then the centre cut out (a valid convolution's map is its
+    padded twin's less a border)."""
+    h, w = grid
+    kh, kw = maps.shape[2] // h, maps.shape[3] // w
+    if kh > 1 or kw > 1:
+        maps = torch.nn.functional.avg_pool2d(maps, (kh, kw))
+    top, left = (maps.shape[2] - h) // 2, (maps.shape[3] - w) // 2
+    return maps[:, :, top:top + h, left:left + w]
+
+
+def layer_correlation(x: LayerActs, y: LayerActs) -> tuple[np.ndarray, str]:
+    """r between two layers' units and how it was measured: two conv layers over every image and
+    position of their maps (the finer aligned to the coarser grid: where each channel fires, not
+    only how much), anything else over the per-image values (a spatial mean is nearly the image's
+    brightness times the filter's sum in a first conv layer: every such pair would correlate)."""
+    if x.maps is None or y.maps is None:
+        return correlation(x.mean, y.mean), "per image"
+    grid = (min(x.maps.shape[2], y.maps.shape[2]), min(x.maps.shape[3], y.maps.shape[3]))
+
+    def flat(t):
+        return align(t, grid).permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+    return correlation(flat(x.maps), flat(y.maps)), f"per image and position ({grid[0]}x{grid[1]})"
 
 
 def comparable(kind_a: str, kind_b: str) -> bool:
@@ -175,18 +257,22 @@ def unit_matches(r: np.ndarray) -> list[dict]:
     return out
 
 
-def compare_layers(acts_a: list[np.ndarray], acts_b: list[np.ndarray], layers_a: list[dict], layers_b: list[dict],
+def compare_layers(acts_a: list, acts_b: list, layers_a: list[dict], layers_b: list[dict],
                    close: float) -> tuple[list[dict], list[dict]]:
     """Every comparable layer pair's scores, and per layer of A its best layer of B with the units
-    matched (module docstring)."""
+    matched (module docstring). acts_*: per layer a LayerActs, or an (N, units) array."""
+    def wrap(acts):
+        return [x if isinstance(x, LayerActs) else LayerActs(x) for x in acts]
+
+    acts_a, acts_b = wrap(acts_a), wrap(acts_b)
     pairs, per_layer = [], []
     for i, (la, xa) in enumerate(zip(layers_a, acts_a)):
         best = None
         for j, (lb, xb) in enumerate(zip(layers_b, acts_b)):
             if not comparable(la["kind"], lb["kind"]):
                 continue
-            r = correlation(xa, xb)
-            s = {"a": la["name"], "b": lb["name"], "a_index": i, "b_index": j, **pair_scores(r, close)}
+            r, how = layer_correlation(xa, xb)
+            s = {"a": la["name"], "b": lb["name"], "a_index": i, "b_index": j, "measured": how, **pair_scores(r, close)}
             pairs.append(s)
             if s["mean_best"] is not None and (best is None or s["mean_best"] > best[0]["mean_best"]):
                 best = (s, j, r)
@@ -194,7 +280,7 @@ def compare_layers(acts_a: list[np.ndarray], acts_b: list[np.ndarray], layers_a:
         if best is not None:
             s, j, r = best
             entry.update(best=layers_b[j]["name"], best_index=j, **{k: s[k] for k in
-                         ("mean_best", "close_share", "mean_matched", "matched_close_share")},
+                         ("measured", "mean_best", "close_share", "mean_matched", "matched_close_share")},
                          matches=unit_matches(r))
         per_layer.append(entry)
     return pairs, per_layer
@@ -297,9 +383,9 @@ def run_match(a: Side, b: Side, data_dir: Path, cfg: dict, out: Path, device: st
     arrays: dict[str, np.ndarray] = {}
     tops = {}
     for i, xa in enumerate(acts_a):
-        tops[f"top_a_{i}"] = top_rows(xa)
+        tops[f"top_a_{i}"] = top_rows(xa.mean)
     for j in sorted({e["best_index"] for e in per_layer if e["best"] is not None}):
-        tops[f"top_b_{j}"] = top_rows(acts_b[j])
+        tops[f"top_b_{j}"] = top_rows(acts_b[j].mean)
         if b.results is not None:
             asc = ascent_images(b.results, b.layers[j]["name"])
             if asc is not None:
