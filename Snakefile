@@ -26,6 +26,7 @@ include: "workflow/rules/ascent.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/transfer.smk"
+include: "workflow/rules/matching.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -36,7 +36,7 @@ from .errors import FeatvizError
 TOP = 4  # test images kept per unit (the picture of a unit without an ascent image)
 TRANSFER = "transfer"  # the name of the comparison with the run's own transfer model
 MEASURE = ("Pearson r of two units' activations: two conv channels over every test image and position of their "
-           "maps (pooled to the coarser grid of the two); otherwise over the test images, a conv channel by its "
+           "maps (the finer aligned to the coarser grid of the two); otherwise over the test images, a conv channel by its "
            "spatial mean, a dense unit by its value, a class by its logit")
 
 
@@ -286,8 +286,11 @@ def compare_layers(acts_a: list, acts_b: list, layers_a: list[dict], layers_b: l
     return pairs, per_layer
 
 
-def top_rows(acts: np.ndarray, k: int = TOP) -> np.ndarray:
-    """Per unit the positions (in the image subset) of its k strongest images, strongest first."""
+def top_rows(x: LayerActs, k: int = TOP) -> np.ndarray:
+    """Per unit the positions (in the image subset) of its k strongest images, strongest first: a
+    conv channel's by its strongest position (as the probe ranks them; by the spatial mean, a first
+    layer's top images would be the brightest digits), other units' by their value."""
+    acts = x.maps.flatten(2).amax(2).numpy() if x.maps is not None else x.mean
     k = min(k, len(acts))
     return np.argsort(-acts, axis=0, kind="stable")[:k].T
 
@@ -383,9 +386,9 @@ def run_match(a: Side, b: Side, data_dir: Path, cfg: dict, out: Path, device: st
     arrays: dict[str, np.ndarray] = {}
     tops = {}
     for i, xa in enumerate(acts_a):
-        tops[f"top_a_{i}"] = top_rows(xa.mean)
+        tops[f"top_a_{i}"] = top_rows(xa)
     for j in sorted({e["best_index"] for e in per_layer if e["best"] is not None}):
-        tops[f"top_b_{j}"] = top_rows(acts_b[j].mean)
+        tops[f"top_b_{j}"] = top_rows(acts_b[j])
         if b.results is not None:
             asc = ascent_images(b.results, b.layers[j]["name"])
             if asc is not None:

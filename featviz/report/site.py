@@ -16,6 +16,7 @@ from ..crops import top_crops
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
 from ..io import read_json, write_json, write_text
 from .inputs import ascent_pixels
+from .matching import write_matches
 from .methods import write_methods
 from .search_index import write_units_index
 from .templating import STATIC, environment, slug
@@ -251,6 +252,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         "transfer_model": transfer_model, "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "confusion_table_classes": CONFUSION_TABLE, "run_page_classes": RUN_PAGE_CLASSES,
     }
     ctx["methods_page"] = write_methods(env, site, results, units, probe, config, run_id, generated)
+    ctx["match_pages"] = write_matches(env, site, results, layers, run_id, generated)
     write_text(site / "index.html", env.get_template("run.html").render(**ctx, root=""))
     for layer in layers:
         write_text(_inside(site, layer["page"]), env.get_template("layer.html").render(**ctx, layer=layer, root=""))

@@ -8,6 +8,7 @@ rule report_run:
         probe="results/{run}/probe/probe.json",
         probe_arrays="results/{run}/probe/probe.npz",
         transfer="results/{run}/transfer.json",
+        match=match_results,
     output:
         # the whole static site, so that Snakemake's --report embeds every page and picture
         site=report(
