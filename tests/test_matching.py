@@ -5,6 +5,7 @@ against an unrelated network (few close matches), the CLI's outputs, and the con
 from __future__ import annotations
 
 import copy
+import re
 import json
 from pathlib import Path
 
@@ -145,3 +146,51 @@ def test_partners_and_their_config_errors():
                         (["c"], "runs[0].match.with: run 'c' is on another dataset")):
         with pytest.raises(FeatvizError, match=want.replace("[", r"\[").replace("]", r"\]")):
             partners([_Run("a", "d1", {"with": with_}), _Run("b", "d1"), _Run("c", "d2")], {})
+
+
+# --------------------------------------------------------------------------- the workflow's config check
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from tests.synthetic import make_imagefolder
+
+    d = tmp_path_factory.mktemp("matchcfg")
+    make_imagefolder(d / "shapes", per_class=2, test_per_class=1)
+    make_imagefolder(d / "shapes2", per_class=2, test_per_class=1, seed=1)
+    return d
+
+
+def _two_runs(with_, second_path="shapes"):
+    from tests.test_config_errors import GOOD
+
+    cfg = copy.deepcopy(GOOD)
+    second = copy.deepcopy(cfg["runs"][0])
+    second.update(name="other", data={"path": second_path})
+    second["model"]["layers"][0]["out"] = 5
+    cfg["runs"][0]["match"] = {"with": with_}
+    cfg["runs"].append(second)
+    return cfg
+
+
+def test_dag_has_one_match_job_per_pair(workdir):
+    from tests.test_config_errors import dry_run
+
+    r = dry_run(workdir, _two_runs(["other"]))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    # shapes: its transfer model and the run `other`; other: its transfer model
+    assert re.search(r"^match\s+3$", out, re.M), out
+    assert re.search(r"results/shapes-[0-9a-f]{8}/match/other-[0-9a-f]{8}\.json", out)
+
+
+@pytest.mark.parametrize("with_,path,message", [
+    (["nope"], "shapes", "runs[0].match.with: no run named 'nope' (runs: shapes, other)"),
+    (["shapes"], "shapes", "runs[0].match.with: 'shapes' is this run itself"),
+    (["other"], "shapes2", "runs[0].match.with: run 'other' is on another dataset"),
+])
+def test_bad_match_config_fails_before_any_job(workdir, with_, path, message):
+    from tests.test_config_errors import dry_run
+
+    r = dry_run(workdir, _two_runs(with_, path))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and message in out, out
+    assert out.count("featviz config error") == 1 and "Job stats" not in out
