@@ -5,8 +5,8 @@ against an unrelated network (few close matches), the CLI's outputs, and the con
 from __future__ import annotations
 
 import copy
-import re
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +178,7 @@ def test_dag_has_one_match_job_per_pair(workdir):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     # shapes: its transfer model and the run `other`; other: its transfer model
-    assert re.search(r"^match\s+3$", out, re.M), out
+    assert re.search(r"^match\s+3$", out, re.MULTILINE), out
     assert re.search(r"results/shapes-[0-9a-f]{8}/match/other-[0-9a-f]{8}\.json", out)
 
 
