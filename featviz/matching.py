@@ -21,8 +21,10 @@ A negative r counts as a match: one unit is the other's mirror.
 
 `featviz match` writes `<out>.json` (the scores) and `<out>.npz` (pictures): `bank` (the test
 images any shown unit ranks in its top `TOP`, uint8), `top_a_<i>` / `top_b_<j>` (rows of the bank,
-per unit, strongest first) for layer i of A and layer j of B, and, where B is a run with ascent
-images for a best layer, `ascent_b_<j>` (uint8) with `ascent_b_units_<j>`.
+per unit, strongest first) for layer i of A and layer j of B, `pos_a_<i>` / `pos_b_<j>` (a conv
+unit's strongest position in each of them, for receptive-field crops; the .json gives each conv
+layer's `receptive_field`), and, where B is a run with ascent images for a best layer,
+`ascent_b_<j>` (uint8) with `ascent_b_units_<j>`.
 """
 from __future__ import annotations
 
@@ -92,8 +94,8 @@ class LayerActs:
         self.mean, self.maps = np.asarray(mean, np.float64), maps
 
 
-# the values of one conv layer's maps kept for the correlation (float32: 256 MiB)
-MAP_FLOATS = 2 ** 26
+# the values of one conv layer's maps kept for the correlation (float32: 512 MiB)
+MAP_FLOATS = 2 ** 27
 
 
 def map_grid(n: int, units: int, h: int, w: int, budget: int = MAP_FLOATS) -> tuple[int, int]:
@@ -295,6 +297,17 @@ def top_rows(x: LayerActs, k: int = TOP) -> np.ndarray:
     return np.argsort(-acts, axis=0, kind="stable")[:k].T
 
 
+def top_positions(x: LayerActs, rows: np.ndarray, output_shape) -> np.ndarray | None:
+    """A conv layer's strongest position (row-major in its output) in each of a unit's top images,
+    for receptive-field crops (featviz.crops.top_crops); None where the maps were pooled (their
+    positions are not the layer's) or the layer is not conv."""
+    if x.maps is None or list(x.maps.shape[2:]) != list(output_shape or [])[-2:]:
+        return None
+    units = np.arange(rows.shape[0])[:, None]
+    picked = x.maps.flatten(2)[torch.as_tensor(rows), torch.as_tensor(units)]  # (U, k, H*W)
+    return picked.argmax(2).numpy().astype(np.int32)
+
+
 # ---------------------------------------------------------------------------- the job
 class Side:
     """One network of a comparison: its model, the layers compared and (a run) its results folder."""
@@ -302,10 +315,24 @@ class Side:
     def __init__(self, label: str, kind: str, model, layers: list[dict], results: Path | None, run: str | None):
         self.label, self.kind, self.model, self.layers, self.results, self.run = label, kind, model, layers, results, run
 
+    def receptive_fields(self) -> dict[str, dict]:
+        """Each conv layer's receptive field (featviz.probe.receptive_fields), by layer name."""
+        from .probe import receptive_fields
+
+        convs = [la for la in self.layers if la["kind"] == "conv"]
+        names = [la.get("module") or la["name"] for la in convs]
+        if not convs:
+            return {}
+        rfs = receptive_fields(self.model.net, names, tuple(self.model.input_shape))
+        return {la["name"]: rfs[n] for la, n in zip(convs, names)}
+
     def describe(self) -> dict:
         meta = self.model.meta or {}
+        rfs = self.receptive_fields()
         return {"label": self.label, "kind": self.kind, "run": self.run, "model": meta.get("model"),
-                "layers": [{"name": la["name"], "kind": la["kind"], "units": la["units"]} for la in self.layers]}
+                "layers": [{"name": la["name"], "kind": la["kind"], "units": la["units"],
+                            "output_shape": la.get("output_shape"), "receptive_field": rfs.get(la["name"])}
+                           for la in self.layers]}
 
 
 def run_side(results: Path, trust: bool, label: str | None = None) -> Side:
@@ -385,10 +412,17 @@ def run_match(a: Side, b: Side, data_dir: Path, cfg: dict, out: Path, device: st
     # pictures: the top test images of A's units and of B's units in the best layers, once each
     arrays: dict[str, np.ndarray] = {}
     tops = {}
+
+    def top(side, key, x, layer):
+        tops[key] = top_rows(x)
+        pos = top_positions(x, tops[key], layer.get("output_shape"))
+        if pos is not None:
+            arrays[key.replace("top_", "pos_")] = pos
+
     for i, xa in enumerate(acts_a):
-        tops[f"top_a_{i}"] = top_rows(xa)
+        top(a, f"top_a_{i}", xa, a.layers[i])
     for j in sorted({e["best_index"] for e in per_layer if e["best"] is not None}):
-        tops[f"top_b_{j}"] = top_rows(acts_b[j])
+        top(b, f"top_b_{j}", acts_b[j], b.layers[j])
         if b.results is not None:
             asc = ascent_images(b.results, b.layers[j]["name"])
             if asc is not None:

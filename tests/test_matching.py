@@ -104,6 +104,8 @@ def test_permuted_and_scaled_copy_is_recovered(run, tmp_path):
     with np.load(tmp_path / "out.npz") as z:
         assert z["bank"].dtype == np.uint8 and z["top_a_0"].shape == (4, 4) and z["top_b_1"].shape == (6, 4)
         assert int(z["top_a_0"].max()) < len(z["bank"]) == len(z["bank_index"])
+        # a conv unit's strongest position in each top image (for its receptive-field crops)
+        assert z["pos_a_0"].shape == (4, 4) and 0 <= int(z["pos_a_0"].min()) and int(z["pos_a_0"].max()) < 12 * 12
 
 
 def test_unrelated_units_have_few_close_matches():

@@ -40,14 +40,21 @@ def other_label(rec: dict) -> str:
     return f"transfer model ({what})" if what else "transfer model"
 
 
-def _top_picture(site: Path, rel: str, z, key: str, u: int) -> str | None:
-    """The montage of a unit's top test images of the comparison's sample, or None."""
+def _top_picture(site: Path, rel: str, z, key: str, u: int, layer: dict | None = None) -> str | None:
+    """The montage of a unit's top test images of the comparison's sample (a conv unit's:
+    receptive-field crops around its strongest position where the job kept it), or None."""
+    from ..crops import top_crops
     from .site import _inside
 
     if key not in z.files or u >= len(z[key]):
         return None
-    imgs = unpack_images(z["bank"][z[key][u]])
-    return f"{Path(rel).parent.as_posix()}/{save_image(_inside(site, rel), montage(imgs, cols=len(imgs), gap=1), THUMB)}"
+    rows = z[key][u]
+    pos_key, rf = key.replace("top_", "pos_"), (layer or {}).get("receptive_field")
+    if pos_key in z.files and rf and layer.get("output_shape"):
+        imgs = unpack_images(top_crops(z["bank"], rows, z[pos_key][u], layer["output_shape"][-1], rf))
+    else:
+        imgs = unpack_images(z["bank"][rows])
+    return f"{Path(rel).parent.as_posix()}/{save_image(_inside(site, rel), montage(imgs, cols=len(imgs), gap=2, fill=0.5), THUMB)}"
 
 
 def _ascent_picture(site: Path, rel: str, z, j: int, u: int) -> str | None:
@@ -63,21 +70,22 @@ def _ascent_picture(site: Path, rel: str, z, j: int, u: int) -> str | None:
     return f"{Path(rel).parent.as_posix()}/{save_image(_inside(site, rel), img, THUMB)}"
 
 
-def _side_a(site, folder, z, layer_entry, i, u):
-    """This run's unit: its ascent thumbnail and page where the report has them, else its top images."""
+def _side_a(site, folder, z, layer_entry, i, u, layer):
+    """This run's unit: its ascent thumbnail and page where the report has them (with its top test
+    images below, the same kind of picture the other side may have), else its top test images."""
     cell = (layer_entry or {}).get("by_unit", {}).get(u) if layer_entry else None
+    top = _top_picture(site, f"{folder}/a-{i}-{u}", z, f"top_a_{i}", u, layer)
     if cell and cell.get("thumb"):
-        return {"image": cell["thumb"], "page": cell["page"], "what": "ascent"}
-    return {"image": _top_picture(site, f"{folder}/a-{i}-{u}", z, f"top_a_{i}", u), "page": cell["page"] if cell else None,
-            "what": "top test images"}
+        return {"image": cell["thumb"], "page": cell["page"], "what": "ascent", "top": top}
+    return {"image": top, "page": cell["page"] if cell else None, "what": "top test images", "top": None}
 
 
-def _side_b(site, folder, z, j, u):
+def _side_b(site, folder, z, j, u, layer):
+    top = _top_picture(site, f"{folder}/b-{j}-{u}-top", z, f"top_b_{j}", u, layer)
     image = _ascent_picture(site, f"{folder}/b-{j}-{u}", z, j, u)
     if image is not None:
-        return {"image": image, "page": None, "what": "ascent"}
-    return {"image": _top_picture(site, f"{folder}/b-{j}-{u}-top", z, f"top_b_{j}", u), "page": None,
-            "what": "top test images"}
+        return {"image": image, "page": None, "what": "ascent", "top": top}
+    return {"image": top, "page": None, "what": "top test images", "top": None}
 
 
 def _layer_table(rec: dict) -> dict:
@@ -103,8 +111,9 @@ def _sections(site: Path, folder: str, rec: dict, z, report_layers: dict) -> lis
             for m in matched[:ROWS]:
                 sec["rows"].append({"a_unit": m["unit"], "b_unit": m["partner"], "r": m["r"], "best": m["best"],
                                     "best_r": m["best_r"],
-                                    "a": _side_a(site, folder, z, report_layers.get(e["name"]), i, m["unit"]),
-                                    "b": _side_b(site, folder, z, j, m["partner"])})
+                                    "a": _side_a(site, folder, z, report_layers.get(e["name"]), i, m["unit"],
+                                                 rec["a"]["layers"][i]),
+                                    "b": _side_b(site, folder, z, j, m["partner"], rec["b"]["layers"][j])})
             sec["shown"], sec["matched"] = len(sec["rows"]), len(matched)
         out.append(sec)
     return out
