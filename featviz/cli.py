@@ -183,7 +183,8 @@ def cmd_report(a):
     read_model_json(results / "model")
     read_units(results / "units.json")
     read_json_object(results / "eval" / "metrics.json", "evaluation file", "re-run `featviz evaluate` (or the workflow)")
-    render_run(Path(a.results), Path(a.out), a.config)
+    render_run(Path(a.results), Path(a.out), a.config,
+               matches=None if a.match is None else [Path(p) for p in a.match])
     print(f"wrote {Path(a.out) / 'index.html'}")
 
 
@@ -389,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", required=True, help="results/<run>")
     s.add_argument("--config", type=_json_object, default={}, help="the run's config, shown in the report")
     s.add_argument("--out", required=True, help="reports/<run>")
+    s.add_argument("--match", nargs="*", default=None, help="the comparisons to render (results/<run>/match/<other>.json; "
+                   "default: every one there)")
 
     s = verb("index", cmd_index, "render the index page linking every run")
     s.add_argument("--out", required=True, help="reports/index.html")

@@ -65,3 +65,14 @@ def test_comparison_pages_in_chromium(site):
     pages = set(report.page_paths)
     run = out.name
     assert {f"{run}/match-transfer.html", f"{run}/match-{other}.html", f"{run}/units/conv1/0.html"} <= pages
+
+
+def test_only_the_given_comparisons_are_rendered(site, tmp_path):
+    """The workflow names the comparisons of the config: a file left from an earlier config is not shown."""
+    out, other = site
+    results = out.parent.parent / "results" / out.name
+    render_run(results, tmp_path / "r", {"name": "tiny"}, matches=[results / "match" / "transfer.json"])
+    assert (tmp_path / "r" / "match-transfer.html").is_file() and not (tmp_path / "r" / f"match-{other}.html").exists()
+    assert f"match-{other}.html" not in (tmp_path / "r" / "index.html").read_text()
+    render_run(results, tmp_path / "none", {"name": "tiny"}, matches=[])
+    assert "match-" not in (tmp_path / "none" / "index.html").read_text()

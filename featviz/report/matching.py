@@ -18,16 +18,20 @@ THUMB = 84  # display height of a unit's picture
 PREFIX = "match-"
 
 
-def read_matches(results: Path) -> list[tuple[str, dict, Path]]:
-    """(other, scores, pictures file) of every complete comparison of a run, by name."""
+def read_matches(results: Path, files: list[Path] | None = None) -> list[tuple[str, dict, Path]]:
+    """(other, scores, pictures file) of the given comparisons (the workflow passes those of the
+    config: a file left from an earlier config is not shown), or of every complete one of the run."""
+    from ..errors import FeatvizError
+
     folder = Path(results) / "match"
-    if not folder.is_dir():
-        return []
+    if files is None:
+        files = [js for js in sorted(folder.glob("*.json")) if js.with_suffix(".npz").is_file()] if folder.is_dir() else []
     out = []
-    for js in sorted(folder.glob("*.json")):
+    for js in sorted(Path(f) for f in files):
         npz = js.with_suffix(".npz")
-        if npz.is_file():
-            out.append((js.stem, read_json(js), npz))
+        if not (js.is_file() and npz.is_file()):
+            raise FeatvizError(f"report: comparison {js} or its {npz.name} is missing (run `featviz match`, or the workflow)")
+        out.append((js.stem, read_json(js), npz))
     return out
 
 
@@ -119,12 +123,13 @@ def _sections(site: Path, folder: str, rec: dict, z, report_layers: dict) -> lis
     return out
 
 
-def write_matches(env, site: Path, results: Path, layers: list[dict], run_id: str, generated: str) -> list[dict]:
-    """Write every comparison page of the run (and its pictures under match/<other>/); returns the
-    run page's links: page, label, and a one-line summary."""
+def write_matches(env, site: Path, results: Path, layers: list[dict], run_id: str, generated: str,
+                  files: list[Path] | None = None) -> list[dict]:
+    """Write the comparison pages of the run (`read_matches`; pictures under match/<other>/);
+    returns the run page's links: page, label, and a one-line summary."""
     links = []
     report_layers = {layer["name"]: layer for layer in layers}
-    for other, rec, npz in read_matches(results):
+    for other, rec, npz in read_matches(results, files):
         name = slug(other)
         page, folder = f"{PREFIX}{name}.html", f"match/{name}"
         with np.load(npz) as z:

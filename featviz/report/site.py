@@ -141,7 +141,8 @@ def _layer_cells(layer: dict, lslug: str, data: dict, pe: dict | None, classes: 
 
 
 def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_metrics: dict | None, ev: dict,
-               units: dict, ascent: dict, probe: dict | None, arrays: dict, config: dict) -> None:
+               units: dict, ascent: dict, probe: dict | None, arrays: dict, config: dict,
+               matches: list[Path] | None = None) -> None:
     env = environment()
     site = Path(site)
     (site / "static").mkdir()
@@ -252,7 +253,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         "transfer_model": transfer_model, "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "confusion_table_classes": CONFUSION_TABLE, "run_page_classes": RUN_PAGE_CLASSES,
     }
     ctx["methods_page"] = write_methods(env, site, results, units, probe, config, run_id, generated)
-    ctx["match_pages"] = write_matches(env, site, results, layers, run_id, generated)
+    ctx["match_pages"] = write_matches(env, site, results, layers, run_id, generated, matches)
     write_text(site / "index.html", env.get_template("run.html").render(**ctx, root=""))
     for layer in layers:
         write_text(_inside(site, layer["page"]), env.get_template("layer.html").render(**ctx, layer=layer, root=""))

@@ -28,7 +28,7 @@ rule report_run:
     localrule: True
     shell:
         "featviz report --results results/{wildcards.run} --config {params.cfg:q} "
-        "--out {output.site} > {log} 2>&1"
+        "--match {input.match} --out {output.site} > {log} 2>&1"
 
 
 rule archive:
