@@ -28,6 +28,7 @@ include: "workflow/rules/probe.smk"
 include: "workflow/rules/circuits.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/search.smk"
+include: "workflow/rules/matching.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -172,6 +172,22 @@ def cmd_transfer(a):
                  device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
+def cmd_match(a):
+    from .device import claim_device
+    from .matching import TRANSFER, model_side, run_match, run_side, summary_lines
+
+    if bool(a.other_results) == bool(a.other_model):
+        raise FeatvizError("match: give the other network as --other-results (a run) or --other-model (a model folder)")
+    side_a = run_side(Path(a.results), a.trust_checkpoint)
+    side_b = (run_side(Path(a.other_results), a.trust_checkpoint) if a.other_results
+              else model_side(Path(a.other_model), a.trust_checkpoint, a.label or TRANSFER))
+    rec = run_match(side_a, side_b, Path(a.data), a.config, Path(a.out), device=claim_device(a.device), seed=a.seed)
+    print(f"match: {side_a.label} against {side_b.label} over {rec['images']} test images "
+          f"({rec['wall_s']} s, {rec['forward_s']} s of forward passes)")
+    for line in summary_lines(rec):
+        print(line)
+
+
 def cmd_search(a):
     from .device import claim_device
     from .search import run_search
@@ -200,7 +216,8 @@ def cmd_report(a):
     read_model_json(folder.model_dir)
     read_units(folder.units)
     read_eval_metrics(folder.eval_metrics)
-    render_run(folder.root, Path(a.out), a.config)
+    render_run(folder.root, Path(a.out), a.config,
+               matches=None if a.match is None else [Path(p) for p in a.match])
     print(f"wrote {Path(a.out) / 'index.html'}")
 
 
@@ -407,6 +424,23 @@ def _add_transfer(sub) -> None:
     _trust(s)
 
 
+def _add_match(sub) -> None:
+    s = _verb(sub, "match", cmd_match, "cross-network comparison: correlate a run's units with another network's over the "
+             "test set, match them one to one, and find each layer's best-matching layer")
+    s.add_argument("--results", required=True, help="results/<run> of network A (model/, units.json)")
+    s.add_argument("--other-results", default=None, help="results/<run> of network B, another run (its ascent images "
+                   "are the pictures of its units)")
+    s.add_argument("--other-model", default=None, help="a model folder of network B without units.json (the transfer "
+                   "model: its default layers)")
+    s.add_argument("--label", default=None, help="network B's name on the page (default: its run id, or transfer)")
+    s.add_argument("--data", required=True, help="the prepared dataset folder both were trained on")
+    s.add_argument("--config", type=_json_object, default={}, help='runs[i].match: {"images": 2000, "close": 0.8}')
+    s.add_argument("--seed", type=int, default=0, help="seed of the test-image sample")
+    s.add_argument("--out", required=True, help="results/<run>/match/<other>.json (and .npz beside it)")
+    _device(s)
+    _trust(s)
+
+
 def _add_search(sub) -> None:
     s = _verb(sub, "search", cmd_search, "random search over a recipe's numeric parameters on a few units")
     s.add_argument("--model", required=True)
@@ -428,6 +462,8 @@ def _add_report(sub) -> None:
     s.add_argument("--results", required=True, help="results/<run>")
     s.add_argument("--config", type=_json_object, default={}, help="the run's config, shown in the report")
     s.add_argument("--out", required=True, help="reports/<run>")
+    s.add_argument("--match", nargs="*", default=None, help="the comparisons to render (results/<run>/match/<other>.json; "
+                   "default: every one there)")
 
 
 def _add_index(sub) -> None:
@@ -462,7 +498,7 @@ def _add_recipes(sub) -> None:
 
 # one function per verb's subparser, in the order `featviz --help` lists them
 SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_ascend, _add_compare,
-              _add_probe, _add_circuits, _add_transfer, _add_search, _add_report, _add_index, _add_archive,
+              _add_probe, _add_circuits, _add_transfer, _add_match, _add_search, _add_report, _add_index, _add_archive,
               _add_verify_archive, _add_check_config, _add_recipes)
 
 

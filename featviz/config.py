@@ -43,6 +43,7 @@ class Run:
     seed: int
     probe: dict = field(default_factory=dict)
     circuits: dict = field(default_factory=dict)
+    match: dict = field(default_factory=dict)
 
     @property
     def imported(self) -> bool:
@@ -248,6 +249,7 @@ def resolve_runs(config: dict) -> list[Run]:
             seed=int(config["seed"]),
             probe=dict(r.get("probe") or {}),
             circuits=dict(r.get("circuits") or {}),
+            match=dict(r.get("match") or {}),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")

@@ -53,6 +53,19 @@ def test_report_contents(finished):
     assert f'href="{run.name}/index.html"' in index and f'href="{run.name}.tar.gz"' in index
 
 
+def test_comparison_with_the_transfer_model(finished):
+    """runs[i].match.transfer (on by default): one match job, its page linked from the run page."""
+    results = next((finished / "results").glob("shapes-*"))
+    rec = json.loads((results / "match" / "transfer.json").read_text())
+    assert (results / "match" / "transfer.npz").is_file()
+    assert [e["name"] for e in rec["layers"]] == ["conv1", "conv2", "fc1", "classes"]
+    assert all(e["best"] is not None and 0.0 <= e["close_share"] <= 1.0 for e in rec["layers"])
+    site = finished / "reports" / results.name
+    assert 'href="match-transfer.html"' in (site / "index.html").read_text()
+    assert 'id="layer-match-table"' in (site / "match-transfer.html").read_text()
+    assert (results / "benchmarks" / "match" / "transfer.tsv").is_file()
+
+
 def test_ascent_jobs_one_per_chunk(finished):
     results = next((finished / "results").glob("shapes-*"))
     # chunk_size 4: conv1 4 -> 1 job, conv2 6 -> 2, fc1 8 -> 2, classes 3 -> 1

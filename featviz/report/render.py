@@ -32,8 +32,9 @@ def _swap_in(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def render_run(results: Path, out: Path, config: dict | None = None) -> None:
-    """Render results/<run> into the folder `out` (replaced whole at the end)."""
+def render_run(results: Path, out: Path, config: dict | None = None, matches: list[Path] | None = None) -> None:
+    """Render results/<run> into the folder `out` (replaced whole at the end). `matches`: the
+    comparisons (results/<run>/match/<other>.json) to render; None: every one there."""
     out = Path(out)
     folder = RunFolder(results)
     results = folder.root
@@ -52,7 +53,7 @@ def render_run(results: Path, out: Path, config: dict | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_site(tmp, results, run_id, model_meta, train_metrics, ev, units, ascent, probe, arrays,
-                    config or {})
+                    config or {}, matches)
         _swap_in(tmp, out)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         # files that read cleanly but disagree inside (a stats row without a key, fewer images than

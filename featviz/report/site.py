@@ -19,6 +19,7 @@ from ..results import CONV1_OPTIMAL, CONV1_WEIGHTS, LayerAscent, ProbeArrays, Ru
     read_transfer
 from .circuits import attach_circuits
 from .inputs import ascent_pixels
+from .matching import write_matches
 from .methods import write_methods
 from .search_index import write_units_index
 from .templating import STATIC, environment, slug
@@ -300,7 +301,7 @@ def _summary(ctx: dict) -> dict:
 
 def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_metrics: dict | None, ev: dict,
                units: dict, ascent: dict[str, LayerAscent], probe: dict | None, arrays: ProbeArrays,
-               config: dict) -> None:
+               config: dict, matches: list[Path] | None = None) -> None:
     """Every picture and page of one run's report into `site` (loaders -> view records ->
     pictures -> pages)."""
     env = environment()
@@ -321,6 +322,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
             _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)
     write_units_index(site, layers)  # units-index.js: the run page's search (static/search.js)
     ctx["methods_page"] = write_methods(env, site, results, units, probe, config, run_id, generated)
+    ctx["match_pages"] = write_matches(env, site, results, layers, run_id, generated, matches)  # after the unit pages
     _run_page(env, site, ctx)
     _layer_pages(env, site, ctx)
     _classes_page(env, site, ctx)

@@ -13,6 +13,7 @@ rule report_run:
         pruning="results/{run}/probe/pruning.png",
         transfer="results/{run}/transfer.json",
         circuits="results/{run}/circuits/circuits.json",
+        match=match_results,
     output:
         # the whole static site, so that Snakemake's --report embeds every page and picture
         site=report(
@@ -32,7 +33,7 @@ rule report_run:
     localrule: True
     shell:
         "featviz report --results results/{wildcards.run} --config {params.cfg:q} "
-        "--out {output.site} > {log} 2>&1"
+        "--match {input.match} --out {output.site} > {log} 2>&1"
 
 
 rule archive:
