@@ -45,7 +45,8 @@ MEASURE = ("Pearson r of two units' activations: two conv channels over every te
 # ---------------------------------------------------------------------------- config
 def match_config(cfg: dict | None) -> dict:
     """runs[i].match with the schema's defaults filled (workflow/schemas/config.schema.yaml)."""
-    from .config import check_sections, with_defaults
+    from .checks import check_sections
+    from .schema import with_defaults
 
     check_sections(match=dict(cfg or {}))
     return with_defaults("match", dict(cfg or {}))

@@ -24,7 +24,7 @@ from featviz.matching import (
     run_match,
 )
 from featviz.model import build, save_model
-from featviz.report.synthetic import make_run
+from tests.synthetic_run import make_run
 
 # conv -> relu -> pool -> conv -> relu -> global pool -> fc: each layer's units can be permuted
 # and scaled by a positive factor without changing what the next layer computes

@@ -13,7 +13,7 @@ import torch
 from featviz.matching import model_side, run_match, run_side
 from featviz.model import build, save_model
 from featviz.report import render_index, render_run
-from featviz.report.synthetic import LAYERS, make_run
+from tests.synthetic_run import LAYERS, make_run
 from tests.browser import browser_unavailable_reason, crawl
 
 

@@ -48,7 +48,7 @@ def _top_picture(site: Path, rel: str, z, key: str, u: int, layer: dict | None =
     """The montage of a unit's top test images of the comparison's sample (a conv unit's:
     receptive-field crops around its strongest position where the job kept it), or None."""
     from ..crops import top_crops
-    from .site import _inside
+    from .templating import inside as _inside
 
     if key not in z.files or u >= len(z[key]):
         return None
@@ -62,7 +62,7 @@ def _top_picture(site: Path, rel: str, z, key: str, u: int, layer: dict | None =
 
 
 def _ascent_picture(site: Path, rel: str, z, j: int, u: int) -> str | None:
-    from .site import _inside
+    from .templating import inside as _inside
 
     key = f"ascent_b_{j}"
     if key not in z.files:
