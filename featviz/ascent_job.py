@@ -181,8 +181,9 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         precision=ascent_cfg["precision"], channels_last=ascent_cfg["channels_last"])
     wall = time.perf_counter() - started
     snapshots = {f"snapshot_{step:05d}": small_snapshot(arr) for step, arr in sorted(result.snapshots.items())}
+    # trace: (units, steps) float32, each unit's objective before every step (nan once it stopped)
     write_npz(out_npz, images=pack_images(result.images), objective=result.objective.astype(np.float32),
-              units=np.asarray(units, dtype=np.int64), **snapshots)
+              units=np.asarray(units, dtype=np.int64), trace=result.trace.astype(np.float32), **snapshots)
     record = {
         "layer": layer_name,
         "kind": layer["kind"],
