@@ -109,8 +109,9 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
         def evaluate_clean(x, idx):
             return clean_obj(reader(normalize(x)), idx)
 
+        affine = input_affine(normalize, shape[0], device) if rec["standardize_space"] == "input" else None
         best = _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform,
-                         steps, lr, progress)
+                         steps, lr, progress, affine)
         images = best["images"]
         reader.bf16 = False  # the objective that is reported: fp32
         with torch.no_grad():
@@ -174,7 +175,17 @@ def _concat(parts: list[AscentResult]) -> AscentResult:
                         np.concatenate([p.trace for p in parts]))
 
 
-def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress):
+def input_affine(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's input normalization ``normalize(x) = a * x + b`` per channel, as (a, b), each
+    (1, C, 1, 1): read off ``normalize`` at black and white."""
+    with torch.no_grad():
+        b = normalize(torch.zeros(1, channels, 1, 1, device=device))
+        a = normalize(torch.ones(1, channels, 1, 1, device=device)) - b
+    return a, b
+
+
+def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress,
+              affine=None):
     """Attempt 0 for all units, ``restarts`` more for all units, then up to
     ``dead_retries`` re-inits (larger init noise) for units still dead; per unit
     the best attempt (not dead first, then highest clean objective) is kept."""
@@ -202,7 +213,7 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
         def ev_clean(x, idx, _sub=sub_t):
             return evaluate_clean(x, _sub[idx.cpu()])
 
-        run = optimize.ascend(param, ev, transform, gens, rec, steps, lr, progress)
+        run = optimize.ascend(param, ev, transform, gens, rec, steps, lr, progress, affine)
         with torch.no_grad():
             imgs = deprocess(param.image().detach(), rec["deprocess"])
             clean = ev_clean(imgs, torch.arange(len(sub))).double().cpu().numpy()
