@@ -94,10 +94,10 @@ def main(argv=None):
         if r["target"] != last:
             last = r["target"]
             print()
-            print(f"**{last}** — box-optimum ceiling: "
+            print(f"**{last}**: box optimum's correlation with the pattern: "
                   + ", ".join(f"{n} {c:.2f}" for n, c in zip(r["names"], r["ceilings"])))
             print()
-            tfc = "| transform ceiling " if r["tf_ceilings"] else ""
+            tfc = "| box optimum under the transforms " if r["tf_ceilings"] else ""
             print("| recipe | " + " | ".join(r["names"]) + f" | mean {tfc}| wall s |")
             print("|---" * (len(r["names"]) + 3 + bool(tfc)) + "|")
         tfc = ("| " + " ".join(f"{c:.2f}" for c in r["tf_ceilings"]) + " ") if r["tf_ceilings"] else ""

@@ -175,7 +175,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     # the probe's measure (channel mean, unit value, logit), whatever the recipe optimizes (a sum,
     # one neuron): comparable across recipes and with the unit's strongest test image
     measure = for_kind(kind, target, units, get_recipe("hvass"))
-    images, stats = [], []
+    images, traces, stats = [], [], []
     for u in units:
         started, cpu = time.perf_counter(), time.process_time()
         result = visualize(model.net, target, [u], kind, tuple(model.input_shape), normalize=model.normalize,
@@ -184,6 +184,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
                            channels_last=bool(cfg.get("channels_last", False)))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         images.append(result.images)
+        traces.append(result.trace)
         # wall time is what a user waits; CPU time (all threads) is less sensitive to other load
         stats.append({**result.stats[0], "wall_s": round(wall, 4), "cpu_s": round(cpu, 4)})
     images = np.concatenate(images)
@@ -192,8 +193,9 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
         activation = measure(acts, torch.arange(len(units))).double().cpu().numpy()
     for st, a in zip(stats, activation):
         st["activation"] = float(a) if np.isfinite(a) else None
+    # trace: (units, steps) float32, each unit's objective before every step (docs/ascent.md, "Trace")
     write_npz(out_npz, images=pack_images(images), units=np.asarray(units, dtype=np.int64),
-              activation=activation.astype(np.float32))
+              activation=activation.astype(np.float32), trace=np.concatenate(traces).astype(np.float32))
     record = {"layer": layer_name, "kind": kind, "units": units, "label": entry["label"], "slug": entry["slug"],
               "entry": {k: entry[k] for k in ("recipe", "overrides", "label")}, "recipe": recipe, "seed": seed,
               "device": str(dev), "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats}

@@ -131,6 +131,8 @@ def test_job_writes_images_and_scores(tiny):
     with np.load(tiny / "compare" / "hvass" / "classes.npz") as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape == (3, 1, 12, 12)
         assert list(z["units"]) == [0, 1, 2]
+        assert z["trace"].shape == (3, 4) and z["trace"].dtype == np.float32   # the 4 class steps per unit
+        assert np.allclose(z["trace"][:, 0], [s["initial_objective"] for s in rec["stats"]], rtol=1e-5)
     # for a class the probe's measure is the logit: what hvass maximizes
     assert np.allclose([s["activation"] for s in rec["stats"]], [s["objective"] for s in rec["stats"]], rtol=1e-4)
     saved = json.loads((tiny / "compare" / "hvass" / "classes.json").read_text())
@@ -186,6 +188,7 @@ def test_methods_page_shows_every_recipe(tiny, tmp_path):
         assert [re.sub(r"<.*", "", row).strip() for row in table.split('<tr><td class="l">')[1:]] == labels
         units = html.split(f'id="units-{layer}"')[1].split("</table>")[0]
         assert units.count("<img ") == len(labels)
+        assert units.count('<svg class="hist trace spark"') == len(labels)   # each image's trace
     assert "(this report&#39;s)" in html or "(this report's)" in html
     assert "softmax" in html.split('id="units-classes"')[1]
     imgs = re.findall(r'src="([^"]+)"', html)

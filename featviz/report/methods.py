@@ -12,6 +12,7 @@ from ..errors import FeatvizError
 from ..figures import save_image
 from ..io import unpack_images, write_text
 from .templating import slug
+from .trace import trace_svg
 
 PAGE = "methods.html"
 THUMB = 96  # display height of a compared image
@@ -63,12 +64,14 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
             rec = part["record"]
             with np.load(part["npz"]) as z:
                 images = unpack_images(z["images"])
+                traces = z["trace"] if "trace" in z.files else None
             by_unit = {}
             for i, st in enumerate(rec["stats"]):
                 u = int(st["unit"])
                 sc = score(st, rows[u]["base"])
                 name = save_image(_inside(site, f"methods/{e['slug']}/{lslug}/{u}"), images[i], THUMB)
-                by_unit[u] = dict(sc, image=f"methods/{e['slug']}/{lslug}/{name}")
+                by_unit[u] = dict(sc, image=f"methods/{e['slug']}/{lslug}/{name}",
+                                  trace=trace_svg(traces[i]) if traces is not None and i < len(traces) else None)
             for u, row in rows.items():
                 row["cells"].append(by_unit.get(u))
             recipe = rec.get("recipe") or {}
