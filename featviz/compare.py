@@ -20,7 +20,7 @@ from .io import read_json
 # The values of keys a `compare` section leaves out (the schema cannot hold them: `compare` is
 # null by default, and snakemake's validate cannot fill defaults inside a null); config/README.md
 # documents them and tests/test_compare.py checks that it does.
-DEFAULT_COMPARE = {"units_per_layer": 4, "layers": None}
+DEFAULT_COMPARE = {"units_per_layer": 4, "layers": None, "units": None}
 
 
 def entry_slug(label: str) -> str:
@@ -48,6 +48,7 @@ def resolve_compare(compare: dict | None, where: str = "ascent.compare", check: 
     n = out["units_per_layer"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise FeatvizError(f"{where}.units_per_layer: {n!r} is not a positive integer")
+    _check_explicit_units(out["units"], f"{where}.units")
     entries, labels, slugs = [], {}, {}
     for j, item in enumerate(compare["recipes"]):
         key = f"{where}.recipes[{j}]"
@@ -76,6 +77,20 @@ def resolve_compare(compare: dict | None, where: str = "ascent.compare", check: 
         entries.append({"recipe": item["recipe"], "overrides": dict(overrides), "label": label, "slug": slug})
     out["entries"] = entries
     return out
+
+
+def _check_explicit_units(units, where: str) -> None:
+    """`compare.units`: null, or per layer name a non-empty list of distinct unit indices >= 0."""
+    if units is None:
+        return
+    if not isinstance(units, dict):
+        raise FeatvizError(f"{where}: {units!r} is not a mapping of layer names to unit lists, e.g. {{conv2: [0, 5]}}")
+    for name, ids in units.items():
+        if not isinstance(ids, list) or not ids or not all(
+                isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in ids):
+            raise FeatvizError(f"{where}.{name}: {ids!r} is not a non-empty list of unit indices (integers >= 0)")
+        if len(set(ids)) != len(ids):
+            raise FeatvizError(f"{where}.{name}: {ids!r} lists a unit twice")
 
 
 def compare_layers(units_info: dict, compare: dict) -> list[dict]:
@@ -111,6 +126,18 @@ def check_compare(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> 
         except FeatvizError as exc:
             raise FeatvizError(f"{where}.compare.layers: {exc}") from None
     layers = [layer["name"] for layer in compare_layers(units_info, compare)]
+    for name, ids in (compare.get("units") or {}).items():
+        try:
+            layer = find_layer(units_info, name)
+        except FeatvizError as exc:
+            raise FeatvizError(f"{where}.compare.units: {exc}") from None
+        if name not in layers:
+            raise FeatvizError(f"{where}.compare.units.{name}: layer '{name}' is not compared "
+                               f"(compare.layers: {layers})")
+        bad = [u for u in ids if u >= layer["units"]]
+        if bad:
+            raise FeatvizError(f"{where}.compare.units.{name}: unit {bad[0]} is out of range ('{name}' has "
+                               f"{layer['units']} units: 0..{layer['units'] - 1})")
     for j, e in enumerate(compare["entries"]):
         cfg = {"layers": layers, "recipe": {k: e["recipe"] for k in ("conv", "dense", "class")},
                "overrides": {k: e["overrides"] for k in ("conv", "dense", "class")}}
@@ -127,6 +154,7 @@ def job_config(ascent_cfg: dict, entry: dict, layer_name: str) -> dict:
     return {"recipe": entry["recipe"], "overrides": entry["overrides"], "label": entry["label"],
             "units_per_layer": compare["units_per_layer"],
             "units": (ascent_cfg.get("units") or {}).get(layer_name),
+            "explicit": (compare.get("units") or {}).get(layer_name),
             "seed": int(ascent_cfg.get("seed", 0)), "precision": ascent_cfg.get("precision", "fp32"),
             "channels_last": bool(ascent_cfg.get("channels_last", False))}
 
@@ -163,7 +191,16 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
                                f"{layer['units']} units)")
     check_compare(units_info, {"compare": {"recipes": [{k: entry[k] for k in ("recipe", "overrides", "label")}],
                                            "layers": [layer_name]}}, "compare")
-    units = compare_units(layer, int(cfg["units_per_layer"]), picked)
+    explicit = cfg.get("explicit")
+    if explicit:  # ascent.compare.units: exactly these, in this order
+        _check_explicit_units({layer_name: explicit}, "compare --config explicit")
+        bad = [u for u in explicit if u >= layer["units"]]
+        if bad:
+            raise FeatvizError(f"compare --config explicit: unit {bad[0]} is out of range ({layer_name} has "
+                               f"{layer['units']} units)")
+        units = list(explicit)
+    else:
+        units = compare_units(layer, int(cfg["units_per_layer"]), picked)
     dev = resolve_device(device)
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
