@@ -160,9 +160,11 @@ def job_config(ascent_cfg: dict, entry: dict, layer_name: str) -> dict:
 
 
 def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, out_npz: Path, out_json: Path,
-                device: str = "auto", trust: bool = False) -> dict:
+                device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None) -> dict:
     """One comparison job: the layer's compared units, one at a time (each unit's own wall time; a
-    unit's image does not depend on the batch it is in), with the recipe entry `cfg` describes."""
+    unit's image does not depend on the batch it is in), with the recipe entry `cfg` describes.
+    Class images are also scored by the run's independent model (`transfer_model_dir`), where it
+    is valid (featviz.transfer.load_transfer_model)."""
     import torch
 
     from .artifacts import read_units
@@ -230,12 +232,23 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
         activation = measure(acts, torch.arange(len(units))).double().cpu().numpy()
     for st, a in zip(stats, activation):
         st["activation"] = float(a) if np.isfinite(a) else None
+    tinfo = None
+    if kind == "class" and transfer_model_dir is not None:
+        from .transfer import load_transfer_model
+
+        tmodel, tinfo = load_transfer_model(transfer_model_dir, model, dev, trust)
+        if tmodel is not None:
+            q = tmodel.predict(torch.from_numpy(images), dev, batch_size=256).numpy()
+            for st, u, row in zip(stats, units, q):
+                st["transfer_softmax"] = float(row[u])
+                st["transfer_recognized"] = bool(row.argmax() == u)
     # trace: (units, steps) float32, each unit's objective before every step (docs/ascent.md, "Trace")
     write_npz(out_npz, images=pack_images(images), units=np.asarray(units, dtype=np.int64),
               activation=activation.astype(np.float32), trace=np.concatenate(traces).astype(np.float32))
     record = {"layer": layer_name, "kind": kind, "units": units, "label": entry["label"], "slug": entry["slug"],
               "entry": {k: entry[k] for k in ("recipe", "overrides", "label")}, "recipe": recipe, "seed": seed,
-              "device": str(dev), "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats}
+              "device": str(dev), "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats,
+              "transfer_model": tinfo}
     write_json(out_json, record)
     print(f"compare {entry['label']} on {layer_name}: units {units} in {record['wall_s']:.2f} s on {dev}", flush=True)
     return record
@@ -259,11 +272,14 @@ def score(stat: dict, base: dict | None) -> dict:
     reached = (a - lo) / (hi - lo) if a is not None and hi is not None and lo is not None and hi > lo else None
     ratio = a / hi if a is not None and hi is not None and hi > 0 else None
     return {"reached": reached, "ratio": ratio, "activation": a, "robustness": stat.get("robustness"),
-            "target_softmax": stat.get("target_softmax"), "wall_s": stat.get("wall_s"), "cpu_s": stat.get("cpu_s"),
+            "target_softmax": stat.get("target_softmax"), "transfer_softmax": stat.get("transfer_softmax"),
+            "transfer_recognized": stat.get("transfer_recognized"),
+            "wall_s": stat.get("wall_s"), "cpu_s": stat.get("cpu_s"),
             "steps": stat.get("steps"), "dead": bool(stat.get("dead"))}
 
 
-SCORES = ("reached", "robustness", "target_softmax", "steps", "wall_s", "cpu_s")
+SCORES = ("reached", "robustness", "target_softmax", "transfer_softmax", "transfer_recognized", "steps", "wall_s",
+          "cpu_s")
 
 
 def summarize(scores: list[dict]) -> dict:

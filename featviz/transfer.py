@@ -193,7 +193,6 @@ def summarize(rows: list[dict]) -> dict:
 def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = None, device: str = "auto",
                  trust: bool = False, seed: int = 0, samples: int = 8) -> dict:
     """Score every class image of `run_dir` (results/<run>) and write `out` (transfer.json)."""
-    from .artifacts import read_json_file, read_model_json
     from .io import write_json
     from .device import resolve_device
     from .model import load_model
@@ -202,6 +201,33 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
     dev = resolve_device(device)
     model = load_model(run_dir / "model", trust).to(dev)
     model.net.eval()
+    tmodel, tinfo = load_transfer_model(transfer_model_dir, model, dev, trust)
+    images, units, stats, recipe = read_class_images(run_dir)
+    rows = score_images(model, tmodel, images, units, seed, samples, dev)
+    record = {
+        "recipe": recipe.get("name"),
+        "transfer_model": tinfo,
+        "robustness_samples": samples,
+        "summary": summarize(rows),
+        "images": rows,
+    }
+    write_json(out, record)
+    s = record["summary"]
+    line = (f"transfer: {s['n']} class images, target softmax mean {s['target_softmax_mean'] or 0:.4f}, "
+            f"{s['n_target_softmax_ge_0.99']} >= 0.99")
+    if tmodel is not None:
+        line += f"; independent model recognizes {s['n_transfer_recognized']}/{s['n']}"
+    print(line, flush=True)
+    return record
+
+
+def load_transfer_model(transfer_model_dir: Path | None, model, dev, trust: bool = False):
+    """The independent model of a run, checked against the run's model (classes, input shape), and
+    its info {model, seed, test_accuracy, valid, invalid_reason}; the model is None (its scores are
+    not used) where its test accuracy is not well above chance. (None, None) without a folder."""
+    from .artifacts import read_json_file, read_model_json
+    from .model import load_model
+
     tmodel, tinfo = None, None
     if transfer_model_dir is not None:
         transfer_model_dir = Path(transfer_model_dir)
@@ -224,23 +250,7 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
         if not tinfo["valid"]:
             print(f"transfer: {tinfo['invalid_reason']}: its scores are not used", flush=True)
             tmodel = None
-    images, units, stats, recipe = read_class_images(run_dir)
-    rows = score_images(model, tmodel, images, units, seed, samples, dev)
-    record = {
-        "recipe": recipe.get("name"),
-        "transfer_model": tinfo,
-        "robustness_samples": samples,
-        "summary": summarize(rows),
-        "images": rows,
-    }
-    write_json(out, record)
-    s = record["summary"]
-    line = (f"transfer: {s['n']} class images, target softmax mean {s['target_softmax_mean'] or 0:.4f}, "
-            f"{s['n_target_softmax_ge_0.99']} >= 0.99")
-    if tmodel is not None:
-        line += f"; independent model recognizes {s['n_transfer_recognized']}/{s['n']}"
-    print(line, flush=True)
-    return record
+    return tmodel, tinfo
 
 
 def transfer_validity(test_accuracy, num_classes: int) -> dict:

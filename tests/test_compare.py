@@ -159,6 +159,32 @@ def test_explicit_units_are_taken_as_given(tiny):
         _job(tiny, "hvass", "conv2", label="hvass-bad", explicit=[99])
 
 
+def test_class_images_get_the_transfer_score(tiny, tmp_path):
+    """With the run's own model as its 'independent' one, the transfer softmax is the target softmax;
+    a transfer model at chance is not used (its info says why)."""
+    import shutil
+
+    for acc, name in ((0.95, "good"), (0.2, "chance")):
+        d = tmp_path / name
+        shutil.copytree(tiny / "model", d)
+        (d / "metrics.json").write_text(json.dumps({"final_test_accuracy": acc}))
+    cfg = {"recipe": "hvass", "overrides": FAST, "label": "hvass-t", "units_per_layer": 3, "units": None, "seed": 0}
+    out = tmp_path / "c"
+    rec = run_compare(tiny / "model", tiny / "units.json", "classes", cfg, out.with_suffix(".npz"),
+                      out.with_suffix(".json"), device="cpu", transfer_model_dir=tmp_path / "good")
+    assert rec["transfer_model"]["valid"] and rec["transfer_model"]["test_accuracy"] == 0.95
+    for st in rec["stats"]:
+        assert st["transfer_softmax"] == pytest.approx(st["target_softmax"], rel=1e-4)
+        assert st["transfer_recognized"] == (st["predicted"] == st["unit"])
+    from featviz.compare import score, summarize
+    means = summarize([score(st, None) for st in rec["stats"]])
+    assert means["transfer_softmax"] == pytest.approx(np.mean([st["target_softmax"] for st in rec["stats"]]), rel=1e-4)
+    rec = run_compare(tiny / "model", tiny / "units.json", "classes", cfg, out.with_suffix(".npz"),
+                      out.with_suffix(".json"), device="cpu", transfer_model_dir=tmp_path / "chance")
+    assert rec["transfer_model"]["valid"] is False and "not well above chance" in rec["transfer_model"]["invalid_reason"]
+    assert all("transfer_softmax" not in st for st in rec["stats"])
+
+
 def test_job_image_is_the_batch_image(tiny):
     """One unit at a time (for its own wall time) gives the image the batched ascent gives."""
     from featviz.ascent import visualize

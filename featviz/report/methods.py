@@ -19,8 +19,12 @@ THUMB = 96  # display height of a compared image
 
 # summary columns: (score key, heading, digits)
 SUMMARY = (("reached", "reached (mean)", 3), ("reached_median", "reached (median)", 3), ("robustness", "robustness", 3),
-           ("target_softmax", "target softmax", 4), ("steps", "steps", 0), ("wall_s", "s per unit", 3),
+           ("target_softmax", "target softmax", 4), ("transfer_softmax", "transfer softmax", 4),
+           ("transfer_recognized", "recognised by the independent model", 2), ("steps", "steps", 0), ("wall_s", "s per unit", 3),
            ("cpu_s", "CPU s per unit", 3))
+
+
+CLASS_ONLY = ("target_softmax", "transfer_softmax", "transfer_recognized")
 
 
 def _entries(results: Path, config: dict) -> list[dict]:
@@ -93,7 +97,7 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
         best = [s["means"]["reached"] for s in summary if s["means"]["reached"] is not None]
         layers.append({"name": layer["name"], "kind": layer["kind"], "slug": lslug, "entries": have,
                        "rows": list(rows.values()), "summary": summary, "best_reached": max(best) if best else None,
-                       "columns": [c for c in SUMMARY if c[0] != "target_softmax" or layer["kind"] == "class"]})
+                       "columns": [c for c in SUMMARY if layer["kind"] == "class" or c[0] not in CLASS_ONLY]})
     html = env.get_template("methods.html").render(
         run_id=run_id, layers=layers, entries=entries, generated=generated, root="")
     write_text(site / PAGE, html)
