@@ -208,7 +208,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     }
     write_chunk(out_npz, out_json, images=pack_images(result.images), objective=result.objective.astype(np.float32),
                 units=units, snapshots={step: small_snapshot(arr) for step, arr in result.snapshots.items()},
-                record=record)
+                trace=result.trace.astype(np.float32), record=record)
     # throughput goes to the log (and Snakemake's benchmark TSV), not the chunk JSON: results stay
     # byte-identical between runs. unit-steps: units x optimization steps actually taken
     unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)

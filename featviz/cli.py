@@ -119,7 +119,8 @@ def cmd_compare(a):
     from .device import claim_device
 
     run_compare(Path(a.model), Path(a.units), a.layer, a.config, Path(a.out_npz), Path(a.out_json),
-                device=claim_device(a.device), trust=a.trust_checkpoint)
+                device=claim_device(a.device), trust=a.trust_checkpoint,
+                transfer_model_dir=Path(a.transfer_model) if a.transfer_model else None)
 
 
 def cmd_circuits(a):
@@ -370,6 +371,8 @@ def _add_compare(sub) -> None:
     s.add_argument("--config", type=_json_object, required=True,
                    help='{"recipe": NAME, "overrides": {...}, "label": TEXT, "units_per_layer": N, "units": [...] '
                         'or null, "seed": 0, "precision": "auto", "channels_last": true}')
+    s.add_argument("--transfer-model", default=None,
+                   help="the run's independent model folder: class images get its transfer score")
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
     _device(s)

@@ -43,6 +43,7 @@ def resolve_compare(compare: dict | None, where: str = "ascent.compare", check: 
     n = out["units_per_layer"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise FeatvizError(f"{where}.units_per_layer: {n!r} is not a positive integer")
+    _check_explicit_units(out["units"], f"{where}.units")
     entries, labels, slugs = [], {}, {}
     for j, item in enumerate(compare["recipes"]):
         key = f"{where}.recipes[{j}]"
@@ -71,6 +72,20 @@ def resolve_compare(compare: dict | None, where: str = "ascent.compare", check: 
         entries.append({"recipe": item["recipe"], "overrides": dict(overrides), "label": label, "slug": slug})
     out["entries"] = entries
     return out
+
+
+def _check_explicit_units(units, where: str) -> None:
+    """`compare.units`: null, or per layer name a non-empty list of distinct unit indices >= 0."""
+    if units is None:
+        return
+    if not isinstance(units, dict):
+        raise FeatvizError(f"{where}: {units!r} is not a mapping of layer names to unit lists, e.g. {{conv2: [0, 5]}}")
+    for name, ids in units.items():
+        if not isinstance(ids, list) or not ids or not all(
+                isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in ids):
+            raise FeatvizError(f"{where}.{name}: {ids!r} is not a non-empty list of unit indices (integers >= 0)")
+        if len(set(ids)) != len(ids):
+            raise FeatvizError(f"{where}.{name}: {ids!r} lists a unit twice")
 
 
 def compare_layers(units_info: dict, compare: dict) -> list[dict]:
@@ -106,6 +121,18 @@ def check_compare(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> 
         except FeatvizError as exc:
             raise FeatvizError(f"{where}.compare.layers: {exc}") from None
     layers = [layer["name"] for layer in compare_layers(units_info, compare)]
+    for name, ids in (compare.get("units") or {}).items():
+        try:
+            layer = find_layer(units_info, name)
+        except FeatvizError as exc:
+            raise FeatvizError(f"{where}.compare.units: {exc}") from None
+        if name not in layers:
+            raise FeatvizError(f"{where}.compare.units.{name}: layer '{name}' is not compared "
+                               f"(compare.layers: {layers})")
+        bad = [u for u in ids if u >= layer["units"]]
+        if bad:
+            raise FeatvizError(f"{where}.compare.units.{name}: unit {bad[0]} is out of range ('{name}' has "
+                               f"{layer['units']} units: 0..{layer['units'] - 1})")
     for j, e in enumerate(compare["entries"]):
         cfg = {"layers": layers, "recipe": {k: e["recipe"] for k in ("conv", "dense", "class")},
                "overrides": {k: e["overrides"] for k in ("conv", "dense", "class")}}
@@ -123,6 +150,7 @@ def job_config(ascent_cfg: dict, entry: dict, layer_name: str) -> dict:
     return {"recipe": entry["recipe"], "overrides": entry["overrides"], "label": entry["label"],
             "units_per_layer": compare["units_per_layer"],
             "units": (ascent["units"] or {}).get(layer_name),
+            "explicit": (compare.get("units") or {}).get(layer_name),
             "seed": int(ascent["seed"]), "precision": ascent["precision"],
             "channels_last": bool(ascent["channels_last"])}
 
@@ -131,9 +159,11 @@ JOB_ASCENT_KEYS = ("seed", "precision", "channels_last")  # a job config's keys 
 
 
 def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, out_npz: Path, out_json: Path,
-                device: str = "auto", trust: bool = False) -> dict:
+                device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None) -> dict:
     """One comparison job: the layer's compared units in one batch with the recipe entry `cfg`
-    describes; each unit's time is the batch's time divided by its units."""
+    describes; each unit's time is the batch's time divided by its units. Class images are also
+    scored by the run's independent model (`transfer_model_dir`), where it is valid
+    (featviz.transfer.load_transfer_model)."""
     import torch
 
     from .artifacts import read_units
@@ -161,7 +191,16 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
                                f"{layer['units']} units)")
     check_compare(units_info, {"compare": {"recipes": [{k: entry[k] for k in ("recipe", "overrides", "label")}],
                                            "layers": [layer_name]}}, "compare")
-    units = compare_units(layer, int(cfg["units_per_layer"]), picked)
+    explicit = cfg.get("explicit")
+    if explicit:  # ascent.compare.units: exactly these, in this order
+        _check_explicit_units({layer_name: explicit}, "compare --config explicit")
+        bad = [u for u in explicit if u >= layer["units"]]
+        if bad:
+            raise FeatvizError(f"compare --config explicit: unit {bad[0]} is out of range ({layer_name} has "
+                               f"{layer['units']} units)")
+        units = list(explicit)
+    else:
+        units = compare_units(layer, int(cfg["units_per_layer"]), picked)
     dev = resolve_device(device)
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
@@ -187,16 +226,29 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     images = result.images
     stats = [{**st, "wall_s": round(wall / len(units), 4), "cpu_s": round(cpu / len(units), 4)}
              for st in result.stats]
+    traces = [result.trace]
     with torch.no_grad(), ActivationReader(model.net, set(measure.layers)) as reader:
         acts = reader(model.normalize(torch.from_numpy(images).to(dev)))
         activation = measure(acts, torch.arange(len(units))).double().cpu().numpy()
     for st, a in zip(stats, activation):
         st["activation"] = float(a) if np.isfinite(a) else None
+    tinfo = None
+    if kind == "class" and transfer_model_dir is not None:
+        from .transfer import load_transfer_model
+
+        tmodel, tinfo = load_transfer_model(transfer_model_dir, model, dev, trust)
+        if tmodel is not None:
+            q = tmodel.predict(torch.from_numpy(images), dev, batch_size=256).numpy()
+            for st, u, row in zip(stats, units, q):
+                st["transfer_softmax"] = float(row[u])
+                st["transfer_recognized"] = bool(row.argmax() == u)
+    # trace: (units, steps) float32, each unit's objective before every step (docs/ascent.md, "Trace")
     write_npz(out_npz, images=pack_images(images), units=np.asarray(units, dtype=np.int64),
-              activation=activation.astype(np.float32))
+              activation=activation.astype(np.float32), trace=np.concatenate(traces).astype(np.float32))
     record = {"layer": layer_name, "kind": kind, "units": units, "label": entry["label"], "slug": entry["slug"],
               "entry": {k: entry[k] for k in ("recipe", "overrides", "label")}, "recipe": recipe, "seed": seed,
-              "device": str(dev), "precision": precision, "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats}
+              "device": str(dev), "precision": precision, "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats,
+              "transfer_model": tinfo}
     write_json(out_json, record)
     print(f"compare {entry['label']} on {layer_name}: units {units} in {record['wall_s']:.2f} s on {dev}", flush=True)
     return record
@@ -220,11 +272,14 @@ def score(stat: dict, base: dict | None) -> dict:
     reached = (a - lo) / (hi - lo) if a is not None and hi is not None and lo is not None and hi > lo else None
     ratio = a / hi if a is not None and hi is not None and hi > 0 else None
     return {"reached": reached, "ratio": ratio, "activation": a, "robustness": stat.get("robustness"),
-            "target_softmax": stat.get("target_softmax"), "wall_s": stat.get("wall_s"), "cpu_s": stat.get("cpu_s"),
+            "target_softmax": stat.get("target_softmax"), "transfer_softmax": stat.get("transfer_softmax"),
+            "transfer_recognized": stat.get("transfer_recognized"),
+            "wall_s": stat.get("wall_s"), "cpu_s": stat.get("cpu_s"),
             "steps": stat.get("steps"), "dead": bool(stat.get("dead"))}
 
 
-SCORES = ("reached", "robustness", "target_softmax", "steps", "wall_s", "cpu_s")
+SCORES = ("reached", "robustness", "target_softmax", "transfer_softmax", "transfer_recognized", "steps", "wall_s",
+          "cpu_s")
 
 
 def summarize(scores: list[dict]) -> dict:

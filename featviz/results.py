@@ -189,15 +189,28 @@ def read_chunk_images(chunk: AscentChunk, snapshot_steps=(), count: int | None =
     return unpack_images(z["images"]), [int(u) for u in z["units"]], snaps
 
 
+TRACE = "trace"  # a chunk's (units, steps) float32 objective per step
+
+
+def read_chunk_trace(chunk: AscentChunk) -> np.ndarray | None:
+    """A chunk's trace (units, steps), or None where the chunk predates the trace."""
+    if TRACE not in npz_names(chunk.images, "ascent chunk images", REMAKE_ASCENT):
+        return None
+    return read_npz(chunk.images, "ascent chunk images", REMAKE_ASCENT, (TRACE,))[TRACE]
+
+
 def snapshot_key(step: int) -> str:
     return f"snapshot_{int(step):05d}"
 
 
 def write_chunk(chunk_npz: str | Path, chunk_json: str | Path, *, images: np.ndarray, objective: np.ndarray,
-                units: list[int], snapshots: dict[int, np.ndarray], record: dict) -> None:
-    """One ascent job's two files: packed uint8 images (and snapshots, packed by the caller), then
+                units: list[int], snapshots: dict[int, np.ndarray], record: dict,
+                trace: np.ndarray | None = None) -> None:
+    """One ascent job's two files: packed uint8 images (and snapshots, packed by the caller) and the
+    trace (units, steps) float32 (each unit's objective before every step, nan once it stopped), then
     the record."""
-    write_npz(chunk_npz, images=images, objective=objective, units=np.asarray(units, dtype=np.int64),
+    extra = {} if trace is None else {TRACE: trace}
+    write_npz(chunk_npz, images=images, objective=objective, units=np.asarray(units, dtype=np.int64), **extra,
               **{snapshot_key(step): arr for step, arr in sorted(snapshots.items())})
     write_json(chunk_json, record)
 
@@ -224,6 +237,14 @@ class LayerAscent:
             for st, frames in snaps.items():
                 frames.append(sn[st])
         return np.concatenate(images), {st: np.concatenate(v) for st, v in snaps.items()}
+
+    def traces(self) -> np.ndarray | None:
+        """The layer's traces (units, steps) in unit order; None where a chunk has none or the
+        chunks ran different step counts."""
+        parts = [read_chunk_trace(chunk) for chunk in self.chunks]
+        if not parts or any(p is None for p in parts) or len({p.shape[1] for p in parts}) != 1:
+            return None
+        return np.concatenate(parts)
 
 
 JOB_KEYS = ("recipe", "seed", "device", "chunk")

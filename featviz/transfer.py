@@ -213,7 +213,6 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
     """Score every class image of `run_dir` (results/<run>) and write `out` (transfer.json). The
     images' robustness is the ascent job's (its recipe's `robustness_samples` draws), copied: it is
     measured once."""
-    from .artifacts import read_json_file, read_model_json
     from .device import resolve_device
     from .model import load_model
     from .results import write_transfer
@@ -222,6 +221,33 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
     dev = resolve_device(device)
     model = load_model(run_dir / "model", trust).to(dev)
     model.net.eval()
+    tmodel, tinfo = load_transfer_model(transfer_model_dir, model, dev, trust)
+    images, units, stats, recipe = read_class_images(run_dir)
+    rows = score_images(model, tmodel, images, units, device=dev, robustness=[st.get("robustness") for st in stats])
+    record = {
+        "recipe": recipe.get("name"),
+        "transfer_model": tinfo,
+        "robustness_samples": recipe.get("robustness_samples"),
+        "summary": summarize(rows),
+        "images": rows,
+    }
+    write_transfer(out, record)
+    s = record["summary"]
+    line = (f"transfer: {s['n']} class images, target softmax mean {s['target_softmax_mean'] or 0:.4f}, "
+            f"{s['n_target_softmax_ge_0.99']} >= 0.99")
+    if tmodel is not None:
+        line += f"; independent model recognizes {s['n_transfer_recognized']}/{s['n']}"
+    print(line, flush=True)
+    return record
+
+
+def load_transfer_model(transfer_model_dir: Path | None, model, dev, trust: bool = False):
+    """The independent model of a run, checked against the run's model (classes, input shape), and
+    its info {model, seed, test_accuracy, valid, invalid_reason}; the model is None (its scores are
+    not used) where its test accuracy is not well above chance. (None, None) without a folder."""
+    from .artifacts import read_json_file, read_model_json
+    from .model import load_model
+
     tmodel, tinfo = None, None
     if transfer_model_dir is not None:
         transfer_model_dir = Path(transfer_model_dir)
@@ -244,23 +270,7 @@ def run_transfer(run_dir: Path, out: Path, transfer_model_dir: Path | None = Non
         if not tinfo["valid"]:
             print(f"transfer: {tinfo['invalid_reason']}: its scores are not used", flush=True)
             tmodel = None
-    images, units, stats, recipe = read_class_images(run_dir)
-    rows = score_images(model, tmodel, images, units, device=dev, robustness=[st.get("robustness") for st in stats])
-    record = {
-        "recipe": recipe.get("name"),
-        "transfer_model": tinfo,
-        "robustness_samples": recipe.get("robustness_samples"),
-        "summary": summarize(rows),
-        "images": rows,
-    }
-    write_transfer(out, record)
-    s = record["summary"]
-    line = (f"transfer: {s['n']} class images, target softmax mean {s['target_softmax_mean'] or 0:.4f}, "
-            f"{s['n_target_softmax_ge_0.99']} >= 0.99")
-    if tmodel is not None:
-        line += f"; independent model recognizes {s['n_transfer_recognized']}/{s['n']}"
-    print(line, flush=True)
-    return record
+    return tmodel, tinfo
 
 
 def transfer_validity(test_accuracy, num_classes: int) -> dict:

@@ -90,7 +90,7 @@ def check_train_args(a) -> None:
     check_number("--threads", a.threads, 1, integer=True)
 
 
-COMPARE_KEYS = ("recipe", "overrides", "label", "units_per_layer", "units", "seed", "precision", "channels_last")
+COMPARE_KEYS = ("recipe", "overrides", "label", "units_per_layer", "units", "explicit", "seed", "precision", "channels_last")
 
 
 def check_compare_config(cfg: dict, layer: str) -> None:

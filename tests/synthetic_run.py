@@ -102,6 +102,8 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
             if snapshots:
                 for s in (1, 10, 100):
                     arrays[f"snapshot_{s:05d}"] = (img * s / 100).astype(np.float32)
+                # the objective before each of 100 steps, rising towards the unit's final objective
+                arrays["trace"] = (arrays["objective"][:, None] * (1 - np.exp(-np.arange(100) / 20))[None]).astype(np.float32)
             stats = []
             for i, u in enumerate(unit_ids):
                 st = {"unit": u, "objective": float(arrays["objective"][i]), "steps": 100, "converged": bool(u % 2),

@@ -41,6 +41,10 @@ def test_entries_labels_and_defaults():
      "ascent.compare.recipes[0].overrides: recipe parameter 'blur_every' must be >= 1"),
     ({"recipes": ["lucid", {"recipe": "lucid"}]}, "ascent.compare.recipes[1]: label 'lucid' is also recipes[0]'s"),
     ({"recipes": ["lucid"], "units_per_layer": 0}, "ascent.compare.units_per_layer: 0 is not a positive integer"),
+    ({"recipes": ["lucid"], "units": [0, 1]}, "ascent.compare.units: [0, 1] is not a mapping of layer names"),
+    ({"recipes": ["lucid"], "units": {"conv1": []}}, "ascent.compare.units.conv1: [] is not a non-empty list"),
+    ({"recipes": ["lucid"], "units": {"conv1": [0, -1]}}, "ascent.compare.units.conv1: [0, -1] is not a non-empty"),
+    ({"recipes": ["lucid"], "units": {"conv1": [2, 2]}}, "ascent.compare.units.conv1: [2, 2] lists a unit twice"),
 ])
 def test_bad_entries_name_the_key(compare, message):
     with pytest.raises(FeatvizError) as exc:
@@ -94,6 +98,10 @@ def cfgdir(tmp_path_factory):
     ({"recipes": ["hvass"], "layers": ["conv9"]}, "runs[0].ascent.compare.layers: unknown layer 'conv9'"),
     ({"recipes": [{"recipe": "hvass", "overrides": {"neuron_pos": [99, 99]}}]},
      "runs[0].ascent.compare.recipes[0].overrides.neuron_pos: [99, 99] is outside layer conv1"),
+    ({"recipes": ["hvass"], "units": {"conv9": [0]}}, "runs[0].ascent.compare.units: unknown layer 'conv9'"),
+    ({"recipes": ["hvass"], "units": {"conv1": [0, 500]}}, "runs[0].ascent.compare.units.conv1: unit 500 is out of range"),
+    ({"recipes": ["hvass"], "layers": ["conv1"], "units": {"classes": [0]}},
+     "runs[0].ascent.compare.units.classes: layer 'classes' is not compared"),
 ])
 def test_dag_stops_with_one_message(cfgdir, compare, message):
     from tests.test_config_errors import GOOD, dry_run
@@ -117,11 +125,11 @@ def tiny(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("cmp"))
 
 
-def _job(run: Path, recipe: str, layer: str, overrides=None, label=None, n=2):
+def _job(run: Path, recipe: str, layer: str, overrides=None, label=None, n=2, explicit=None):
     label = label or recipe
     out = run / "compare" / entry_slug(label) / layer
     cfg = {"recipe": recipe, "overrides": dict(FAST, **(overrides or {})), "label": label, "units_per_layer": n,
-           "units": None, "seed": 0}
+           "units": None, "seed": 0, "explicit": explicit}
     return run_compare(run / "model", run / "units.json", layer, cfg, out.with_suffix(".npz"),
                        out.with_suffix(".json"), device="cpu")
 
@@ -135,10 +143,50 @@ def test_job_writes_images_and_scores(tiny):
     with np.load(tiny / "compare" / "hvass" / "classes.npz") as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape == (3, 1, 12, 12)
         assert list(z["units"]) == [0, 1, 2]
+        assert z["trace"].shape == (3, 4) and z["trace"].dtype == np.float32   # the 4 class steps per unit
+        assert np.allclose(z["trace"][:, 0], [s["initial_objective"] for s in rec["stats"]], rtol=1e-5)
     # for a class the probe's measure is the logit: what hvass maximizes
     assert np.allclose([s["activation"] for s in rec["stats"]], [s["objective"] for s in rec["stats"]], rtol=1e-4)
     saved = json.loads((tiny / "compare" / "hvass" / "classes.json").read_text())
     assert saved["entry"] == {"recipe": "hvass", "overrides": FAST, "label": "hvass"}
+
+
+def test_explicit_units_are_taken_as_given(tiny):
+    from featviz.compare import job_config
+
+    cfg = {"compare": {"recipes": ["hvass"], "units_per_layer": 2, "units": {"conv2": [5, 1]}}}
+    assert job_config(cfg, {"recipe": "hvass", "overrides": {}, "label": "hvass"}, "conv2")["explicit"] == [5, 1]
+    assert job_config(cfg, {"recipe": "hvass", "overrides": {}, "label": "hvass"}, "conv1")["explicit"] is None
+    rec = _job(tiny, "hvass", "conv2", label="hvass-explicit", n=2, explicit=[5, 1, 3])
+    assert rec["units"] == [5, 1, 3] and [s["unit"] for s in rec["stats"]] == [5, 1, 3]
+    with pytest.raises(FeatvizError, match="unit 99 is out of range"):
+        _job(tiny, "hvass", "conv2", label="hvass-bad", explicit=[99])
+
+
+def test_class_images_get_the_transfer_score(tiny, tmp_path):
+    """With the run's own model as its 'independent' one, the transfer softmax is the target softmax;
+    a transfer model at chance is not used (its info says why)."""
+    import shutil
+
+    for acc, name in ((0.95, "good"), (0.2, "chance")):
+        d = tmp_path / name
+        shutil.copytree(tiny / "model", d)
+        (d / "metrics.json").write_text(json.dumps({"final_test_accuracy": acc}))
+    cfg = {"recipe": "hvass", "overrides": FAST, "label": "hvass-t", "units_per_layer": 3, "units": None, "seed": 0}
+    out = tmp_path / "c"
+    rec = run_compare(tiny / "model", tiny / "units.json", "classes", cfg, out.with_suffix(".npz"),
+                      out.with_suffix(".json"), device="cpu", transfer_model_dir=tmp_path / "good")
+    assert rec["transfer_model"]["valid"] and rec["transfer_model"]["test_accuracy"] == 0.95
+    for st in rec["stats"]:
+        assert st["transfer_softmax"] == pytest.approx(st["target_softmax"], rel=1e-4)
+        assert st["transfer_recognized"] == (st["predicted"] == st["unit"])
+    from featviz.compare import score, summarize
+    means = summarize([score(st, None) for st in rec["stats"]])
+    assert means["transfer_softmax"] == pytest.approx(np.mean([st["target_softmax"] for st in rec["stats"]]), rel=1e-4)
+    rec = run_compare(tiny / "model", tiny / "units.json", "classes", cfg, out.with_suffix(".npz"),
+                      out.with_suffix(".json"), device="cpu", transfer_model_dir=tmp_path / "chance")
+    assert rec["transfer_model"]["valid"] is False and "not well above chance" in rec["transfer_model"]["invalid_reason"]
+    assert all("transfer_softmax" not in st for st in rec["stats"])
 
 
 def test_job_image_is_the_batch_image(tiny):
@@ -190,6 +238,7 @@ def test_methods_page_shows_every_recipe(tiny, tmp_path):
         assert [re.sub(r"<.*", "", row).strip() for row in table.split('<tr><td class="l">')[1:]] == labels
         units = html.split(f'id="units-{layer}"')[1].split("</table>")[0]
         assert units.count("<img ") == len(labels)
+        assert units.count('<svg class="hist trace spark"') == len(labels)   # each image's trace
     assert "(this report&#39;s)" in html or "(this report's)" in html
     assert "softmax" in html.split('id="units-classes"')[1]
     imgs = re.findall(r'src="([^"]+)"', html)

@@ -112,8 +112,12 @@ def test_dead_and_weak_are_marked(site):
 def test_unit_page_has_everything(site):
     html = (site / "units/conv2/1.html").read_text()
     for what in ("1-evo.png", 'src="../../top/', "1-crops.png", "<svg class=\"hist\"", "robustness", "seed",
-                 '"name": "synthetic"', "after step 1, 10, 100, final"):
+                 '"name": "synthetic"', "after step 1, 10, 100, final", '<svg class="hist trace"',
+                 "snapshot after step 10"):
         assert what in html, what
+    # the trace (issue 13 item 5): the chunk's 100 stored steps, the last at the right edge of the plot
+    points = html.split('<polyline points="')[1].split('"')[0].split()
+    assert len(points) == 100 and points[-1].startswith("300.0,")
     # the top test images are shared thumbnails of the probe's bank, one file per test image
     for src in re.findall(r'src="\.\./\.\./(top/[^"]+)"', html):
         assert (site / src).is_file(), src

@@ -129,8 +129,16 @@ def diversity(layer_name) -> Objective:
     return Objective(fn, [layer_name], f"diversity({layer_name})")
 
 
+def rectified(obj: Objective) -> Objective:
+    """``obj`` read after a ReLU: the layer's activations go through max(0, .) first (seed 003's
+    Keras layers output after their ReLU; for a conv followed by a ReLU this is that ReLU's output)."""
+    return Objective(lambda acts, idx: obj({k: torch.relu(v) for k, v in acts.items()}, idx), obj.layers,
+                     f"relu({obj.name})")
+
+
 def for_kind(kind: str, layer_name, units, recipe: dict) -> Objective:
-    """The objective a recipe uses for a unit ``kind`` ("conv", "dense", "class")."""
+    """The objective a recipe uses for a unit ``kind`` ("conv", "dense", "class"); with the recipe's
+    ``rectify``, conv and dense units are read after a ReLU (the logit of a class never is)."""
     if kind == "class":
         if layer_name is not None:
             raise ValueError("kind 'class' reads the network output; pass layer=None")
@@ -146,4 +154,6 @@ def for_kind(kind: str, layer_name, units, recipe: dict) -> Objective:
         obj = dense(layer_name, units)
     else:
         raise ValueError(f"unknown unit kind {kind!r} (known: conv, dense, class)")
+    if kind != "class" and recipe.get("rectify"):
+        obj = rectified(obj)
     return obj

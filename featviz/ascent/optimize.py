@@ -97,11 +97,12 @@ class AscentRun:
         return out
 
 
-def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False) -> AscentRun:
+def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False, input_affine=None) -> AscentRun:
     """Run the ascent loop on ``param`` (a PixelParam/FourierParam).
 
     ``evaluate(x, idx)`` maps transformed images of the batch elements ``idx``
-    to their objective values (shape ``(len(idx),)``).
+    to their objective values (shape ``(len(idx),)``). ``input_affine``: the network's input
+    normalization as per-channel (a, b), for ``standardize_space: input``.
     """
     p = param.tensor
     n = p.shape[0]
@@ -155,7 +156,7 @@ def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False) 
             lr_t = lr * lr_factor(recipe["lr_schedule"], t, steps, float(recipe["lr_final"]))
             new = cur + rule(g, idx, lr_t)
             if param.is_pixel:
-                new = regularizers.project(new, g, t, recipe, last=last)
+                new = regularizers.project(new, g, t, recipe, last=last, input_affine=input_affine)
             bad |= ~torch.isfinite(new.flatten(1)).all(1)
             p[idx] = torch.where(_bcast(bad, new), last_good[idx], new)
             bad_np, zero_np = bad.cpu().numpy(), zero.cpu().numpy()

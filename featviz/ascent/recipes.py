@@ -87,6 +87,7 @@ PARAMS: dict[str, tuple] = {
     # objective
     "conv_objective": (str, ("channel", "neuron"), "channel", "conv units: channel or one neuron"),
     "conv_reduce": (str, ("mean", "sum"), "mean", "channel objective reduction"),
+    "rectify": (bool, None, False, "conv/dense objective on max(0, unit): the unit after a ReLU (Keras layers)"),
     "neuron_pos": (_OPT_LIST, NONNEG, None, "neuron (y, x); None = centre"),
     "diversity": (_NUM, NONNEG, 0.0, "weight of Lucid's diversity term (couples the batch)"),
     # transforms (differentiable, per batch element)
@@ -106,6 +107,8 @@ PARAMS: dict[str, tuple] = {
     "standardize": (bool, None, False, "per-step per-image standardization"),
     "standardize_mean": (_NUM, UNIT, 0.5, "pixel mean after standardization"),
     "standardize_std": (_NUM, POS, 0.2, "pixel std after standardization"),
+    "standardize_space": (str, ("pixel", "input"), "pixel",
+                          "pixel: to standardize_mean/std in [0,1] pixels; input: mean 0, std 1 in the network's input"),
     "tv_weight": (_NUM, NONNEG, 0.0, "total-variation penalty weight"),
     "lp_weight": (_NUM, NONNEG, 0.0, "Lp-norm penalty weight (on x-center)"),
     "lp_p": (_NUM, AT_LEAST_1, 6.0, "p of the Lp penalty"),
@@ -139,12 +142,14 @@ def _recipe(**kw):
 
 RECIPES: dict[str, dict] = {
     # Seed 000, Hvass-Labs TF tutorial #13-B (MNIST): image 0.1*uniform+0.45,
-    # step = 1/(grad.std()+1e-8), clip to [0,1], 30 iterations for conv features,
-    # 10 for classes; objective = mean of the conv output channel (pre-ReLU) or
-    # the logit.  Optional jitter via the "jitter" override (default 0 = seed).
+    # step = 1/(grad.std()+1e-8), clip to [0,1], optimize_image's default
+    # num_iterations=30 for conv features and for the 10-class figure
+    # (optimize_images(conv_id=None)); the seed's single-class demo passes 10.
+    # Objective = mean of the conv output channel (pre-ReLU) or the logit.
+    # Optional jitter via the "jitter" override (default 0 = seed).
     "hvass": _recipe(
         init="uniform", init_offset=0.45, init_scale=0.1,
-        step="std", lr=1.0, step_eps=1e-8, steps=30, class_steps=10,
+        step="std", lr=1.0, step_eps=1e-8, steps=30, class_steps=30,
         clamp=True, transforms="none", jitter=0,
     ),
     # Seed 001, Keras part (Chollet, "How CNNs see the world"): gray image with
@@ -159,14 +164,17 @@ RECIPES: dict[str, dict] = {
         deprocess="chollet",
     ),
     # Seed 001, regularized part (Yosinski et al. 2015 as used by the project):
-    # each step blur 3x3 (cv2 default sigma 0.8), decay 0.9 -> decay=0.1, clip
-    # weak pixels, 300 iterations, step 1 ([0,255]) on the RMS-normalised
-    # gradient, plus the transformation robustness the project settled on
-    # (jitter 1 px, rotate +-0.05 deg, scale +-0.01 = preset "keras-project").
-    # The seed's clip percentile is unusable (it passed the gradient as the
-    # percentile); 50 is row 1 of Yosinski et al.'s Table 1.
+    # start image np.zeros (the notebook's random*20+128 line is commented
+    # out), each step blur 3x3 (cv2 default sigma 0.8), decay img*0.9 (towards
+    # 0, so center=0 -> decay=0.1), clip pixels whose |value| is below a
+    # percentile (to 0), 300 iterations, step 1 ([0,255]) on the RMS-normalised
+    # gradient (gradient_ascent_iter's body is not in the seed: the notebook's
+    # Keras part normalizes by RMS), plus the transformation robustness the
+    # project settled on (jitter 1 px, rotate +-0.05 deg, scale +-0.01 = preset
+    # "keras-project").  The seed's clip percentile is unusable (it passed the
+    # gradient as the percentile); 50 is row 1 of Yosinski et al.'s Table 1.
     "yosinski": _recipe(
-        init="uniform", init_offset=128 / 255, init_scale=20 / 255,
+        init="uniform", init_offset=0.0, init_scale=0.0, center=0.0,
         step="rms", lr=1 / 255, step_eps=1e-5, steps=300, class_steps=300,
         decay=0.1, blur_sigma=0.8, blur_ksize=3, blur_every=1,
         clip_norm_pct=50.0, transforms="keras-project", deprocess="chollet",
@@ -176,12 +184,13 @@ RECIPES: dict[str, dict] = {
     # ascent x += lr*grad; clipping every step; median filter 5x5 every 4 steps;
     # no regularization on the last iteration; 1000 iterations / lr 8000 for
     # classes, 200 iterations for filters (lr 10 = CaffeNet relu1, VGG relu3);
-    # filter loss = K.sum(layer_output[:, k]).  lr in [0,255] units converts to
-    # [0,1] pixel space as lr/255**2.
+    # filter loss = K.sum(layer_output[:, k]) of a Keras Conv2D(activation='relu')
+    # layer, i.e. after the ReLU -> rectify=True (the logit for classes).  lr in
+    # [0,255] units converts to [0,1] pixel space as lr/255**2.
     "tence-median": _recipe(
         init="normal", init_offset=0.5, init_scale=10 / 255,
         step="grad", lr=10 / 255 ** 2, class_lr=8000 / 255 ** 2,
-        steps=200, class_steps=1000, conv_reduce="sum",
+        steps=200, class_steps=1000, conv_reduce="sum", rectify=True,
         median_size=5, median_every=4, final_unregularized=True,
     ),
     # Seed 002, "A simple CNN for MNIST" VIII: superposition of U[-1,1]
@@ -211,10 +220,10 @@ RECIPES: dict[str, dict] = {
 
 
 SOURCES: dict[str, str] = {
-    "hvass": "seed 000 (Hvass-Labs TF #13-B): uniform 0.45-0.55, step 1/std, clip, 30 steps (10 for classes)",
+    "hvass": "seed 000 (Hvass-Labs TF #13-B): uniform 0.45-0.55, step 1/std, clip, 30 steps",
     "chollet": "seed 001, Keras part (Chollet): gray+noise, gradient/RMS, 40 steps, deprocessed",
-    "yosinski": "seed 001 regularized (Yosinski 2015): decay, 3x3 blur, small-norm clip, jitter/rotate/scale, 300 steps",
-    "tence-median": "seed 003 (Tence): normal init, plain ascent, median 5x5 every 4 steps, last step unregularized",
+    "yosinski": "seed 001 regularized (Yosinski 2015): black start, decay, 3x3 blur, small-norm clip, jitter/rotate/scale, 300 steps",
+    "tence-median": "seed 003 (Tence): normal init, plain ascent after the ReLU, median 5x5 every 4 steps, last step unregularized",
     "oip-multiscale": "seed 002 (MNIST blog VIII): multi-scale init, per-step standardization, convergence stop",
     "lucid": "Lucid optvis: Fourier + decorrelated colour + sigmoid, standard transforms, Adam 0.05, 512 steps",
 }

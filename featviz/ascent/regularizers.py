@@ -67,11 +67,25 @@ def standardize(x, mean=0.5, std=0.2):
     return mean + std * standardize_image(x)
 
 
-def project(x, grad, step, recipe, last=False):
-    """All image-space regularizers of a recipe for optimization step ``step``."""
+def standardize_input(x, affine):
+    """Seed 002 per-step standardization in the network's input space: the image the network takes,
+    ``a * x + b`` per channel (``affine = (a, b)``, each (1, C, 1, 1)), gets mean 0 and std 1 (over all
+    its pixels and channels, like ``tf.image.per_image_standardization``); returned in pixel space."""
+    from .param import standardize_image
+    a, b = affine
+    return (standardize_image(a * x + b) - b) / a
+
+
+def project(x, grad, step, recipe, last=False, input_affine=None):
+    """All image-space regularizers of a recipe for optimization step ``step``. ``input_affine``:
+    the network's input normalization as (a, b), needed by ``standardize_space: input``."""
     c = float(recipe["center"])
     if not (last and recipe["final_unregularized"]):
-        if recipe["standardize"]:
+        if recipe["standardize"] and recipe["standardize_space"] == "input":
+            if input_affine is None:
+                raise ValueError("standardize_space 'input' needs the network's input normalization")
+            x = standardize_input(x, input_affine)
+        elif recipe["standardize"]:
             x = standardize(x, recipe["standardize_mean"], recipe["standardize_std"])
         if recipe["decay"] > 0:
             x = decay(x, recipe["decay"], c)

@@ -28,6 +28,7 @@ class AscentResult:
     stats: list                        # one JSON-serializable dict per unit
     snapshots: dict = field(default_factory=dict)  # step -> float32 (N, C, H, W)
     recipe: dict = field(default_factory=dict)
+    trace: np.ndarray | None = None    # float32 (N, steps): objective before each step, nan once stopped
 
 
 def unit_seed(seed: int, unit: int, attempt: int = 0) -> int:
@@ -94,7 +95,8 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
     n = len(units)
     if n == 0:
         c, h, w = shape
-        return AscentResult(np.zeros((0, c, h, w), np.float32), np.zeros(0, np.float32), [], {}, rec)
+        return AscentResult(np.zeros((0, c, h, w), np.float32), np.zeros(0, np.float32), [], {}, rec,
+                            np.zeros((0, steps), np.float32))
 
     layers = set(obj.layers) | (set([OUTPUT]) if is_class else set())
     if channels_last:
@@ -107,8 +109,9 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
         def evaluate_clean(x, idx):
             return clean_obj(reader(normalize(x)), idx)
 
+        affine = input_affine(normalize, shape[0], device) if rec["standardize_space"] == "input" else None
         best = _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform,
-                         steps, lr, progress)
+                         steps, lr, progress, affine)
         images = best["images"]
         reader.bf16 = False  # the objective that is reported: fp32
         with torch.no_grad():
@@ -135,6 +138,7 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
             "attempts": int(best["attempts"][i]),
             "best_attempt": int(best["attempt"][i]),
             "robustness": rob[i],
+            "convergence_ratio": convergence_ratio(best["history"][:, i]),
         }
         if is_class:
             s["target_softmax"] = _finite_or_none(target[i])
@@ -142,7 +146,17 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
         stats.append(s)
     snaps = {int(k): v.cpu().numpy().astype(np.float32) for k, v in sorted(best["snapshots"].items())}
     return AscentResult(images.cpu().numpy().astype(np.float32), final.astype(np.float32),
-                        stats, snaps, rec)
+                        stats, snaps, rec, best["history"].T.astype(np.float32))
+
+
+def convergence_ratio(history: np.ndarray) -> float | None:
+    """Seed 002's convergence ratio at the last step a unit took: (obj_t - obj_t-1) / |obj_t| (the
+    ascent's convergence test compares it with conv_tol); None with fewer than two finite steps."""
+    h = np.asarray(history, np.float64)
+    h = h[np.isfinite(h)]
+    if h.size < 2:
+        return None
+    return _finite_or_none((h[-1] - h[-2]) / (abs(h[-1]) + 1e-7))
 
 
 def batch_size(rec: dict, n_units: int, max_batch=None) -> int:
@@ -157,10 +171,21 @@ def _concat(parts: list[AscentResult]) -> AscentResult:
     """One result from the results of consecutive batches of units."""
     snapshots = {k: np.concatenate([p.snapshots[k] for p in parts]) for k in parts[0].snapshots}
     return AscentResult(np.concatenate([p.images for p in parts]), np.concatenate([p.objective for p in parts]),
-                        [s for p in parts for s in p.stats], snapshots, parts[0].recipe)
+                        [s for p in parts for s in p.stats], snapshots, parts[0].recipe,
+                        np.concatenate([p.trace for p in parts]))
 
 
-def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress):
+def input_affine(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's input normalization ``normalize(x) = a * x + b`` per channel, as (a, b), each
+    (1, C, 1, 1): read off ``normalize`` at black and white."""
+    with torch.no_grad():
+        b = normalize(torch.zeros(1, channels, 1, 1, device=device))
+        a = normalize(torch.ones(1, channels, 1, 1, device=device)) - b
+    return a, b
+
+
+def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress,
+              affine=None):
     """Attempt 0 for all units, ``restarts`` more for all units, then up to
     ``dead_retries`` re-inits (larger init noise) for units still dead; per unit
     the best attempt (not dead first, then highest clean objective) is kept."""
@@ -188,7 +213,7 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
         def ev_clean(x, idx, _sub=sub_t):
             return evaluate_clean(x, _sub[idx.cpu()])
 
-        run = optimize.ascend(param, ev, transform, gens, rec, steps, lr, progress)
+        run = optimize.ascend(param, ev, transform, gens, rec, steps, lr, progress, affine)
         with torch.no_grad():
             imgs = deprocess(param.image().detach(), rec["deprocess"])
             clean = ev_clean(imgs, torch.arange(len(sub))).double().cpu().numpy()
@@ -201,6 +226,7 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
                 "nonfinite": run.nonfinite.copy(), "dead": dead.copy(),
                 "attempts": np.ones(n, dtype=np.int64), "attempt": np.zeros(n, dtype=np.int64),
                 "snapshots": {k: v.clone() for k, v in snaps.items()},
+                "history": run.history.copy(),
             }
             continue
         for j, i in enumerate(sub):
@@ -218,6 +244,7 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
             best["nonfinite"][i] = run.nonfinite[j]
             best["dead"][i] = dead[j]
             best["attempt"][i] = attempt
+            best["history"][:, i] = run.history[:, j]
             for k in best["snapshots"]:
                 if k in snaps:
                     best["snapshots"][k][i] = snaps[k][j]

@@ -12,14 +12,19 @@ from ..figures import save_image
 from ..io import unpack_images, write_text
 from .templating import inside as _inside
 from .templating import slug
+from .trace import trace_svg
 
 PAGE = "methods.html"
 THUMB = 96  # display height of a compared image
 
 # summary columns: (score key, heading, digits)
 SUMMARY = (("reached", "reached (mean)", 3), ("reached_median", "reached (median)", 3), ("robustness", "robustness", 3),
-           ("target_softmax", "target softmax", 4), ("steps", "steps", 0), ("wall_s", "s per unit", 3),
+           ("target_softmax", "target softmax", 4), ("transfer_softmax", "transfer softmax", 4),
+           ("transfer_recognized", "recognised by the independent model", 2), ("steps", "steps", 0), ("wall_s", "s per unit", 3),
            ("cpu_s", "CPU s per unit", 3))
+
+
+CLASS_ONLY = ("target_softmax", "transfer_softmax", "transfer_recognized")
 
 
 def _entries(results: Path, config: dict) -> list[dict]:
@@ -59,13 +64,16 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
         for e in have:
             part = e["layers"][layer["name"]]
             rec = part["record"]
-            images = unpack_images(read_npz(part["npz"], "comparison images", REMAKE_COMPARE, ("images",))["images"])
+            z = read_npz(part["npz"], "comparison images", REMAKE_COMPARE, None)
+            images = unpack_images(z["images"])
+            traces = z.get("trace")
             by_unit = {}
             for i, st in enumerate(rec["stats"]):
                 u = int(st["unit"])
                 sc = score(st, rows[u]["base"])
                 name = save_image(_inside(site, f"methods/{e['slug']}/{lslug}/{u}"), images[i], THUMB)
-                by_unit[u] = dict(sc, image=f"methods/{e['slug']}/{lslug}/{name}")
+                by_unit[u] = dict(sc, image=f"methods/{e['slug']}/{lslug}/{name}",
+                                  trace=trace_svg(traces[i]) if traces is not None and i < len(traces) else None)
             for u, row in rows.items():
                 row["cells"].append(by_unit.get(u))
             recipe = rec.get("recipe") or {}
@@ -87,7 +95,7 @@ def write_methods(env, site: Path, results: Path, units: dict, probe: dict | Non
         best = [s["means"]["reached"] for s in summary if s["means"]["reached"] is not None]
         layers.append({"name": layer["name"], "kind": layer["kind"], "slug": lslug, "entries": have,
                        "rows": list(rows.values()), "summary": summary, "best_reached": max(best) if best else None,
-                       "columns": [c for c in SUMMARY if c[0] != "target_softmax" or layer["kind"] == "class"]})
+                       "columns": [c for c in SUMMARY if layer["kind"] == "class" or c[0] not in CLASS_ONLY]})
     html = env.get_template("methods.html").render(
         run_id=run_id, layers=layers, entries=entries, generated=generated, root="")
     write_text(site / PAGE, html)

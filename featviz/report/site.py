@@ -24,6 +24,7 @@ from .methods import write_methods
 from .search_index import write_units_index
 from .templating import STATIC, environment, slug
 from .templating import inside as _inside
+from .trace import trace_svg
 
 # stats that are not metrics to sort by
 NOT_METRICS = {"unit", "predicted"}
@@ -333,6 +334,7 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
                 run_id: str, generated: str) -> None:
     """Every picture and page of one layer's units; the layer's pixels are dropped when it returns."""
     images, snapshots = ascent_pixels(layer["data"])
+    traces = layer["data"].traces()
     cells, pj, lslug = layer["cells"], layer["pj"], layer["slug"]
     folder = f"units/{lslug}"
     bank_rows = arrays.layer("topk", pj)
@@ -346,6 +348,8 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
                               + [_shrink_like(images[cell["row"]], snapshots[layer["snapshot_steps"][0]].shape[-2:])])
             name = save_image(_inside(site, f"{folder}/{u}-evo"), montage(frames, cols=len(frames), gap=2), 84)
             evo = {"image": name, "steps": layer["snapshot_steps"] + ["final"]}
+        trace = None if traces is None else trace_svg(traces[cell["row"]], layer["snapshot_steps"],
+                                                      cell["stats"].get("convergence_ratio"))
         top = hist = None
         b = cell["base"]
         if b and bank_rows is not None and u < len(bank_rows):
@@ -369,7 +373,7 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
         prev_c = cells[n - 1] if n > 0 else None
         next_c = cells[n + 1] if n + 1 < len(cells) else None
         html = env.get_template("unit.html").render(
-            run_id=run_id, layer=layer, cell=cell, evo=evo, top=top, hist=hist, partner=partner,
+            run_id=run_id, layer=layer, cell=cell, evo=evo, trace=trace, top=top, hist=hist, partner=partner,
             prev=prev_c, next=next_c, root="../../", classes=classes, generated=generated)
         write_text(_inside(site, cell["page"]), html)
 

@@ -4,6 +4,8 @@ rule compare:
         model="results/{run}/model/model.json",
         weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
+        # class images are also scored by the run's independent model (docs/ascent.md, "Transfer score")
+        transfer_model=lambda wildcards: (transfer_model_input(wildcards) if wildcards.layer == "classes" else []),
     output:
         images="results/{run}/compare/{entry}/{layer}.npz",
         stats="results/{run}/compare/{entry}/{layer}.json",
@@ -13,6 +15,8 @@ rule compare:
         device=DEVICE,
         trust=TRUST,
         cfg=compare_params,
+        tmodel=lambda wildcards: (f"--transfer-model results/{wildcards.run}/transfer_model"
+                                  if TRANSFER[wildcards.run] and wildcards.layer == "classes" else ""),
     conda:
         "../envs/featviz.yaml"
     log:
@@ -25,5 +29,5 @@ rule compare:
         runtime=60,
     shell:
         "featviz compare --model results/{wildcards.run}/model --units {input.units} "
-        "--layer {wildcards.layer:q} --config {params.cfg:q} "
+        "--layer {wildcards.layer:q} --config {params.cfg:q} {params.tmodel} "
         "--device {params.device} {params.trust} --out-npz {output.images} --out-json {output.stats} > {log} 2>&1"
