@@ -2,6 +2,8 @@
 schema's rules for the section (featviz.schema), then the network's naming rules."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import FeatvizError
 from .schema import load_schema, schema_error
 
@@ -48,3 +50,32 @@ def _check_model(where: str, model: dict) -> None:
     if not model.get("import") and not model.get("layers") and not model.get("torchvision") \
             and model.get("preset") not in PRESETS:
         raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")
+
+
+_BUILTIN_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32)}
+
+
+def expected_input(r: dict) -> tuple[tuple[int, int, int], int] | None:
+    """(input shape, number of classes) a run's network will see, known before any data is
+    prepared; None where only the data can tell (an image folder without image files)."""
+    if r["dataset"] in _BUILTIN_SHAPES:
+        return _BUILTIN_SHAPES[r["dataset"]], 10
+    data = r.get("data") or {}
+    train = Path(data["path"]) / "train"
+    if not train.is_dir():
+        return None
+    classes = sorted(d for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
+    first = next((f for c in classes for f in sorted(c.iterdir()) if f.is_file()), None)
+    if not classes or first is None:
+        return None
+    channels, size = data.get("channels"), data.get("image_size")
+    if channels is None or size is None:
+        from PIL import Image
+
+        try:
+            with Image.open(first) as im:
+                channels = channels or (1 if im.mode in ("1", "L", "I", "I;16", "F") else 3)
+                size = size or (im.size[1], im.size[0])
+        except OSError:
+            return None
+    return (int(channels), int(size[0]), int(size[1])), len(classes)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checks import _check_model, check_sections  # noqa: F401 (check_sections: re-exported)
+from .checks import _check_model, check_sections, expected_input  # noqa: F401 (check_sections: re-exported)
 from .errors import FeatvizError
 
 # the schema's readers are re-exported for callers that import them from here (the workflow, the CLI)
@@ -83,35 +83,6 @@ def _data_identity(run_cfg: dict) -> dict:
     data = {k: v for k, v in (run_cfg.get("data") or {}).items()
             if k not in _DATA_KEYS_NOT_HASHED and not (k in _DATA_KEYS_HASHED_WHEN_SET and v is None)}
     return {"dataset": run_cfg["dataset"], **data}
-
-
-_BUILTIN_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32)}
-
-
-def expected_input(r: dict) -> tuple[tuple[int, int, int], int] | None:
-    """(input shape, number of classes) a run's network will see, known before any data is
-    prepared; None where only the data can tell (an image folder without image files)."""
-    if r["dataset"] in _BUILTIN_SHAPES:
-        return _BUILTIN_SHAPES[r["dataset"]], 10
-    data = r.get("data") or {}
-    train = Path(data["path"]) / "train"
-    if not train.is_dir():
-        return None
-    classes = sorted(d for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
-    first = next((f for c in classes for f in sorted(c.iterdir()) if f.is_file()), None)
-    if not classes or first is None:
-        return None
-    channels, size = data.get("channels"), data.get("image_size")
-    if channels is None or size is None:
-        from PIL import Image
-
-        try:
-            with Image.open(first) as im:
-                channels = channels or (1 if im.mode in ("1", "L", "I", "I;16", "F") else 3)
-                size = size or (im.size[1], im.size[0])
-        except OSError:
-            return None
-    return (int(channels), int(size[0]), int(size[1])), len(classes)
 
 
 def _check_selection(where: str, r: dict, model_cfg: dict) -> None:

@@ -94,7 +94,7 @@ def transfer_plans(runs) -> dict[str, dict | None]:
     """Per run (featviz.config.Run, in config order): what its transfer rules run, `{"model": the
     `featviz train --model` config, "train": its training settings, "seed": its seed}`, or None
     where the transfer score is off. The config is checked first (one FeatvizError naming the key)."""
-    from .config import expected_input
+    from .checks import expected_input
 
     out = {}
     for i, run in enumerate(runs):

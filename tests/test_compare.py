@@ -77,7 +77,7 @@ def test_readme_documents_the_defaults():
     from featviz.schema import defaults_of
 
     defaults = defaults_of("ascent", "compare")
-    assert defaults == {"units_per_layer": 4, "layers": None}
+    assert defaults == {"units_per_layer": 4, "layers": None, "units": None}
     for key, value in defaults.items():
         row = re.search(rf"^\| `compare\.{key}` \| `([^`]*)` \|", text, re.MULTILINE)
         assert row, f"config/README.md has no row for compare.{key}"
@@ -190,14 +190,15 @@ def test_class_images_get_the_transfer_score(tiny, tmp_path):
 
 
 def test_job_image_is_the_batch_image(tiny):
-    """One unit at a time (for its own wall time) gives the image the batched ascent gives."""
+    """The comparison job's image is the one the report's own ascent gives, in the same mode (the
+    schema's precision, as the job resolved it, and channels_last)."""
     from featviz.ascent import visualize
     from featviz.model import load_model
 
     rec = _job(tiny, "hvass", "conv2", label="hvass-batch", n=3)
     model = load_model(tiny / "model")
     batch = visualize(model.net, "conv2", rec["units"], "conv", model.input_shape, normalize=model.normalize,
-                      recipe="hvass", overrides=FAST, seed=0)
+                      recipe="hvass", overrides=FAST, seed=0, precision=rec["precision"], channels_last=True)
     with np.load(tiny / "compare" / "hvass-batch" / "conv2.npz") as z:
         from featviz.io import pack_images
 

@@ -52,7 +52,7 @@ def test_convergence_ratio():
 
 
 def test_chunk_stores_the_trace_deterministically(tmp_path):
-    from featviz.report.synthetic import make_run
+    from tests.synthetic_run import make_run
 
     run = make_run(tmp_path, steps=6)
     cfg = {"recipe": {"conv": "hvass"}, "overrides": {"conv": {"steps": 7}}, "chunk_size": 4}
