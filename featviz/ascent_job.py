@@ -38,6 +38,25 @@ def small_snapshot(images: np.ndarray, size: int = SNAPSHOT_SIZE) -> np.ndarray:
 KINDS = ("conv", "dense", "class")
 
 
+def channels_last_works(model, dev, wanted: bool) -> bool:
+    """`ascent.channels_last` where the network runs on NHWC tensors: a user's forward that calls
+    `.view` on a conv output (`x.view(x.size(0), -1)`) fails on them, and then the ascent runs
+    contiguous (one log line says so) instead of failing."""
+    if not wanted:
+        return False
+    x = torch.zeros((1, *model.input_shape), device=dev).contiguous(memory_format=torch.channels_last)
+    net = model.net.to(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            net(model.normalize(x))
+        return True
+    except RuntimeError as exc:
+        net.to(memory_format=torch.contiguous_format)
+        print(f"ascent.channels_last: the network's forward pass fails on NHWC tensors ({' '.join(str(exc).split())[:120]}); "
+              f"running contiguous", flush=True)
+        return False
+
+
 def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None) -> tuple[str, dict]:
     """The recipe and overrides of a layer's units: `recipe.layers.<layer>` where given, else
     `recipe.<kind>`; `overrides.<kind>` with `overrides.layers.<layer>` applied over it (seed 003's
@@ -180,6 +199,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
     model = model.to(dev)
+    channels_last = channels_last_works(model, dev, bool(ascent_cfg["channels_last"]))
     recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name)
     seed = int(ascent_cfg["seed"])
     target = None if layer["kind"] == "class" else layer_name
@@ -191,7 +211,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         model.net, target, units, layer["kind"],
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
         seed=seed, device=str(dev), progress=False, max_batch=batch,
-        precision=precision, channels_last=ascent_cfg["channels_last"])
+        precision=precision, channels_last=channels_last)
     wall = time.perf_counter() - started
     record = {
         "layer": layer_name,
@@ -203,7 +223,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "device": str(dev),
         "batch_size": batch_used(result.recipe, len(units), batch),
         "precision": precision,
-        "channels_last": ascent_cfg["channels_last"],
+        "channels_last": channels_last,
         "stats": result.stats,
     }
     write_chunk(out_npz, out_json, images=pack_images(result.images), objective=result.objective.astype(np.float32),
@@ -214,7 +234,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)
     print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
           f"on {dev}, batches of at most {batch}, {unit_steps / max(wall, 1e-9):.1f} unit-steps/s "
-          f"({precision}{', channels_last' if ascent_cfg['channels_last'] else ''})", flush=True)
+          f"({precision}{', channels_last' if channels_last else ''})", flush=True)
     # where the job ran: read by the Slurm CI check, useful to anyone reading the log
     print(f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', 'none')} "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'none')}", flush=True)

@@ -170,7 +170,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     from .ascent import get_recipe, visualize
     from .ascent.hooks import ActivationReader
     from .ascent.objectives import for_kind
-    from .ascent_job import check_units_match
+    from .ascent_job import channels_last_works, check_units_match
     from .device import resolve_device, resolve_precision
     from .io import pack_images, write_json, write_npz
     from .model import load_model
@@ -211,6 +211,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     ascent = with_defaults("ascent", {k: cfg[k] for k in JOB_ASCENT_KEYS if k in cfg})
     seed = int(ascent["seed"])
     precision = resolve_precision(ascent["precision"], dev, "ascent.precision")
+    channels_last = channels_last_works(model, dev, bool(ascent["channels_last"]))
     recipe = get_recipe(entry["recipe"], entry["overrides"])
     # the probe's measure (channel mean, unit value, logit), whatever the recipe optimizes (a sum,
     # one neuron): comparable across recipes and with the unit's strongest test image
@@ -221,7 +222,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     started, cpu = time.perf_counter(), time.process_time()
     result = visualize(model.net, target, units, kind, tuple(model.input_shape), normalize=model.normalize,
                        recipe=entry["recipe"], overrides=entry["overrides"], seed=seed, device=str(dev),
-                       progress=False, precision=precision, channels_last=bool(ascent["channels_last"]))
+                       progress=False, precision=precision, channels_last=channels_last)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     images = result.images
     stats = [{**st, "wall_s": round(wall / len(units), 4), "cpu_s": round(cpu / len(units), 4)}
@@ -247,7 +248,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
               activation=activation.astype(np.float32), trace=np.concatenate(traces).astype(np.float32))
     record = {"layer": layer_name, "kind": kind, "units": units, "label": entry["label"], "slug": entry["slug"],
               "entry": {k: entry[k] for k in ("recipe", "overrides", "label")}, "recipe": recipe, "seed": seed,
-              "device": str(dev), "precision": precision, "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats,
+              "device": str(dev), "precision": precision, "channels_last": channels_last, "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats,
               "transfer_model": tinfo}
     write_json(out_json, record)
     print(f"compare {entry['label']} on {layer_name}: units {units} in {record['wall_s']:.2f} s on {dev}", flush=True)

@@ -140,3 +140,34 @@ def test_bad_arguments(net):
         visualize(net, "fc1", [0], "class", SHAPE)
     with pytest.raises(RecipeError):
         visualize(net, "conv1", [0], "conv", SHAPE, recipe="nope")
+
+
+def test_channels_last_falls_back_where_the_forward_cannot_take_nhwc(capsys):
+    """A user's forward that calls `.view` on a conv output fails on NHWC tensors: the ascent then
+    runs contiguous (and says so) instead of failing; a plain network keeps channels_last."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    from featviz.ascent_job import channels_last_works
+
+    class Viewing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).view(x.size(0), -1))
+
+    def model(net):
+        return SimpleNamespace(net=net, input_shape=(1, 6, 6), normalize=lambda v: v)
+
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    assert channels_last_works(model(plain), torch.device("cpu"), True)
+    assert not channels_last_works(model(plain), torch.device("cpu"), False)
+    viewing = Viewing()
+    assert not channels_last_works(model(viewing), torch.device("cpu"), True)
+    assert "running contiguous" in capsys.readouterr().out
+    assert viewing.conv.weight.is_contiguous()  # handed back as it was
