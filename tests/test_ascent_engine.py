@@ -9,7 +9,7 @@ import scipy.ndimage as ndi
 import torch
 from torch import nn
 
-from featviz.ascent import (auto_chunk_size, class_confidence, get_recipe, list_recipes,
+from featviz.ascent import (RecipeError, auto_chunk_size, class_confidence, get_recipe, list_recipes,
                             visualize)
 from featviz.ascent import objectives as O
 from featviz.ascent import optimize, param, regularizers, transforms
@@ -443,3 +443,34 @@ def test_fused_transforms_equal_the_stepwise_pipeline(preset, hw):
         torch.testing.assert_close(grads[0], grads[1], atol=1e-3, rtol=0)
     else:
         torch.testing.assert_close(outs[0][..., 3:-3, 3:-3], outs[1][..., 3:-3, 3:-3], atol=1e-4, rtol=0)
+
+
+def test_transform_strength_shrinks_towards_the_identity():
+    """`transforms_size`/`transforms_fade`: strength 0 is the input itself, strength 1 the full
+    pipeline, and the draws do not depend on it (the generators stay in step); a strength between
+    moves every output pixel less."""
+    tf = transforms.Compose(transforms.PRESETS["lucid"], (28, 28))
+    r = torch.arange(28.0) - 13.5
+    x = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / 50.0).expand(3, 1, 28, 28)  # smooth: moves show
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(3)]  # noqa: E731
+    assert torch.equal(tf(x, gens(), 0.0), x)
+    full, half = tf(x, gens()), tf(x, gens(), 0.5)
+    assert torch.equal(full, tf.fused(x, gens()))
+    assert (half - x).abs().mean() < (full - x).abs().mean()
+    g0, g1 = gens(), gens()
+    tf(x, g0, 0.0), tf(x, g1, 1.0)
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(g0, g1))
+
+
+def test_transforms_size_and_fade():
+    sized = transforms.build(get_recipe("lucid-scaled"), (28, 28))
+    assert sized.strength == pytest.approx(28 / 224)
+    assert transforms.build(get_recipe("lucid-scaled"), (224, 224)).strength == 1.0
+    assert transforms.build(get_recipe("lucid"), (28, 28)).strength == 1.0
+    assert [transforms.fade_strength(t, 8, 0.5) for t in range(8)] == [1, 1, 1, 1, 0.75, 0.5, 0.25, 0]
+    assert transforms.fade_strength(7, 8, 0.0) == 1.0
+    with pytest.raises(RecipeError, match="transforms_fade needs transforms that pad with the gray 0.5"):
+        transforms.build(dict(get_recipe("lucid"), transforms=[{"type": "pad", "pad": 2, "value": 0.0}],
+                              transforms_fade=0.5), (28, 28))
+    with pytest.raises(RecipeError, match="transforms_fade"):
+        get_recipe("lucid", {"transforms_fade": 1.5})

@@ -51,7 +51,7 @@ def test_the_ascent_job_uses_the_layer_recipe(tmp_path):
     assert rec["recipe"]["name"] == "hvass" and rec["recipe"]["steps"] == 3 and rec["recipe"]["lr"] == 0.5
     rec = run_chunk(run / "model", run / "units.json", "conv1", 0, dict(cfg, overrides={"conv": {"steps": 3}}),
                     tmp_path / "d.npz", tmp_path / "d.json", "cpu")
-    assert rec["recipe"]["name"] == "lucid" and rec["recipe"]["steps"] == 3
+    assert rec["recipe"]["name"] == "lucid-scaled" and rec["recipe"]["steps"] == 3
     with pytest.raises(FeatvizError, match=r"ascent.overrides.layers.conv2: unknown recipe parameter 'lrr'"):
         run_chunk(run / "model", run / "units.json", "conv2", 0, {"overrides": {"layers": {"conv2": {"lrr": 1}}}},
                   tmp_path / "e.npz", tmp_path / "e.json", "cpu")

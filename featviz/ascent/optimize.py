@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import regularizers
+from .transforms import fade_strength
 
 
 def snapshot_steps(steps: int, levels: int) -> list[int]:
@@ -133,7 +134,8 @@ def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False, 
         full = bool(active.all())
         idx = idx_cpu.to(dev)
         x = param.image(None if full else idx)
-        obj = evaluate(transform(x, [gens[i] for i in idx_cpu.tolist()]), idx_cpu)
+        strength = fade_strength(t, steps, recipe["transforms_fade"])
+        obj = evaluate(transform(x, [gens[i] for i in idx_cpu.tolist()], strength), idx_cpu)
         loss = obj
         pen = regularizers.penalty(x, recipe)
         if pen is not None:

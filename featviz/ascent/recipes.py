@@ -93,6 +93,11 @@ PARAMS: dict[str, tuple] = {
     # transforms (differentiable, per batch element)
     "transforms": ((str, list, tuple), None, "none", "preset name or list of transform dicts"),
     "jitter": (int, NONNEG, 0, "extra random translation of +-jitter px each step"),
+    "transforms_size": (int, NONNEG, 0,
+                        "input size the transforms' pixel values are meant for: a smaller input shrinks them in "
+                        "proportion (0 = never)"),
+    "transforms_fade": (_NUM, UNIT, 0.0,
+                        "last fraction of the steps over which the transforms shrink linearly to none"),
     # regularizers
     "clamp": (bool, None, True, "clamp pixels to [0,1] after each step"),
     "center": (_NUM, UNIT, 0.5, "gray level that decay / clipping pull towards"),
@@ -216,6 +221,16 @@ RECIPES: dict[str, dict] = {
         step="adam", lr=0.05, steps=512, class_steps=512, clamp=False,
         transforms="lucid",
     ),
+    # `lucid` with its transforms sized to the input: Lucid's pixel values (pad 12, jitters 4 and
+    # 2, and with them the angles and log-scales) are for 224 px renders; on a smaller input every
+    # shift, angle and log-scale shrinks by input/224 (28 px MNIST: 1/8), and over the last half of
+    # the steps they fade linearly to none, so the image ends at the unit's own optimum nearby
+    # (planted templates: docs/ascent.md, "Planted features"). At 224 px and above: Lucid's sizes.
+    "lucid-scaled": _recipe(
+        param="fourier", fourier_sd=0.01, fourier_decay=1.0, decorrelate=True, sigmoid=True,
+        step="adam", lr=0.05, steps=512, class_steps=512, clamp=False,
+        transforms="lucid", transforms_size=224, transforms_fade=0.5,
+    ),
 }
 
 
@@ -226,6 +241,7 @@ SOURCES: dict[str, str] = {
     "tence-median": "seed 003 (Tence): normal init, plain ascent after the ReLU, median 5x5 every 4 steps, last step unregularized",
     "oip-multiscale": "seed 002 (MNIST blog VIII): multi-scale init, per-step standardization, convergence stop",
     "lucid": "Lucid optvis: Fourier + decorrelated colour + sigmoid, standard transforms, Adam 0.05, 512 steps",
+    "lucid-scaled": "lucid with its transforms sized to the input (x input/224) and fading to none over the last half",
 }
 
 

@@ -57,9 +57,10 @@ def _sample(spec, gen):
 
 
 class Compose:
-    def __init__(self, specs, out_hw):
+    def __init__(self, specs, out_hw, strength: float = 1.0):
         self.specs = [dict(s) for s in specs]
         self.out_hw = tuple(out_hw)
+        self.strength = float(strength)  # every call's strength is multiplied by this
         for s in self.specs:
             if s.get("type") not in ("pad", "jitter", "scale", "rotate"):
                 raise RecipeError(f"unknown transform {s!r} (known types: pad, jitter, scale, rotate)")
@@ -69,18 +70,23 @@ class Compose:
     def __bool__(self):
         return bool(self.specs)
 
-    def __call__(self, x: torch.Tensor, gens) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gens, strength: float = 1.0) -> torch.Tensor:
+        """``strength`` < 1 (the recipe's ``transforms_fade``) shrinks every shift, angle and
+        log-scale towards the identity; the same random numbers are drawn whatever it is."""
         if not self.specs:
             return x
+        strength = strength * self.strength
         if self._fusable():
-            return self.fused(x, gens)
+            return self.fused(x, gens, strength)
+        if strength != 1.0:
+            raise RecipeError("transforms_fade needs transforms that pad with the gray 0.5 (one affine map)")
         return self.stepwise(x, gens)
 
     def _fusable(self) -> bool:
         """Every step pads with the same 0.5 the final centre fit uses: one resampling does it all."""
         return all(float(s.get("value", 0.5)) == 0.5 for s in self.specs)
 
-    def fused(self, x: torch.Tensor, gens) -> torch.Tensor:
+    def fused(self, x: torch.Tensor, gens, strength: float = 1.0) -> torch.Tensor:
         """The whole pipeline as one bilinear resampling of the input (one pass forward and one
         backward instead of one per step): pad, integer jitters, scale and rotation and the centre
         fit compose into one affine map per element, drawn from the same random numbers in the same
@@ -97,6 +103,8 @@ class Compose:
                 draws.append([_sample(s, g) for g in gens])
             else:
                 draws.append(None)
+        if strength <= 0.0:
+            return x  # the identity, exactly (the draws above keep the generators in step)
         # canvas size after each step (pad grows it; the rest keep it), then the centre fit's offset
         h, w = h0, w0
         for s in self.specs:
@@ -106,14 +114,15 @@ class Compose:
         # output pixel (centred coordinates, x then y) -> input pixel: u_in = m @ u_out + t, per
         # element, composed from the last step back to the first
         m = np.broadcast_to(np.eye(2), (n, 2, 2)).copy()
-        t = np.tile([_fit_offset(w, ow), _fit_offset(h, oh)], (n, 1))
+        t = np.tile([_fit_offset(w, ow), _fit_offset(h, oh)], (n, 1)) * strength
         for s, dr in zip(reversed(self.specs), reversed(draws)):
             if s["type"] == "jitter":
-                oyx = np.asarray(dr, dtype=np.float64) - int(s["d"])  # (n, 2): rows, cols
+                oyx = (np.asarray(dr, dtype=np.float64) - int(s["d"])) * strength  # (n, 2): rows, cols
                 t = t + oyx[:, ::-1]
             elif s["type"] in ("scale", "rotate"):
                 v = np.asarray(dr, dtype=np.float64)
-                sc, ang = (v, np.zeros(n)) if s["type"] == "scale" else (np.ones(n), np.radians(v))
+                sc, ang = ((v ** strength, np.zeros(n)) if s["type"] == "scale"
+                           else (np.ones(n), np.radians(v * strength)))
                 c, sn = np.cos(ang) / sc, np.sin(ang) / sc
                 r = np.stack([np.stack([c, sn], 1), np.stack([-sn, c], 1)], 1)  # (n, 2, 2)
                 m, t = r @ m, (r @ t[:, :, None])[:, :, 0]
@@ -209,4 +218,19 @@ def build(recipe: dict, out_hw) -> Compose:
         specs = list(t)
     if recipe["jitter"] > 0:
         specs = [{"type": "jitter", "d": int(recipe["jitter"])}] + specs
-    return Compose(specs, out_hw)
+    size = int(recipe["transforms_size"])
+    compose = Compose(specs, out_hw, strength=min(1.0, min(out_hw) / size) if size else 1.0)
+    for key in ("transforms_fade", "transforms_size"):
+        if recipe[key] and compose and not compose._fusable():
+            raise RecipeError(f"{key} needs transforms that pad with the gray 0.5 (one affine map)")
+    return compose
+
+
+def fade_strength(t: int, steps: int, fade: float) -> float:
+    """The transforms' strength at step t (0-based): 1 until the last ``fade`` fraction of the steps,
+    then linearly down to 0 at the last step."""
+    n = int(round(fade * steps))
+    if n <= 0:
+        return 1.0
+    start = steps - n
+    return 1.0 if t < start else (steps - 1 - t) / n
