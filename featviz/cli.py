@@ -115,12 +115,25 @@ def cmd_ascend(a):
 
 
 def cmd_compare(a):
-    from .compare import run_compare
+    from .compare import run_compare, run_compare_layers
     from .device import claim_device
+    from .errors import FeatvizError
 
-    run_compare(Path(a.model), Path(a.units), a.layer, a.config, Path(a.out_npz), Path(a.out_json),
-                device=claim_device(a.device), trust=a.trust_checkpoint,
-                transfer_model_dir=Path(a.transfer_model) if a.transfer_model else None)
+    layers, configs = a.layer, a.config
+    if len(configs) not in (1, len(layers)):
+        raise FeatvizError(f"compare: {len(layers)} --layer but {len(configs)} --config (one for all, or one per layer)")
+    if a.out_dir is not None and (a.out_npz or a.out_json):
+        raise FeatvizError("compare: --out-dir or --out-npz/--out-json, not both")
+    common = dict(trust=a.trust_checkpoint, transfer_model_dir=Path(a.transfer_model) if a.transfer_model else None)
+    if a.out_dir is not None:
+        jobs = list(zip(layers, configs * len(layers) if len(configs) == 1 else configs))
+        run_compare_layers(Path(a.model), Path(a.units), jobs, Path(a.out_dir), device=claim_device(a.device), **common)
+    elif len(layers) == 1 and a.out_npz and a.out_json:
+        run_compare(Path(a.model), Path(a.units), layers[0], configs[0], Path(a.out_npz), Path(a.out_json),
+                    device=claim_device(a.device), **common)
+    else:
+        raise FeatvizError("compare: give --out-dir DIR (DIR/<layer>.npz and .json per layer), or for one --layer "
+                           "--out-npz and --out-json")
 
 
 def cmd_circuits(a):
@@ -363,18 +376,20 @@ def _add_ascend(sub) -> None:
 
 
 def _add_compare(sub) -> None:
-    s = _verb(sub, "compare", cmd_compare, "one entry of a method comparison (ascent.compare): a few units of one layer "
-                   "visualized with one recipe (and overrides), each unit timed, for the methods page")
+    s = _verb(sub, "compare", cmd_compare, "one entry of a method comparison (ascent.compare): a few units of each "
+                   "layer given visualized with one recipe (and overrides), each unit timed, for the methods page")
     s.add_argument("--model", required=True)
     s.add_argument("--units", required=True, help="units.json")
-    s.add_argument("--layer", required=True)
-    s.add_argument("--config", type=_json_object, required=True,
+    s.add_argument("--layer", required=True, action="append", help="a layer to compare on (repeat for more)")
+    s.add_argument("--config", type=_json_object, required=True, action="append",
                    help='{"recipe": NAME, "overrides": {...}, "label": TEXT, "units_per_layer": N, "units": [...] '
-                        'or null, "seed": 0, "precision": "auto", "channels_last": true}')
+                        'or null, "seed": 0, "precision": "auto", "channels_last": true}: one for every --layer, '
+                        'or one per --layer, in their order')
     s.add_argument("--transfer-model", default=None,
                    help="the run's independent model folder: class images get its transfer score")
-    s.add_argument("--out-npz", required=True)
-    s.add_argument("--out-json", required=True)
+    s.add_argument("--out-dir", default=None, help="writes DIR/<layer>.npz and DIR/<layer>.json per layer")
+    s.add_argument("--out-npz", default=None, help="with one --layer: its images")
+    s.add_argument("--out-json", default=None, help="with one --layer: its stats")
     _device(s)
     _trust(s)
 

@@ -2,8 +2,8 @@
 by several recipes, or one recipe with overrides (seed 001's without/with regularization, seed 003's
 lr and blur/median sweeps), each with its scores and its time per unit (the job's batch time / its units).
 
-One job per (entry, layer) writes results/<run>/compare/<entry slug>/<layer>.npz (uint8 images) and
-.json (per-unit stats). The config side (`resolve_compare`, `check_compare`) needs no torch; the job
+One job per entry (all its layers in one process, `run_compare_layers`) writes
+results/<run>/compare/<entry slug>/<layer>.npz (uint8 images) and .json (per-unit stats). The config side (`resolve_compare`, `check_compare`) needs no torch; the job
 (`run_compare`) imports it when it runs.
 """
 from __future__ import annotations
@@ -158,22 +158,11 @@ def job_config(ascent_cfg: dict, entry: dict, layer_name: str) -> dict:
 JOB_ASCENT_KEYS = ("seed", "precision", "channels_last")  # a job config's keys that are the ascent's
 
 
-def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, out_npz: Path, out_json: Path,
-                device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None) -> dict:
-    """One comparison job: the layer's compared units in one batch with the recipe entry `cfg`
-    describes; each unit's time is the batch's time divided by its units. Class images are also
-    scored by the run's independent model (`transfer_model_dir`), where it is valid
-    (featviz.transfer.load_transfer_model)."""
-    import torch
-
+def check_compare_job(units_json: Path, layer_name: str, cfg: dict):
+    """Everything one comparison job checks before it loads the model: its config (keys and values
+    against the schema, as the workflow writes it), the layer and the units. Returns
+    (entry, units.json, layer, the units compared)."""
     from .artifacts import read_units
-    from .ascent import get_recipe, visualize
-    from .ascent.hooks import ActivationReader
-    from .ascent.objectives import for_kind
-    from .ascent_job import channels_last_works, check_units_match
-    from .device import resolve_device, resolve_precision
-    from .io import pack_images, write_json, write_npz
-    from .model import load_model
     from .units import find_layer
     from .verb_args import check_compare_config
 
@@ -201,6 +190,26 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
         units = list(explicit)
     else:
         units = compare_units(layer, int(cfg["units_per_layer"]), picked)
+    return entry, units_info, layer, units
+
+
+def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, out_npz: Path, out_json: Path,
+                device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None) -> dict:
+    """One comparison job: the layer's compared units in one batch with the recipe entry `cfg`
+    describes; each unit's time is the batch's time divided by its units. Class images are also
+    scored by the run's independent model (`transfer_model_dir`), where it is valid
+    (featviz.transfer.load_transfer_model)."""
+    import torch
+
+    from .ascent import get_recipe, visualize
+    from .ascent.hooks import ActivationReader
+    from .ascent.objectives import for_kind
+    from .ascent_job import channels_last_works, check_units_match
+    from .device import resolve_device, resolve_precision
+    from .io import pack_images, write_json, write_npz
+    from .model import load_model
+
+    entry, units_info, layer, units = check_compare_job(units_json, layer_name, cfg)
     dev = resolve_device(device)
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
@@ -253,6 +262,39 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     write_json(out_json, record)
     print(f"compare {entry['label']} on {layer_name}: units {units} in {record['wall_s']:.2f} s on {dev}", flush=True)
     return record
+
+
+def run_compare_layers(model_dir: Path, units_json: Path, jobs: list[tuple[str, dict]], out_dir: Path,
+                       device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None) -> list[dict]:
+    """One entry's comparison on several layers in one process (`jobs`: (layer, its job config)),
+    written as out_dir/<layer>.npz + .json. Every layer's config is checked before any is computed,
+    and the folder appears whole or not at all (built beside it, then renamed into place; a folder
+    already there is replaced only then)."""
+    import shutil
+
+    names = [layer for layer, _ in jobs]
+    if not jobs or len(set(names)) != len(names):
+        raise FeatvizError(f"compare --layer: each layer once, at least one (given: {', '.join(names) or 'none'})")
+    for layer, cfg in jobs:
+        check_compare_job(units_json, layer, cfg)
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        records = [run_compare(model_dir, units_json, layer, cfg, partial / f"{layer}.npz", partial / f"{layer}.json",
+                               device=device, trust=trust, transfer_model_dir=transfer_model_dir)
+                   for layer, cfg in jobs]
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+    partial.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return records
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -17,7 +17,7 @@ from featviz.compare import compare_units, entry_slug, read_compare, resolve_com
 from featviz.errors import FeatvizError
 
 ROOT = Path(__file__).resolve().parents[1]
-SIX = ["hvass", "chollet", "yosinski", "tence-median", "oip-multiscale", "lucid"]
+RECIPES = ["hvass", "chollet", "yosinski", "tence-median", "oip-multiscale", "lucid", "lucid-scaled"]
 FAST = {"steps": 4, "class_steps": 4}  # every recipe, cut short: the page and the files, not the pictures
 
 
@@ -215,13 +215,56 @@ def test_job_refuses_a_bad_entry(tiny, tmp_path):
     assert "unknown recipe 'deepdraem'" in r.stderr and not (tmp_path / "a.npz").exists()
 
 
+def _compare_cli(tiny, *args):
+    return subprocess.run([sys.executable, "-m", "featviz", "compare", "--model", str(tiny / "model"),
+                           "--units", str(tiny / "units.json"), "--device", "cpu", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_one_job_per_entry_writes_every_layer(tiny, tmp_path):
+    """The workflow's form: one process per entry, `--layer L --config JSON` per layer, one folder
+    that holds <layer>.npz/.json for each, identical to the one-layer jobs' files."""
+    cfg = {"recipe": "hvass", "overrides": FAST, "label": "hvass", "units_per_layer": 2, "units": None, "seed": 0}
+    out = tmp_path / "compare" / "hvass"
+    r = _compare_cli(tiny, "--layer", "conv2", "--config", json.dumps(cfg), "--layer", "classes",
+                     "--config", json.dumps({**cfg, "units_per_layer": 3}), "--out-dir", out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["classes.json", "classes.npz", "conv2.json", "conv2.npz"]
+    assert json.loads((out / "classes.json").read_text())["units"] == [0, 1, 2]
+    single = _job(tiny, "hvass", "conv2")
+    assert json.loads((out / "conv2.json").read_text())["units"] == single["units"]
+    with np.load(out / "conv2.npz") as a, np.load(tiny / "compare" / "hvass" / "conv2.npz") as b:
+        assert np.array_equal(a["images"], b["images"])
+    assert [p.name for p in out.parent.iterdir()] == ["hvass"]  # no partial folder left
+
+
+def test_one_job_per_entry_checks_every_layer_first(tiny, tmp_path):
+    """A bad second layer stops the job before the first is computed, and the folder from an earlier
+    run is left as it was."""
+    out = tmp_path / "hvass"
+    out.mkdir()
+    (out / "conv2.json").write_text("earlier")
+    cfg = {"recipe": "hvass", "overrides": FAST, "label": "hvass", "units_per_layer": 2}
+    for args, message in (
+        (["--layer", "conv2", "--config", json.dumps(cfg), "--layer", "nosuch"], "nosuch"),
+        (["--layer", "conv2", "--config", json.dumps(cfg), "--config", json.dumps(cfg), "--config", json.dumps(cfg)],
+         "1 --layer but 3 --config"),
+        (["--layer", "conv2", "--layer", "conv2", "--config", json.dumps(cfg)], "each layer once"),
+        (["--layer", "conv2", "--layer", "classes", "--config", json.dumps(cfg), "--out-npz", tmp_path / "a.npz",
+          "--out-json", tmp_path / "a.json"], "give --out-dir"),
+    ):
+        r = _compare_cli(tiny, *args, *(["--out-dir", out] if "--out-npz" not in args else []))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, (args, r.stderr)
+        assert [p.name for p in tmp_path.iterdir()] == ["hvass"] and (out / "conv2.json").read_text() == "earlier"
+
+
 # ------------------------------------------------------------------------------------------ methods page
 
 def test_methods_page_shows_every_recipe(tiny, tmp_path):
     from featviz.report import render_index, render_run
 
-    entries = SIX + [{"recipe": "hvass", "overrides": {"blur_sigma": 1.0, "blur_every": 2}, "label": "hvass+blur"}]
-    assert set(SIX) == set(list_recipes())
+    entries = RECIPES + [{"recipe": "hvass", "overrides": {"blur_sigma": 1.0, "blur_every": 2}, "label": "hvass+blur"}]
+    assert set(RECIPES) == set(list_recipes())
     for e in entries:
         name, over, label = (e, {}, e) if isinstance(e, str) else (e["recipe"], e["overrides"], e["label"])
         for layer in ("conv2", "classes"):
@@ -233,7 +276,7 @@ def test_methods_page_shows_every_recipe(tiny, tmp_path):
     render_run(tiny, reports / tiny.name, config)
     site = reports / tiny.name
     html = (site / "methods.html").read_text()
-    labels = ["hvass", "chollet", "yosinski", "tence-median", "oip-multiscale", "lucid", "hvass+blur"]
+    labels = RECIPES + ["hvass+blur"]
     for layer in ("conv2", "classes"):
         table = html.split(f'id="summary-{layer}"')[1].split("</table>")[0]
         assert [re.sub(r"<.*", "", row).strip() for row in table.split('<tr><td class="l">')[1:]] == labels
@@ -271,9 +314,10 @@ def test_no_comparison_no_page(tmp_path):
 # ------------------------------------------------------------------------------------------ workflow
 
 @pytest.mark.workflow
-def test_workflow_runs_one_job_per_entry_and_layer(tmp_path, monkeypatch):
-    """The rule on the tiny .test config: targets are the comparison's files, so only data, train,
-    units and the comparison jobs run; a changed main ascent setting reruns none of them."""
+def test_workflow_runs_one_job_per_entry(tmp_path, monkeypatch):
+    """The rule on the tiny .test config: targets are the comparison's folders (one job per entry,
+    over its layers), so only data, train, units and the comparison jobs run; a changed main ascent
+    setting reruns none of them."""
     import yaml
 
     from featviz.config import resolve_runs
@@ -286,7 +330,7 @@ def test_workflow_runs_one_job_per_entry_and_layer(tmp_path, monkeypatch):
     cfg["runs"][0]["ascent"]["compare"] = {
         "recipes": [{"recipe": "hvass", "overrides": {"steps": 3}},
                     {"recipe": "hvass", "overrides": {"steps": 3, "blur_sigma": 1.0, "blur_every": 2}, "label": "hvass+blur"}],
-        "units_per_layer": 2, "layers": ["conv2"]}
+        "units_per_layer": 2, "layers": ["conv2", "classes"]}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
@@ -295,13 +339,17 @@ def test_workflow_runs_one_job_per_entry_and_layer(tmp_path, monkeypatch):
     filled = copy.deepcopy(cfg)
     validate(filled, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))  # the defaults, as the DAG has them
     run = resolve_runs(filled)[0].id
-    targets = [f"results/{run}/compare/{s}/conv2.json" for s in ("hvass-steps-3", "hvass-blur")]
+    targets = [f"results/{run}/compare/{s}" for s in ("hvass-steps-3", "hvass-blur")]
     r = snakemake(tmp_path, *targets, configfile=path, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert re.search(r"compare\s+2\b", out), out[-3000:]  # two jobs, not four
     for t in targets:
-        rec = json.loads((tmp_path / t).read_text())
+        assert sorted(p.name for p in (tmp_path / t).iterdir() if p.name != ".snakemake_timestamp") == [
+            "classes.json", "classes.npz", "conv2.json", "conv2.npz"]
+        rec = json.loads((tmp_path / t / "conv2.json").read_text())
         assert rec["units"] == [0, 5] and rec["recipe"]["steps"] == 3
-    assert json.loads((tmp_path / targets[1]).read_text())["recipe"]["blur_sigma"] == 1.0
+    assert json.loads((tmp_path / targets[1] / "conv2.json").read_text())["recipe"]["blur_sigma"] == 1.0
     cfg["runs"][0]["ascent"]["recipe"] = {"conv": "hvass"}  # the main ascent's setting, not the comparison's
     path.write_text(yaml.safe_dump(cfg))
     r = snakemake(tmp_path, *targets, "--dry-run", configfile=path, timeout=120)

@@ -1,6 +1,7 @@
 # Validation and input functions. Everything featviz-specific is delegated to featviz.config.
 import json
 import re
+import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -91,25 +92,27 @@ def ascent_results(wildcards, kind=None):
 
 
 def compare_results(wildcards):
-    """Both files of every comparison job of a run (ascent.compare; none without it): one job per
-    entry and layer."""
+    """The folder of every comparison job of a run (ascent.compare; none without it): one job per
+    entry, writing <entry>/<layer>.{npz,json} for every compared layer."""
     compare = resolve_compare(RUNS[wildcards.run].ascent["compare"])
     if compare is None:
         return []
-    units = checked_units(wildcards.run)
-    return [
-        f"results/{wildcards.run}/compare/{entry['slug']}/{layer['name']}.{ext}"
-        for entry in compare["entries"]
-        for layer in compare_layers(units, compare)
-        for ext in ("json", "npz")
-    ]
+    checked_units(wildcards.run)  # the network-dependent checks, before any job
+    return [f"results/{wildcards.run}/compare/{entry['slug']}" for entry in compare["entries"]]
 
 
-def compare_params(wildcards):
-    """The settings one comparison job reads, as JSON."""
+def compare_layer_names(wildcards):
+    """The layers a run's comparison covers (units.json, a checkpoint)."""
+    compare = resolve_compare(RUNS[wildcards.run].ascent["compare"])
+    return [layer["name"] for layer in compare_layers(checked_units(wildcards.run), compare)]
+
+
+def compare_layer_args(wildcards):
+    """`--layer L --config JSON` per compared layer: the settings one entry's job reads for each."""
     ascent = RUNS[wildcards.run].ascent
     entry = next(e for e in resolve_compare(ascent["compare"])["entries"] if e["slug"] == wildcards.entry)
-    return json.dumps(job_config(ascent, entry, wildcards.layer), sort_keys=True)
+    return " ".join(f"--layer {shlex.quote(name)} --config {shlex.quote(json.dumps(job_config(ascent, entry, name), sort_keys=True))}"
+                    for name in compare_layer_names(wildcards))
 
 
 def _only(ids):
@@ -162,6 +165,8 @@ def run_files(wildcards):
         files += [f"{r}/transfer_model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
         steps.append("transfer_train")
     files += [f"{r}/logs/{step}.log" for step in steps] + [f"{r}/benchmarks/{step}.tsv" for step in steps]
-    for step, outputs in (("ascent", ascent_results(wildcards)), ("compare", compare_results(wildcards))):
-        files += outputs + _job_records(run, step, outputs)
+    ascent = ascent_results(wildcards)
+    files += ascent + _job_records(run, "ascent", ascent)
+    compare = compare_results(wildcards)  # one folder per job
+    files += compare + _job_records(run, "compare", [f"{folder}.dir" for folder in compare])
     return files

@@ -24,6 +24,7 @@ rule train:
     benchmark:
         "results/{run}/benchmarks/train.tsv"
     threads: 4
+    priority: 2  # everything of the run waits for it; its transfer model (priority 1) comes next
     resources:
         gpu=GPU,
         mem_mb=4000,

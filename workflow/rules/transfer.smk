@@ -25,6 +25,9 @@ rule transfer_train:
     benchmark:
         "results/{run}/benchmarks/transfer_train.tsv"
     threads: 4
+    # right after the run's own model (priority 2): the jobs that wait for it (transfer, match, the
+    # class comparisons) are then ready early, instead of forming a serial tail at the end
+    priority: 1
     resources:
         gpu=GPU,
         mem_mb=4000,
