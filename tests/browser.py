@@ -129,13 +129,11 @@ COLLECTOR_JS = r"""
 })();
 """
 
-# Async: waits for the load event to finish and for every image (lazy ones
-# switched to eager), lets pending timers run, then returns what was seen.
+# Async: waits for the load event to finish and then for every image (lazy
+# ones switched to eager), lets pending timers run, then returns what was seen.
 CHECK_JS = r"""
 const done = arguments[arguments.length - 1];
 const timeoutMs = arguments[0], settleMs = arguments[1];
-const imgs = Array.from(document.images);
-for (const i of imgs) { if (i.loading === 'lazy') i.loading = 'eager'; }
 const waitImg = (i) => (i.complete ? Promise.resolve() : new Promise((r) => {
   i.addEventListener('load', r, {once: true});
   i.addEventListener('error', r, {once: true});
@@ -149,7 +147,14 @@ const waitLoad = () => new Promise((r) => {
   chk();
 });
 const timeout = new Promise((r) => setTimeout(r, timeoutMs));
-Promise.race([Promise.all([waitLoad()].concat(imgs.map(waitImg))), timeout]).then(() => {
+// The document's images are listed only after its load event: chromedriver's
+// get() can hand back a file:// page before its body is parsed.
+const waitImages = () => {
+  const imgs = Array.from(document.images);
+  for (const i of imgs) { if (i.loading === 'lazy') i.loading = 'eager'; }
+  return Promise.all(imgs.map(waitImg));
+};
+Promise.race([waitLoad().then(waitImages), timeout]).then(() => {
   setTimeout(() => {
     const nav = performance.getEntriesByType('navigation')[0];
     let loadMs = null;
@@ -176,7 +181,7 @@ Promise.race([Promise.all([waitLoad()].concat(imgs.map(waitImg))), timeout]).the
       baseURI: document.baseURI,
       title: document.title,
       loadMs: loadMs,
-      images: imgs.map((i) => ({src: i.getAttribute('src') || '', current: i.currentSrc || i.src || '',
+      images: Array.from(document.images).map((i) => ({src: i.getAttribute('src') || '', current: i.currentSrc || i.src || '',
                                 ok: i.complete && i.naturalWidth > 0,
                                 w: i.naturalWidth, h: i.naturalHeight})),
       sheets: Array.from(document.querySelectorAll('link[rel~="stylesheet" i]')).map(
