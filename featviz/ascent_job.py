@@ -44,17 +44,11 @@ def channels_last_works(model, dev, wanted: bool) -> bool:
     contiguous (one log line says so) instead of failing."""
     if not wanted:
         return False
-    x = torch.zeros((1, *model.input_shape), device=dev).contiguous(memory_format=torch.channels_last)
-    net = model.net.to(memory_format=torch.channels_last)
-    try:
-        with torch.no_grad():
-            net(model.normalize(x))
-        return True
-    except RuntimeError as exc:
-        net.to(memory_format=torch.contiguous_format)
-        print(f"ascent.channels_last: the network's forward pass fails on NHWC tensors ({' '.join(str(exc).split())[:120]}); "
+    why_not = model.use_channels_last(dev)
+    if why_not is not None:
+        print(f"ascent.channels_last: the network's forward pass fails on NHWC tensors ({why_not}); "
               f"running contiguous", flush=True)
-        return False
+    return why_not is None
 
 
 def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None) -> tuple[str, dict]:

@@ -149,7 +149,7 @@ def cmd_circuits(a):
         print(f"{p['from']:>16} -> {p['to']:<16} {p['measure']}")
 
 
-PROBE_KEYS = ("top_k", "samples", "histogram_images", "prune_images", "prune_passes")  # runs[i].probe
+PROBE_KEYS = ("top_k", "samples", "histogram_images", "prune_images", "prune_passes", "prune_precision")  # runs[i].probe
 
 
 def cmd_probe(a):
@@ -410,6 +410,8 @@ def _add_probe(sub) -> None:
                    help="activations and histograms over the first this many test images (probe.histogram_images)")
     s.add_argument("--prune-passes", type=int, default=None,
                    help="forward passes over the pruning images for all curves together (probe.prune_passes)")
+    s.add_argument("--prune-precision", default=None,
+                   help="auto, fp32 or bf16: autocast dtype of the pruning passes (probe.prune_precision)")
     _device(s)
     _trust(s)
 

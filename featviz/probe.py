@@ -39,7 +39,7 @@ from torch import nn
 from .attribution import saliency
 from .artifacts import read_prepared
 from .crops import top_crops  # noqa: F401  (re-exported: probe's public crop geometry)
-from .device import resolve_device
+from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
 from .io import Chunks
 from .model import LoadedModel
@@ -229,7 +229,10 @@ def _correlation_from_moments(s1: torch.Tensor, s2: torch.Tensor, n: int) -> np.
 
 
 @torch.no_grad()
-def _accuracy(model, images, labels, dev, module=None, removed=(), batch_size=1000) -> float:
+def _accuracy(model, images, labels, dev, module=None, removed=(), batch_size=1000,
+              dtype: torch.dtype | None = None, memory_format=torch.contiguous_format) -> float:
+    """Top-1 accuracy with the units `removed` of `module`'s output zeroed, under autocast to
+    `dtype` (None: fp32) with inputs in `memory_format`."""
     removed = list(removed)
     h = None
     if module is not None and removed:
@@ -243,7 +246,9 @@ def _accuracy(model, images, labels, dev, module=None, removed=(), batch_size=10
     try:
         correct = 0
         for s in range(0, len(images), batch_size):
-            out = model.net(model.to_input(images[s:s + batch_size], dev))
+            x = model.to_input(images[s:s + batch_size], dev).contiguous(memory_format=memory_format)
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = model.net(x)
             correct += int((out.argmax(1).cpu() == labels[s:s + batch_size]).sum())
     finally:
         if h is not None:
@@ -283,16 +288,17 @@ def curve_passes(n: int, points: int = 12) -> int:
 
 
 def pruning_curve(model, images, labels, dev, module, order: list[int], tolerance: float, points: int = 12,
-                  base: float | None = None, batch_size: int = 1000) -> dict:
+                  base: float | None = None, batch_size: int = 1000, **mode) -> dict:
     """Accuracy with the first k units of `order` zeroed, on a grid of k, refined by bisection
     around the largest k whose accuracy stays within `tolerance` of the unpruned network's
-    (`base`: that accuracy on these images, if already known; measured otherwise)."""
+    (`base`: that accuracy on these images, if already known; measured otherwise). `mode`: the
+    passes' `dtype` and `memory_format` (`_accuracy`)."""
     n = len(order)
     cache: dict[int, float] = {} if base is None else {0: base}
 
     def acc(k):
         if k not in cache:
-            cache[k] = _accuracy(model, images, labels, dev, module, order[:k], batch_size)
+            cache[k] = _accuracy(model, images, labels, dev, module, order[:k], batch_size, **mode)
         return cache[k]
 
     base = acc(0)
@@ -503,12 +509,30 @@ def _layer_analysis(j: int, layer: dict, st: _Stats, n: int, labels, bank_index,
 
 class _PruneBudget:
     """Pruning curves of the layers in units.json order while a budget of forward passes over the
-    pruning images lasts (None: no budget); the unpruned accuracy is measured once."""
+    pruning images lasts (None: no budget); the unpruned accuracy is measured once. The passes run
+    under autocast to `precision` (`fp32`, `bf16`) and, where the network takes them, on
+    channels_last inputs (the network is converted for them and back by `finish`)."""
 
-    def __init__(self, model, images, labels, dev, budget: int | None, tolerance: float, batch_size: int):
+    def __init__(self, model, images, labels, dev, budget: int | None, tolerance: float, batch_size: int,
+                 precision: str):
         self.model, self.images, self.labels, self.dev = model, images, labels, dev
         self.budget, self.tolerance, self.batch_size = budget, tolerance, batch_size
         self.passes, self.base, self.skipped = 0, None, False
+        self.mode: dict | None = None
+        self.precision = precision
+
+    def _mode(self) -> dict:
+        if self.mode is None:
+            nhwc = self.model.use_channels_last(self.dev) is None
+            self.mode = {"dtype": torch.bfloat16 if self.precision == "bf16" else None,
+                         "memory_format": torch.channels_last if nhwc else torch.contiguous_format}
+        return self.mode
+
+    def finish(self) -> dict:
+        """The network back in its contiguous format; the passes' mode, for probe.json."""
+        self.model.net.to(memory_format=torch.contiguous_format)
+        return {"precision": self.precision,
+                "channels_last": bool(self.mode and self.mode["memory_format"] == torch.channels_last)}
 
     def curve(self, module: nn.Module, nu: int, relu_mean: np.ndarray, corr: np.ndarray) -> dict:
         """The entry keys `pruning` (and `pruning_skipped` once the budget is spent)."""
@@ -517,13 +541,14 @@ class _PruneBudget:
             self.skipped = True
             return {"pruning": None, "pruning_skipped": f"budget of {self.budget} passes spent"}
         if self.base is None:
-            self.base = _accuracy(self.model, self.images, self.labels, self.dev, batch_size=self.batch_size)
+            self.base = _accuracy(self.model, self.images, self.labels, self.dev, batch_size=self.batch_size,
+                                  **self._mode())
             self.passes += 1
         # importance: how much the unit fires (after ReLU), discounted by how well another unit
         # already carries the same signal; dead units (0) go first
         order = prune_order(relu_mean, corr)
         curve = pruning_curve(self.model, self.images, self.labels, self.dev, module, order, self.tolerance,
-                              base=self.base, batch_size=self.batch_size)
+                              base=self.base, batch_size=self.batch_size, **self._mode())
         self.passes += len(curve["removed"]) - 1
         return {"pruning": curve}
 
@@ -558,13 +583,14 @@ def _first_conv(model: LoadedModel) -> tuple[dict, dict | None]:
 def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device: str = "auto", *,
           top_k: int, samples: int, corr_threshold: float = 0.9, prune_images: int | None = None,
           prune_tolerance: float = 0.005, histogram_images: int | None = None, prune_passes: int | None = None,
-          batch_size: int = 500, bins: int = 30) -> dict:
+          prune_precision: str = "fp32", batch_size: int = 500, bins: int = 30) -> dict:
     """Probe `model` with the prepared test set in `data_dir` (module docstring): one activation
     pass, then small analyses per layer. None for prune_images / histogram_images: every test
-    image; for prune_passes: no budget (the workflow passes the config's values,
-    workflow/schemas/config.schema.yaml `probe`)."""
+    image; for prune_passes: no budget. prune_precision: `auto`, `fp32` or `bf16` (the workflow
+    passes the config's values, workflow/schemas/config.schema.yaml `probe`)."""
     _check_options(top_k, samples, prune_images, histogram_images, prune_passes)
     dev = resolve_device(device)
+    precision = resolve_precision(prune_precision, dev, "probe.prune_precision")
     model.to(dev)
     net = model.net
     net.eval()
@@ -582,7 +608,8 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     conv_names = [layer.get("module") or layer["name"] for layer in layers if layer["kind"] == "conv"]
     rfs = receptive_fields(net, conv_names, tuple(model.input_shape))
     n_prune = min(prune_images or n, n)
-    pruner = _PruneBudget(model, images[:n_prune], labels[:n_prune], dev, prune_passes, prune_tolerance, bs)
+    pruner = _PruneBudget(model, images[:n_prune], labels[:n_prune], dev, prune_passes, prune_tolerance, bs,
+                          precision)
     summary_layers = []
     for j, layer in enumerate(layers):
         entry, layer_arrays, relu_mean, corr = _layer_analysis(j, layer, seen.stats[j], n, labels, bank_index,
@@ -595,6 +622,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
         if layer["kind"] in ("conv", "dense") and layer["units"] > 1:
             entry.update(pruner.curve(mods[j], layer["units"], relu_mean, corr))
         summary_layers.append(entry)
+    prune_mode = pruner.finish()
     # samples, saliency, first-layer weights
     arrays[SAMPLE_IMAGES] = images[seen.sample_idx].numpy()
     sal, sal_class = saliency(model, images[seen.sample_idx], dev)
@@ -605,6 +633,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     arrays.update(conv_arrays)
     summary = {"n_test": n, "test_accuracy": seen.accuracy, "top_k": k, "samples": samples_meta,
                "prune_images": int(n_prune), "prune_passes": {"budget": prune_passes, "used": pruner.passes},
+               "prune_mode": prune_mode,
                "histogram_images": int(hist_n), "batch_size": bs, "layers": summary_layers,
                "first_layer": first_layer, "device": str(dev)}
     _write_outputs(Path(out_dir), summary, arrays, summary_layers, samples_meta)

@@ -63,7 +63,8 @@ def check_probe_args(a) -> None:
     check_schema_flags("probe", {"--top-k": ("top_k", a.top_k), "--samples": ("samples", a.samples),
                                  "--histogram-images": ("histogram_images", a.histogram_images),
                                  "--prune-images": ("prune_images", a.prune_images),
-                                 "--prune-passes": ("prune_passes", a.prune_passes)})
+                                 "--prune-passes": ("prune_passes", a.prune_passes),
+                                 "--prune-precision": ("prune_precision", a.prune_precision)})
     check_number("--corr-threshold", a.corr_threshold, -1, 1)
     check_number("--prune-tolerance", a.prune_tolerance, 0, 1)
 

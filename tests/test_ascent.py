@@ -145,12 +145,11 @@ def test_bad_arguments(net):
 def test_channels_last_falls_back_where_the_forward_cannot_take_nhwc(capsys):
     """A user's forward that calls `.view` on a conv output fails on NHWC tensors: the ascent then
     runs contiguous (and says so) instead of failing; a plain network keeps channels_last."""
-    from types import SimpleNamespace
-
     import torch
     from torch import nn
 
     from featviz.ascent_job import channels_last_works
+    from featviz.model import LoadedModel
 
     class Viewing(nn.Module):
         def __init__(self):
@@ -162,7 +161,7 @@ def test_channels_last_falls_back_where_the_forward_cannot_take_nhwc(capsys):
             return self.fc(self.conv(x).view(x.size(0), -1))
 
     def model(net):
-        return SimpleNamespace(net=net, input_shape=(1, 6, 6), normalize=lambda v: v)
+        return LoadedModel(net, ["a", "b", "c"], (1, 6, 6), [0.0], [1.0])
 
     plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     assert channels_last_works(model(plain), torch.device("cpu"), True)

@@ -149,6 +149,29 @@ def test_histogram_subset_and_pruning_budget(run, tmp_path):
     assert s["prune_passes"]["used"] <= budget
 
 
+def test_pruning_passes_in_bf16_and_channels_last(run, tmp_path):
+    """probe.prune_precision: the curves' passes under bf16 autocast on channels_last inputs give
+    a curve of the same shape from the same base within bf16's noise; the network is handed back
+    contiguous (saliency and anything after it run as before), and probe.json says which mode ran."""
+    model = load_model(run / "model")
+    units = json.loads((run / "units.json").read_text())
+    kw = dict(top_k=2, samples=1, prune_images=100, histogram_images=50)
+    fp32 = probe(model, units, run.parent / "data" / run.name, tmp_path / "a", "cpu", **kw)
+    bf16 = probe(model, units, run.parent / "data" / run.name, tmp_path / "b", "cpu", prune_precision="bf16", **kw)
+    assert fp32["prune_mode"] == {"precision": "fp32", "channels_last": True}
+    assert bf16["prune_mode"] == {"precision": "bf16", "channels_last": True}
+    assert all(p.is_contiguous() for p in model.net.parameters())
+    assert bf16["test_accuracy"] == fp32["test_accuracy"]  # the activation pass stays fp32
+    for a, b in zip(fp32["layers"], bf16["layers"]):
+        assert (a["per_unit"], a.get("receptive_field")) == (b["per_unit"], b.get("receptive_field"))
+        if a.get("pruning"):
+            pa, pb = a["pruning"], b["pruning"]
+            assert pa["units"] == pb["units"] and pb["accuracy"][0] == pytest.approx(pa["accuracy"][0], abs=0.03)
+    with pytest.raises(FeatvizError, match="probe.prune_precision: unknown precision 'fp16'"):
+        probe(model, units, run.parent / "data" / run.name, tmp_path / "c", "cpu", prune_precision="fp16", **kw)
+    assert not (tmp_path / "c").exists()
+
+
 def test_the_default_budget_covers_the_quick_mnist_network():
     import yaml
 

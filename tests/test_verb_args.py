@@ -72,6 +72,7 @@ CASES = [
     (lambda m, d: _probe(m, d, "--prune-passes", "-1"), "--prune-passes: -1 is less than the minimum of 0"),
     (lambda m, d: _probe(m, d, "--corr-threshold", "nan"), "--corr-threshold: nan is not a number"),
     (lambda m, d: _probe(m, d, "--prune-tolerance", "-0.1"), "--prune-tolerance: -0.1 is not a number >= 0"),
+    (lambda m, d: _probe(m, d, "--prune-precision", "fp16"), "--prune-precision: 'fp16' is not one of"),
     (lambda m, d: _search(m, "--seed", "-1"), "--seed: -1 is less than the minimum of 0"),
     (lambda m, d: _search(m, "--units", "-1"), "--units: -1 is not an integer >= 0"),
     (lambda m, d: ["transfer", "--results", m, "--out", m / "t.json", "--samples", "0"], "--samples: 0 is not an integer >= 1"),

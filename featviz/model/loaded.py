@@ -38,6 +38,20 @@ class LoadedModel:
         self.net.to(device)
         return self
 
+    def use_channels_last(self, device) -> str | None:
+        """Convert the network to channels_last (NHWC) and return None where its forward pass runs
+        on NHWC inputs; else leave it contiguous and return why not (a user's forward that calls
+        `.view` on a conv output, `x.view(x.size(0), -1)`, fails on them)."""
+        x = torch.zeros((1, *self.input_shape), device=device).contiguous(memory_format=torch.channels_last)
+        self.net.to(memory_format=torch.channels_last)
+        try:
+            with torch.no_grad():
+                self.net(self.normalize(x))
+            return None
+        except RuntimeError as exc:
+            self.net.to(memory_format=torch.contiguous_format)
+            return " ".join(str(exc).split())[:120]
+
     def batch_for(self, batch_size: int | None) -> int:
         """Images per inference batch: the caller's, else 1000 up to ~45x45 px inputs and fewer above
         (2 million input pixels a batch: 39 at 224 px, where 1000 images through a resnet50 held 11 GB)."""

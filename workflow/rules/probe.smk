@@ -38,5 +38,5 @@ rule probe:
         "featviz probe --model results/{wildcards.run}/model --units {input.units} --data {params.data} "
         "--top-k {params.probe[top_k]} --samples {params.probe[samples]} "
         "--histogram-images {params.probe[histogram_images]} --prune-images {params.probe[prune_images]} "
-        "--prune-passes {params.probe[prune_passes]} "
+        "--prune-passes {params.probe[prune_passes]} --prune-precision {params.probe[prune_precision]} "
         "--device {params.device} {params.trust} --out results/{wildcards.run}/probe > {log} 2>&1"
