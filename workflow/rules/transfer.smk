@@ -24,7 +24,9 @@ rule transfer_train:
         "results/{run}/logs/transfer_train.log",
     benchmark:
         "results/{run}/benchmarks/transfer_train.tsv"
-    threads: 4
+    # one core, beside the ascent jobs (one core each): the second model only scores the class
+    # images, and small-batch CPU training scales below 2x on 2 threads (docs/scale-out.md)
+    threads: 1
     # right after the run's own model (priority 2): the jobs that wait for it (transfer, match, the
     # class comparisons) are then ready early, instead of forming a serial tail at the end
     priority: 1
