@@ -44,6 +44,9 @@ KIND = {"conv1": "conv", "conv2": "conv", "fc1": "dense", "fc2": "dense", "outpu
 
 
 RECIPE = "hvass"
+MODE = {"precision": "fp32", "channels_last": False}
+MODES = {"fp32": {"precision": "fp32", "channels_last": False},
+         "bf16-cl": {"precision": "bf16", "channels_last": True}}
 
 
 def run_job(net, layer, units, steps):
@@ -51,7 +54,7 @@ def run_job(net, layer, units, steps):
     ov = {"steps": steps, "class_steps": steps, "robustness_samples": 0, "snapshots": 0,
           "dead_retries": 0}
     t = time.perf_counter()
-    visualize(net, lay, units, KIND[layer], (1, 28, 28), recipe=RECIPE, overrides=ov)
+    visualize(net, lay, units, KIND[layer], (1, 28, 28), recipe=RECIPE, overrides=ov, **MODE)
     return time.perf_counter() - t
 
 
@@ -96,15 +99,23 @@ def matmul_peak(n=2048, reps=3, trials=5):
 def kernel_ceiling(net, layer, batch, reps=50):
     """GFLOP/s of the net's own conv/linear kernels up to ``layer`` alone: one forward and the
     gradient w.r.t. the input of a batch, nothing of the engine (no transforms, step rule or
-    bookkeeping). What the engine could reach at best with PyTorch's kernels on this CPU."""
+    bookkeeping). What the engine could reach at best with PyTorch's kernels on this CPU, in the
+    execution mode the engine is timed in (bf16 autocast and channels_last for ``--mode bf16-cl``)."""
     stop = None if layer == "output" else layer
     names = [n for n, _ in net.named_children()]
     upto = names[: names.index(stop) + 1] if stop else names
     body = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in upto))
-    x = torch.rand(batch, 1, 28, 28, requires_grad=True)
+    x = torch.rand(batch, 1, 28, 28)
+    if MODE["channels_last"]:
+        body = body.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    bf16 = MODE["precision"] == "bf16"
 
     def step():
-        (g,) = torch.autograd.grad(body(x).sum(), x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = body(x)
+        (g,) = torch.autograd.grad(out.float().sum(), x)
         return g
 
     for _ in range(5):
@@ -112,7 +123,10 @@ def kernel_ceiling(net, layer, batch, reps=50):
     t = time.perf_counter()
     for _ in range(reps):
         step()
-    return batch * reps / (time.perf_counter() - t)
+    rate = batch * reps / (time.perf_counter() - t)
+    if MODE["channels_last"]:
+        body.to(memory_format=torch.contiguous_format)
+    return rate
 
 
 def transforms_alone(batch, reps=30):
@@ -144,7 +158,8 @@ def seed_style(layer, units, steps):
     t = time.perf_counter()
     for u in units:
         subprocess.run([sys.executable, os.path.abspath(__file__), "--one", layer, str(u), "--steps", str(steps),
-                        "--threads", str(torch.get_num_threads())],
+                        "--threads", str(torch.get_num_threads()), "--recipe", RECIPE,
+                        "--mode", next(k for k, v in MODES.items() if v == MODE)],
                        check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
 
@@ -158,10 +173,14 @@ def main():
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads for every timing, peak included (0 = torch default)")
     ap.add_argument("--recipe", default="hvass", help="the recipe timed (lucid: FFT image, Lucid's transforms)")
+    ap.add_argument("--mode", default="fp32", choices=sorted(MODES),
+                    help="execution mode of the engine and of the kernels-alone ceiling (bf16-cl: bf16 autocast "
+                         "and channels_last, the default `auto` mode on a CPU with native bf16)")
     ap.add_argument("--one", nargs=2, metavar=("LAYER", "UNIT"))
     a = ap.parse_args()
     global RECIPE
     RECIPE = a.recipe
+    MODE.update(MODES[a.mode])
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     if a.one:
@@ -171,7 +190,7 @@ def main():
     n_units = {"conv1": 16, "conv2": 36, "fc1": 128, "fc2": 10, "output": 10}[a.layer]
     units = list(range(n_units))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, layer {a.layer}, "
-          f"{n_units} units, {a.steps} steps, recipe {RECIPE}")
+          f"{n_units} units, {a.steps} steps, recipe {RECIPE}, mode {a.mode}")
     run_job(net, a.layer, units[:2], 2)  # warm-up
     peak = matmul_peak()
     batched = min(run_job(net, a.layer, units, a.steps) for _ in range(5))

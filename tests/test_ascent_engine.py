@@ -174,12 +174,13 @@ def test_batched_jitter_equals_per_element_crops():
     element's own offsets, and the gradient of a plain crop: nothing leaks between elements."""
     x = torch.rand(4, 3, 9, 7, requires_grad=True)
     d = 2
-    y = transforms._jitter(x, d, [torch.Generator().manual_seed(i) for i in range(4)], 0.5)
+    offsets = np.array([[0, 4], [2, 2], [4, 0], [1, 3]])
+    y = transforms._jitter(x, d, offsets, 0.5)
     weights = torch.randn(y.shape)
     (grad,) = torch.autograd.grad((y * weights).sum(), x)
     padded = torch.nn.functional.pad(x.detach(), (d, d, d, d), value=0.5)
     for k in range(4):
-        oy, ox = (int(v) for v in torch.randint(0, 2 * d + 1, (2,), generator=torch.Generator().manual_seed(k)))
+        oy, ox = (int(v) for v in offsets[k])
         assert torch.equal(y[k], padded[k, :, oy:oy + 9, ox:ox + 7])
         expected = torch.zeros(3, 9 + 2 * d, 7 + 2 * d)
         expected[:, oy:oy + 9, ox:ox + 7] = weights[k]
@@ -419,6 +420,33 @@ def test_bf16_and_channels_last_reach_what_fp32_reaches(precision, channels_last
     np.testing.assert_allclose(runs[0].objective, base.objective, rtol=0.05, atol=0.01)
 
 
+@pytest.mark.parametrize("layers", [[OUTPUT], ["conv1"]])
+def test_bf16_reader_casts_the_weights_once_and_gives_them_back(layers):
+    """bf16 copies of the conv/linear weights stand in while the reader is open: the activations are
+    what autocast gives with the fp32 weights, and the network gets its own fp32 parameters back
+    (same objects, requires_grad restored) on exit and whenever bf16 is switched off."""
+    net = tiny(c=3, hw=16)
+    originals = [p for p in net.parameters()]
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = net(x) if layers == [OUTPUT] else net.conv1(x)
+    with torch.no_grad():
+        plain = net(x) if layers == [OUTPUT] else net.conv1(x)
+    key = layers[0]
+    with ActivationReader(net, layers, precision="bf16") as reader:
+        assert {p.dtype for p in net.parameters()} == {torch.bfloat16}
+        with torch.no_grad():
+            assert torch.equal(reader(x)[key], expected.float())
+        reader.bf16 = False  # the reported objective: fp32 again, with the fp32 weights
+        assert all(a is b for a, b in zip(net.parameters(), originals))
+        with torch.no_grad():
+            assert torch.equal(reader(x)[key], plain)
+        reader.bf16 = True
+        assert {p.dtype for p in net.parameters()} == {torch.bfloat16}
+    assert all(a is b for a, b in zip(net.parameters(), originals))
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in net.parameters())
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         ActivationReader(tiny(), ["conv1"], precision="fp8")
@@ -474,3 +502,22 @@ def test_transforms_size_and_fade():
                               transforms_fade=0.5), (28, 28))
     with pytest.raises(RecipeError, match="transforms_fade"):
         get_recipe("lucid", {"transforms_fade": 1.5})
+
+
+def test_transform_draws_are_one_call_per_element_and_cover_their_ranges():
+    """Each element's parameters come from its own generator only (one call per step), so an element
+    draws the same whatever its batch-mates; the integer and choice draws cover their whole range."""
+    specs = [{"type": "jitter", "d": 2}, {"type": "scale", "choices": [0.9, 1.0, 1.1]},
+             {"type": "rotate", "range": [-5.0, 5.0]}, {"type": "pad", "pad": 3}]
+    gens = [torch.Generator().manual_seed(i) for i in range(400)]
+    jit, sc, rot, pad = transforms.draw(specs, gens)
+    assert jit.shape == (400, 2) and set(np.unique(jit)) == {0, 1, 2, 3, 4}
+    assert set(np.unique(sc)) == {0.9, 1.0, 1.1}
+    assert rot.shape == (400,) and rot.min() >= -5.0 and rot.max() <= 5.0 and pad is None
+    alone = transforms.draw(specs, [torch.Generator().manual_seed(7)])
+    assert np.array_equal(alone[0][0], jit[7]) and alone[1][0] == sc[7] and alone[2][0] == rot[7]
+    # one call on each generator: the next draw continues right after this step's numbers
+    g = torch.Generator().manual_seed(7)
+    transforms.draw(specs, [g])
+    assert torch.equal(torch.rand(1, generator=g, dtype=torch.float64),
+                       torch.rand(5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)[4:])

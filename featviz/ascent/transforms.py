@@ -48,12 +48,38 @@ PRESETS = {
 ROBUSTNESS = [{"type": "jitter", "d": 2}, {"type": "rotate", "range": [-10.0, 10.0]}]
 
 
-def _sample(spec, gen):
-    if "choices" in spec:
-        ch = spec["choices"]
-        return float(ch[int(torch.randint(len(ch), (1,), generator=gen))])
-    lo, hi = spec["range"]
-    return float(lo + (hi - lo) * torch.rand((1,), generator=gen))
+def _width(spec) -> int:
+    """How many uniform numbers a spec draws per element: two for a jitter, one for a scale or rotation."""
+    if spec["type"] == "jitter":
+        return 2 if int(spec["d"]) > 0 else 0
+    return 1 if spec["type"] in ("scale", "rotate") else 0
+
+
+def draw(specs, gens) -> list:
+    """Every spec's random parameters, per element, from ONE call on that element's own generator
+    (k uniforms in [0, 1), k the specs' widths summed: one call per element and step instead of one
+    per spec). Per spec: an (n, 2) array of integer (row, column) offsets in [0, 2d] for a jitter, an
+    (n,) array of scales or angles (degrees), None for a pad."""
+    widths = [_width(s) for s in specs]
+    k, n = sum(widths), len(gens)
+    u = np.array([torch.rand(k, generator=g, dtype=torch.float64).tolist() for g in gens] if k else [])
+    u = u.reshape(n, k)
+    out, col = [], 0
+    for s, w in zip(specs, widths):
+        v, col = u[:, col:col + w], col + w
+        if s["type"] == "jitter":
+            span = 2 * int(s["d"]) + 1
+            out.append(np.minimum(v * span, span - 1).astype(np.int64) if w else np.zeros((n, 2), np.int64))
+        elif s["type"] in ("scale", "rotate"):
+            if "choices" in s:
+                ch = np.asarray(s["choices"], dtype=np.float64)
+                out.append(ch[np.minimum(v[:, 0] * len(ch), len(ch) - 1).astype(np.int64)])
+            else:
+                lo, hi = (float(b) for b in s["range"])
+                out.append(lo + (hi - lo) * v[:, 0])
+        else:
+            out.append(None)
+    return out
 
 
 class Compose:
@@ -93,16 +119,7 @@ class Compose:
         order as `stepwise`. The one difference: content an intermediate step would have pushed off
         its canvas and a later step brought back is kept (with Lucid's 12 px pad first, never)."""
         n, _, h0, w0 = x.shape
-        draws = []  # per spec, per element: the random parameters, drawn as stepwise draws them
-        for s in self.specs:
-            if s["type"] == "jitter":
-                d = int(s["d"])
-                draws.append([torch.randint(0, 2 * d + 1, (2,), generator=g).tolist() if d > 0 else [0, 0]
-                              for g in gens])
-            elif s["type"] in ("scale", "rotate"):
-                draws.append([_sample(s, g) for g in gens])
-            else:
-                draws.append(None)
+        draws = draw(self.specs, gens)  # the same random numbers stepwise draws
         if strength <= 0.0:
             return x  # the identity, exactly (the draws above keep the generators in step)
         # canvas size after each step (pad grows it; the rest keep it), then the centre fit's offset
@@ -117,10 +134,10 @@ class Compose:
         t = np.tile([_fit_offset(w, ow), _fit_offset(h, oh)], (n, 1)) * strength
         for s, dr in zip(reversed(self.specs), reversed(draws)):
             if s["type"] == "jitter":
-                oyx = (np.asarray(dr, dtype=np.float64) - int(s["d"])) * strength  # (n, 2): rows, cols
+                oyx = (dr - int(s["d"])) * strength  # (n, 2): rows, cols
                 t = t + oyx[:, ::-1]
             elif s["type"] in ("scale", "rotate"):
-                v = np.asarray(dr, dtype=np.float64)
+                v = dr
                 sc, ang = ((v ** strength, np.zeros(n)) if s["type"] == "scale"
                            else (np.ones(n), np.radians(v * strength)))
                 c, sn = np.cos(ang) / sc, np.sin(ang) / sc
@@ -135,6 +152,7 @@ class Compose:
 
     def stepwise(self, x: torch.Tensor, gens) -> torch.Tensor:
         """The pipeline one step at a time (the reference `fused` is tested against)."""
+        draws = draw(self.specs, gens)
         i = 0
         while i < len(self.specs):
             s = self.specs[i]
@@ -142,19 +160,18 @@ class Compose:
                 p = int(s["pad"])
                 x = F.pad(x, (p, p, p, p), mode="constant", value=float(s.get("value", 0.5)))
             elif s["type"] == "jitter":
-                x = _jitter(x, int(s["d"]), gens, float(s.get("value", 0.5)))
+                x = _jitter(x, int(s["d"]), draws[i], float(s.get("value", 0.5)))
             else:  # consecutive scale/rotate specs fuse into one resampling
-                scales = [1.0] * len(gens)
-                angles = [0.0] * len(gens)
+                scales = np.ones(len(gens))
+                angles = np.zeros(len(gens))
                 while i < len(self.specs) and self.specs[i]["type"] in ("scale", "rotate"):
                     s = self.specs[i]
-                    for k, g in enumerate(gens):
-                        if s["type"] == "scale":
-                            scales[k] *= _sample(s, g)
-                        else:
-                            angles[k] += _sample(s, g)
+                    if s["type"] == "scale":
+                        scales = scales * draws[i]
+                    else:
+                        angles = angles + draws[i]
                     i += 1
-                x = _affine(x, scales, angles, float(s.get("value", 0.5)))
+                x = _affine(x, scales.tolist(), angles.tolist(), float(s.get("value", 0.5)))
                 continue
             i += 1
         return _center_fit(x, self.out_hw, 0.5)
@@ -168,17 +185,17 @@ def _fit_offset(size: int, out: int) -> float:
     return pad / 2 - pad // 2
 
 
-def _jitter(x, d, gens, value):
-    """Shift element k by its own (oy, ox) in [0, 2d]² of the padded image: one gather for the
-    whole batch (per-element slices cost a full-batch gradient each in backward)."""
+def _jitter(x, d, offsets, value):
+    """Shift element k by its own (oy, ox) = ``offsets[k]`` in [0, 2d]² of the padded image: one gather
+    for the whole batch (per-element slices cost a full-batch gradient each in backward)."""
     if d <= 0:
         return x
     h, w = x.shape[-2:]
     xp = F.pad(x, (d, d, d, d), mode="constant", value=value)
-    offsets = torch.stack([torch.randint(0, 2 * d + 1, (2,), generator=g) for g in gens]).to(x.device)
+    offsets = torch.as_tensor(np.asarray(offsets), dtype=torch.long, device=x.device)
     rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (N, h)
     cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # (N, w)
-    batch = torch.arange(len(gens), device=x.device)[:, None, None, None]
+    batch = torch.arange(len(offsets), device=x.device)[:, None, None, None]
     channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return xp[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]  # (N, C, h, w)
 
