@@ -1,10 +1,13 @@
 """featviz's ascent against its peer, torch-lucent 0.1.8 (Lucid for PyTorch), on the same trained
-networks, units and steps, in one process, alternating order (ABBA), same threads.
+networks, units and steps, in one process, alternating order (ABBA), same threads; each tool's time is the
+fastest of its runs (`--stat min`: on a shared machine load only adds time, and so does the allocator's
+warm-up in the first run after the other tool's), or their median (`--stat median`).
 
     pip install --no-deps torch-lucent==0.1.8 kornia decorator kornia_rs   # for this benchmark only
     python benchmarks/bench_peer.py --model results/mnist-*/model --layers conv2 fc1 classes --steps 512
     python benchmarks/bench_peer.py --model results/tv-resnet18-cifar10-*/model --layers layer2.0.conv2 classes --steps 256
     python benchmarks/bench_peer.py ... --modes fp32 bf16-cl --threads 1 --clock cpu   # featviz's modes, CPU time
+    python benchmarks/bench_peer.py ... --steps 512 --featviz-steps 128   # featviz's time to Lucent's objective
 
 featviz runs its `lucid` recipe (FFT parameterization, decorrelated colour, Lucid's standard
 transforms, Adam 0.05), stopping the forward pass at the target layer; Lucent runs `render_vis`
@@ -13,6 +16,10 @@ scale the image; featviz's crop back too), its FFT image parameterization (decor
 and the same Adam learning rate, the network wrapped with the model's input normalization. Both
 images are then scored the same way: the clean objective (the unit's mean activation for a conv
 channel, its value for a dense unit or class logit) on the final image, without transforms.
+
+Lucent's `render_vis` leaves a forward hook on every module after it returns (it never closes its
+`ModuleHook`s); the benchmark removes them after each Lucent run, else every later run of either tool
+(on the same network) would pay for them: before this, featviz's runs after Lucent's were slowed by them.
 
 Two shims, both for Lucent only and stated here: torch-lucent imports IPython for notebook display
 (a stub module stands in: nothing is displayed), and calls kornia's pre-0.5 top-level names
@@ -78,6 +85,9 @@ def clean_objective(model, layer, kind, units, images: np.ndarray) -> np.ndarray
 MODES = {"fp32": ("fp32", False), "fp32-cl": ("fp32", True), "bf16-cl": ("bf16", True)}
 
 
+STAT = {"min": min, "median": np.median}
+
+
 def clock(kind: str) -> float:
     """Wall time, or this process's CPU time (all its threads: less sensitive to other load)."""
     return time.perf_counter() if kind == "wall" else time.process_time()
@@ -112,11 +122,21 @@ def run_lucent(lucent, model, layer, kind, units, steps, wrapped, names, clock_k
 
     tf = list(transform.standard_transforms) + [crop]
     opt = lambda params: torch.optim.Adam(params, lr=5e-2)  # noqa: E731
+    before = {m: set(m._forward_hooks) for m in wrapped.modules()}
     t = clock(clock_kind)
     images = render.render_vis(wrapped, objective, param_f, optimizer=opt, transforms=tf, thresholds=(steps,),
                                preprocess=False, progress=False, show_image=False, fixed_image_size=(h, w))
     wall = clock(clock_kind) - t
+    remove_new_hooks(wrapped, before)
     return wall, np.transpose(images[-1], (0, 3, 1, 2))
+
+
+def remove_new_hooks(net: nn.Module, before: dict) -> None:
+    """Lucent's render_vis hooks every module and never removes its hooks: take them off after its run, so
+    that neither featviz's runs nor the next Lucent run pay for (and keep activations alive through) them."""
+    for m in net.modules():
+        for key in [k for k in m._forward_hooks if k not in before.get(m, ())]:
+            del m._forward_hooks[key]
 
 
 def main() -> None:
@@ -125,10 +145,15 @@ def main() -> None:
     p.add_argument("--layers", nargs="+", required=True, help="layers to compare (`classes` for the class logits)")
     p.add_argument("--units", type=int, default=32, help="units per layer (the first N)")
     p.add_argument("--steps", type=int, default=512)
+    p.add_argument("--featviz-steps", type=int, default=None,
+                   help="featviz's steps, when fewer than Lucent's --steps (time to Lucent's objective); default: the same")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=1, help="ABBA rounds (each runs both twice)")
     p.add_argument("--modes", nargs="+", default=["fp32"], choices=sorted(MODES),
                    help="featviz execution modes to run (each against the same Lucent runs)")
+    p.add_argument("--stat", choices=sorted(STAT), default="min",
+                   help="each tool's time: the fastest of its runs (default: load and the allocator's warm-up "
+                        "after the other tool's run only ever add time) or their median")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time, or the process's CPU time (use with --threads 1 on a loaded machine)")
     a = p.parse_args()
@@ -146,9 +171,10 @@ def main() -> None:
     final = [n for n, m in model.net.named_modules() if isinstance(m, nn.Linear)][-1]
     names["classes"] = "net_" + final.replace(".", "_")
     load = os.getloadavg()
-    print(f"model {a.model}: input {tuple(model.input_shape)}; {a.steps} steps; {a.threads} threads; "
+    steps = f"{a.steps} steps" if not a.featviz_steps else f"{a.featviz_steps} steps featviz, {a.steps} Lucent"
+    print(f"model {a.model}: input {tuple(model.input_shape)}; {steps}; {a.threads} threads; "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"featviz modes {', '.join(a.modes)}; {a.clock} clock")
+    print(f"featviz modes {', '.join(a.modes)}; {a.clock} clock; {a.stat} of {2 * a.rounds} runs per tool")
     print(f"{'layer':<18}{'mode':>9}{'units':>6}{'featviz s':>11}{'lucent s':>10}{'speed-up':>10}"
           f"{'featviz obj':>13}{'lucent obj':>12}")
     totals = {m: 0.0 for m in a.modes}
@@ -166,14 +192,14 @@ def main() -> None:
                 if who == "lucent":
                     wall, im = run_lucent(lucent, model, name, kind, units, a.steps, wrapped, names, a.clock)
                 else:
-                    wall, im = run_featviz(model, name, kind, units, a.steps, who, a.clock)
+                    wall, im = run_featviz(model, name, kind, units, a.featviz_steps or a.steps, who, a.clock)
                 walls[who].append(wall)
                 imgs[who] = im
-        lu = float(np.median(walls["lucent"]))
+        lu = float(STAT[a.stat](walls["lucent"]))
         ol = clean_objective(model, name, kind, units, imgs["lucent"]).mean()
         total_l += lu
         for mode in a.modes:
-            f = float(np.median(walls[mode]))
+            f = float(STAT[a.stat](walls[mode]))
             of = clean_objective(model, name, kind, units, imgs[mode]).mean()
             totals[mode] += f
             print(f"{name:<18}{mode:>9}{len(units):>6}{f:>11.2f}{lu:>10.2f}{lu / f:>9.2f}x{of:>13.3f}{ol:>12.3f}")
