@@ -157,12 +157,21 @@ def main() -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time, or the process's CPU time (use with --threads 1 on a loaded machine)")
     a = p.parse_args()
+    for flag, v in (("--steps", a.steps), ("--featviz-steps", a.featviz_steps), ("--units", a.units),
+                    ("--threads", a.threads), ("--rounds", a.rounds)):
+        if v is not None and v < 1:
+            p.error(f"{flag} must be at least 1, not {v}")
     torch.set_num_threads(a.threads)
     from featviz.model import load_model
     from featviz.units import enumerate_units
 
+    from featviz.errors import FeatvizError
+
     lucent = import_lucent()
-    model = load_model(Path(a.model))
+    try:
+        model = load_model(Path(a.model))
+    except FeatvizError as exc:
+        sys.exit(f"bench_peer: {exc}")
     model.net.eval()
     info = enumerate_units(model.net, tuple(model.input_shape), model.classes)
     layers = {layer["name"]: layer for layer in info["layers"]}
