@@ -19,7 +19,8 @@ channel, its value for a dense unit or class logit) on the final image, without 
 
 Lucent's `render_vis` leaves a forward hook on every module after it returns (it never closes its
 `ModuleHook`s); the benchmark removes them after each Lucent run, else every later run of either tool
-(on the same network) would pay for them: before this, featviz's runs after Lucent's were slowed by them.
+on the same network would pay for them (a Python call per module and forward pass, and the last
+activations kept alive).
 
 Two shims, both for Lucent only and stated here: torch-lucent imports IPython for notebook display
 (a stub module stands in: nothing is displayed), and calls kornia's pre-0.5 top-level names
@@ -162,10 +163,9 @@ def main() -> None:
         if v is not None and v < 1:
             p.error(f"{flag} must be at least 1, not {v}")
     torch.set_num_threads(a.threads)
+    from featviz.errors import FeatvizError
     from featviz.model import load_model
     from featviz.units import enumerate_units
-
-    from featviz.errors import FeatvizError
 
     lucent = import_lucent()
     try:
