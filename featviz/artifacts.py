@@ -181,6 +181,9 @@ def read_prepared(data_dir: str | Path, split: str, **load_kwargs):
         raise _bad("prepared dataset file", path, "no class names", REMAKE_DATA)
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(s.classes)):
         raise _bad("prepared dataset file", path, "a label is not a class index", REMAKE_DATA)
+    if len(labels) == 0 and split == "train" and info is not None and info.get("n_train") == 0:
+        raise FeatvizError(f"the dataset of {data_dir} has no training images (its image folder has test/ only): "
+                           f"a network can be imported for it, not trained")
     if len(labels) == 0:
         raise FeatvizError(f"prepared dataset file {path} holds no images: {REMAKE_DATA}")
     return s

@@ -26,30 +26,46 @@ def check_sections(dataset: str = "imagefolder", **sections) -> None:
 
 
 def _check_model(where: str, model: dict) -> None:
-    """One way to name the network: a preset, a layer list or a torchvision architecture."""
+    """One way to name the network: a preset, a layer list or a torchvision or timm architecture."""
     from .model import PRESETS
-    from .model.torchvision_archs import build_kwargs, check_name
+    from .model.architecture import ZOOS
 
-    given = [k for k in ("preset", "layers", "torchvision") if model.get(k)]
+    given = [k for k in ("preset", "layers", "torchvision", "timm") if model.get(k)]
     if len(given) > 1:
-        raise FeatvizError(f"{where}.model: give one of preset, layers or torchvision, not {' and '.join(given)}")
-    if model.get("torchvision"):
-        check_name(model["torchvision"], f"{where}.model.torchvision")
+        raise FeatvizError(f"{where}.model: give one of preset, layers, torchvision or timm, not {' and '.join(given)}")
+    zoo = next((z for z in ZOOS if model.get(z)), None)
+    if zoo:
+        ZOOS[zoo].check_name(model[zoo], f"{where}.model.{zoo}")
         try:
-            build_kwargs(model["torchvision"], model.get("kwargs"))
+            ZOOS[zoo].build_kwargs(model[zoo], model.get("kwargs"))
         except FeatvizError as exc:
             raise FeatvizError(f"{where}.{exc}") from None
     else:
         for key in ("kwargs", "weights"):
             if model.get(key):
-                raise FeatvizError(f"{where}.model.{key}: only for a torchvision architecture (model.torchvision)")
-        if model.get("class_names") == "imagenet":
-            raise FeatvizError(f"{where}.model.class_names: imagenet is for torchvision architectures")
+                raise FeatvizError(f"{where}.model.{key}: only for an architecture by name (model.torchvision or "
+                                   f"model.timm)")
+    imported = bool(model.get("import") or model.get("weights"))
+    if isinstance(model.get("class_names"), list) and not imported:
+        raise FeatvizError(f"{where}.model.class_names: a list of output names is for an imported network "
+                           f"(a network featviz trains has one output per dataset class)")
+    _check_normalization(where, model.get("import") or {})
     if model.get("weights") and model.get("import"):
-        raise FeatvizError(f"{where}.model: give weights (torchvision's pretrained) or import (your file), not both")
-    if not model.get("import") and not model.get("layers") and not model.get("torchvision") \
-            and model.get("preset") not in PRESETS:
+        raise FeatvizError(f"{where}.model: give weights (the zoo's pretrained) or import (your file), not both")
+    if not model.get("import") and not model.get("layers") and not zoo and model.get("preset") not in PRESETS:
         raise FeatvizError(f"{where}.model.preset: unknown preset '{model.get('preset')}' (known: {', '.join(PRESETS)})")
+
+
+def _check_normalization(where: str, imp: dict) -> None:
+    """model.import.mean/std are in [0, 1] units (featviz feeds images as x in [0, 1], then
+    (x - mean) / std): values of the 0-255 scale would make every input near zero."""
+    for key in ("mean", "std"):
+        values = imp.get(key) or []
+        if any(not 0 <= float(v) <= 1 for v in values):
+            scaled = [round(float(v) / 255, 3) for v in values]
+            hint = f" (divided by 255: {scaled})" if all(0 <= v <= 1 for v in scaled) else ""
+            raise FeatvizError(f"{where}.model.import.{key}: {list(values)} is not in [0, 1] units: featviz feeds "
+                               f"images as x in [0, 1], then (x - mean) / std{hint}")
 
 
 _BUILTIN_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32)}
@@ -62,6 +78,8 @@ def expected_input(r: dict) -> tuple[tuple[int, int, int], int] | None:
         return _BUILTIN_SHAPES[r["dataset"]], 10
     data = r.get("data") or {}
     train = Path(data["path"]) / "train"
+    if not train.is_dir():
+        train = Path(data["path"]) / "test"  # a folder for an imported network may have test/ only
     if not train.is_dir():
         return None
     classes = sorted(d for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))

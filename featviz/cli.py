@@ -72,9 +72,10 @@ def cmd_import_model(a):
 
     metrics = import_model(a.model, Path(a.data), Path(a.out), trust=a.trust_checkpoint, device=claim_device(a.device),
                            run_name=a.run)
-    imp = metrics["imported"]
-    print(f"imported {imp['path']} ({imp['format']}: {imp['how']}): test accuracy "
-          f"{metrics['final_test_accuracy']:.4f}")
+    imp, check = metrics["imported"], metrics["check_accuracy"]
+    print(f"imported {imp['path']} ({imp['format']}: {imp['how']}; {imp['file_format']}"
+          + "".join(f"; {line}" for line in imp["adapted"]) + f"): accuracy {check['accuracy']:.4f} on "
+          f"{check['images']} of {check['of']} test images (evaluate measures all of them)")
 
 
 def cmd_evaluate(a):
@@ -86,14 +87,55 @@ def cmd_evaluate(a):
     print(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images")
 
 
+def _config_run_network(path: str, name: str | None, trust: bool):
+    """(network, input shape, class names, family, targets) of one run of a config file, built from
+    its model section before any run (a checkpoint plus a class, or an architecture by name)."""
+    import yaml
+
+    from .checks import expected_input
+    from .config import load_schema, resolve_runs
+    from .import_model import config_network
+    from .model.architecture import zoo_of
+    from .schema import fill_defaults, object_schema
+
+    if not Path(path).is_file():
+        raise FeatvizError(f"config file {path} does not exist")
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    schema = load_schema()
+    if schema is not None:
+        fill_defaults(config, schema)
+        for run in config.get("runs") or []:
+            fill_defaults(run, object_schema(schema["properties"]["runs"]["items"]))
+    runs = resolve_runs(config)
+    run = next((r for r in runs if r.name == name), None) if name else runs[0]
+    if run is None:
+        raise FeatvizError(f"--run: no run named '{name}' in {path} (runs: {', '.join(r.name for r in runs)})")
+    expected = expected_input({"dataset": run.dataset, "data": run.data})
+    if expected is None:
+        raise FeatvizError(f"runs of {path}: cannot tell the input shape of run '{run.name}' before its data is "
+                           f"prepared (set data.image_size and data.channels)")
+    shape, n_classes = expected
+    net = config_network(run.model, shape, n_classes, trust)
+    family = zoo_of(run.model) or "spec"
+    with __import__("torch").no_grad():
+        n_out = int(net(__import__("torch").zeros(1, *shape)).shape[1])
+    return net, shape, [str(i) for i in range(n_out)], family, run.ascent.get("targets")
+
+
 def cmd_units(a):
     from .io import write_json
     from .model import load_model
-    from .units import enumerate_units
+    from .units import default_family, enumerate_units
 
-    model = load_model(Path(a.model), a.trust_checkpoint)
-    family = "torchvision" if model.meta.get("format") == "torchvision" else "spec"
-    units = enumerate_units(model.net, model.input_shape, model.classes, a.targets, family=family)
+    if bool(a.model) == bool(a.config):
+        raise FeatvizError("units: give --model (a model folder) or --config (a config file, before any run)")
+    if a.config:
+        net, shape, classes, family, targets = _config_run_network(a.config, a.run, a.trust_checkpoint)
+        units = enumerate_units(net, shape, classes, a.targets if a.targets is not None else targets, family=family)
+    else:
+        model = load_model(Path(a.model), a.trust_checkpoint)
+        units = enumerate_units(model.net, model.input_shape, model.classes, a.targets,
+                                family=default_family(model.meta.get("format")))
     if a.out:
         write_json(a.out, units)
     chosen = {layer["name"] for layer in units["layers"]} | {n for layer in units["layers"] for n in layer.get("aliases", [])}
@@ -104,6 +146,17 @@ def cmd_units(a):
         print(f"{e['name']:<40} {e['module_type']:<22} {e['role']:<10} {shape:<18} {'yes' if e['name'] in chosen else ''}{calls}")
     n = sum(layer["units"] for layer in units["layers"])
     print(f"{len(units['layers'])} layers selected (with the classes), {n} units")
+
+
+def cmd_select(a):
+    from .artifacts import read_units
+    from .io import write_json
+    from .selection import check_ascent
+
+    selection = check_ascent(read_units(Path(a.units)), a.ascent, a.where)
+    write_json(a.out, selection)
+    n = sum(len(us) for us in selection["layers"].values())
+    print(f"{n} units of {len(selection['layers'])} layers to visualize")
 
 
 def cmd_ascend(a):
@@ -272,8 +325,24 @@ def cmd_check_config(a):
         problem = schema_error(config, schema) if schema is not None else None
         if problem:
             raise FeatvizError(f"{path}: {problem}")
-        print(f"{path}: OK ({'YAML and schema' if schema is not None else 'YAML; schema not found'}; the "
-              f"workflow checks names, layers and units when it builds the DAG)")
+        if a.schema_only:
+            print(f"{path}: OK (YAML and schema; --schema-only: names, files, layers and units not checked)")
+            continue
+        # what the workflow checks before it builds the DAG: names, files, classes, layers and units of
+        # the networks featviz trains (an imported network's layers once it is imported: `featviz select`)
+        from .config import resolve_runs
+        from .schema import fill_defaults, object_schema
+
+        if schema is not None:
+            fill_defaults(config, schema)
+            for run in config.get("runs") or []:
+                fill_defaults(run, object_schema(schema["properties"]["runs"]["items"]))
+        try:
+            runs = resolve_runs(config)
+        except FeatvizError as exc:
+            raise FeatvizError(f"{path}: {exc}") from None
+        print(f"{path}: OK (YAML, schema, names and files; {len(runs)} runs: "
+              f"{', '.join(r.id for r in runs)})")
 
 
 def cmd_recipes(a):
@@ -354,12 +423,24 @@ def _add_evaluate(sub) -> None:
 def _add_units(sub) -> None:
     s = _verb(sub, "units", cmd_units, "list every module a model's units can be read from (with output shapes) and "
                    "write the selected layers and the classes to units.json")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", default=None, help="a model folder (results/<run>/model)")
+    s.add_argument("--config", default=None, help="or a config file: the network its run's model section names "
+                   "(before any run; with a checkpoint, its weights are loaded)")
+    s.add_argument("--run", default=None, help="with --config: the run's name (default: the first run)")
     s.add_argument("--targets", type=_json_arg, default=None,
                    help='ascent.targets: a JSON list of module names/globs, {"type": ..., "name": ...} objects or '
                         '"default" (default: the default targets)')
     s.add_argument("--out", default=None, help="units.json (omit: only list)")
     _trust(s)
+
+
+def _add_select(sub) -> None:
+    s = _verb(sub, "select", cmd_select, "check a run's ascent section (layers, units, recipes) against units.json and "
+                   "write the units each layer visualizes (selection.json)")
+    s.add_argument("--units", required=True, help="units.json")
+    s.add_argument("--ascent", type=_json_object, required=True, help="the run's ascent section (JSON)")
+    s.add_argument("--where", default="ascent", help="the config key to name in messages (runs[0].ascent)")
+    s.add_argument("--out", required=True, help="selection.json")
 
 
 def _add_ascend(sub) -> None:
@@ -509,6 +590,8 @@ def _add_check_config(sub) -> None:
     s = _verb(sub, "check-config", cmd_check_config, "check config files' YAML syntax (file and line) and the schema, "
                    "as the workflow does before it builds the DAG")
     s.add_argument("files", nargs="+", help="config.yaml files (also those you pass to snakemake --configfile)")
+    s.add_argument("--schema-only", action="store_true", help="only the YAML and the schema (no torch import, "
+                   "no file, name or layer checks)")
 
 
 def _add_recipes(sub) -> None:
@@ -517,7 +600,7 @@ def _add_recipes(sub) -> None:
 
 
 # one function per verb's subparser, in the order `featviz --help` lists them
-SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_ascend, _add_compare,
+SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_select, _add_ascend, _add_compare,
               _add_probe, _add_circuits, _add_transfer, _add_match, _add_search, _add_report, _add_index, _add_archive,
               _add_verify_archive, _add_check_config, _add_recipes)
 
@@ -532,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Verbs that only read and write files: they skip torch's import (about 2 s), which matters at the
 # end of a report, where these jobs run one after another.
-WITHOUT_TORCH = frozenset({"report", "index", "archive", "verify-archive", "check-config"})
+WITHOUT_TORCH = frozenset({"report", "index", "archive", "verify-archive"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,6 +638,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("featviz: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `featviz units ... | head`: the reader left
+        sys.stderr.close()
+        return 0
     return 0
 
 

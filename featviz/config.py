@@ -89,7 +89,7 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
     """ascent.targets / ascent.layers / ascent.units name modules, layers and units that exist in
     the network (built here, untrained, for a network featviz trains; an imported network's layers
     are only known once it is imported: the workflow checks them when units.json exists)."""
-    from .model.architecture import build_architecture, describe, is_torchvision
+    from .model.architecture import build_architecture, describe, zoo_of
     from .units import check_selection, enumerate_units
 
     shape = expected_input(r)
@@ -102,7 +102,7 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
     ascent = r.get("ascent") or {}
     try:
         units = enumerate_units(net, shape[0], [str(i) for i in range(shape[1])], ascent.get("targets"),
-                                family="torchvision" if is_torchvision(model_cfg) else "spec")
+                                family=zoo_of(model_cfg) or "spec")
     except FeatvizError as exc:
         raise FeatvizError(f"{where}.{exc}") from None
     check_selection(units, ascent, f"{where}.ascent")
@@ -134,11 +134,19 @@ def _check_run(i: int, r: dict) -> None:
         if data["resize"] < max(size):
             raise FeatvizError(f"{where}.data.resize: {data['resize']} is smaller than the crop data.image_size "
                                f"{list(size)}; resize the shorter side to at least {max(size)}")
-    if r["dataset"] == "imagefolder" and Path(data["path"], "train").is_dir():
+    imported = bool((r.get("model") or {}).get("import") or (r.get("model") or {}).get("weights"))
+    if r["dataset"] == "imagefolder":
         from .data import check_classes
 
-        check_classes(sorted(d.name for d in Path(data["path"], "train").iterdir()
-                             if d.is_dir() and not d.name.startswith(".")), f"{where}.data.path")
+        split = Path(data["path"], "train")
+        if not split.is_dir():
+            if not imported:
+                raise FeatvizError(f"{where}.data.path: {data['path']} has no train/ folder: featviz trains this run's "
+                                   f"network on train/<class>/<image> (an imported network needs only test/)")
+            split = Path(data["path"], "test")
+        if split.is_dir():
+            check_classes(sorted(d.name for d in split.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                          f"{where}.data.path")
     if data.get("source") and not Path(data["source"]).is_dir():
         raise FeatvizError(f"{where}.data.source: folder {data['source']} does not exist")
     model = r.get("model") or {}

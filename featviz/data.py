@@ -353,7 +353,10 @@ def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_f
                      resize: int | None = None) -> Split:
     path = Path(path)
     if not (path / "train").is_dir():
-        raise FeatvizError(f"data.path: {path} has no train/ folder (expected {path}/train/<class>/<image>)")
+        if not (path / "test").is_dir():
+            raise FeatvizError(f"data.path: {path} has neither a train/ nor a test/ folder (expected "
+                               f"{path}/train/<class>/<image>, and for an imported network test/<class>/<image> is enough)")
+        return _test_only(path, train, channels, size, resize)
     train_classes = _class_folders(path / "train")
     names = list(train_classes)
     check_classes(names, f"data.path: {path}/train")
@@ -382,6 +385,23 @@ def load_imagefolder(path: Path, train: bool, channels: int | None, size, test_f
     seen: dict = {}
     images = _read_images(files, channels, size, resize, seen)
     _note_mixed(path / ("train" if train or not has_test else "test"), seen, size, resize)
+    return Split(images, torch.tensor(labels, dtype=torch.int64), names)
+
+
+def _test_only(path: Path, train: bool, channels, size, resize) -> Split:
+    """A folder with test/ only (an imported network needs no training images): the train split
+    is empty, with the test split's classes."""
+    test_classes = _class_folders(path / "test")
+    names = list(test_classes)
+    first = next(iter(test_classes.values()))[0]
+    channels, size = _probe_format(first, channels, size)
+    if train:
+        return Split(torch.zeros((0, channels, *size), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), names)
+    files = [f for c in names for f in test_classes[c]]
+    labels = [i for i, c in enumerate(names) for _ in test_classes[c]]
+    seen: dict = {}
+    images = _read_images(files, channels, size, resize, seen)
+    _note_mixed(path / "test", seen, size, resize)
     return Split(images, torch.tensor(labels, dtype=torch.int64), names)
 
 
@@ -447,19 +467,20 @@ def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
                            f"({tuple(train.images.shape[1:])} vs {tuple(test.images.shape[1:])})")
     check_classes(train.classes, "dataset")
     held_out = data_cfg["dataset"] == "imagefolder" and not (Path(data_cfg["path"]) / "test").is_dir()
+    test_only = data_cfg["dataset"] == "imagefolder" and not (Path(data_cfg["path"]) / "train").is_dir()
     for name, split in (("train", train), ("test", test)):
-        if len(split.labels) == 0:
+        if len(split.labels) == 0 and not (test_only and name == "train"):
             how = " after holding out data.test_fraction" if held_out else ""
             raise FeatvizError(f"dataset: the {name} split is empty{how}; give more images "
                                f"(or a test/ folder beside train/)")
     counts = torch.bincount(train.labels, minlength=len(train.classes)).tolist()
-    lacking = [c for c, n in zip(train.classes, counts) if n == 0]
+    lacking = [] if test_only else [c for c, n in zip(train.classes, counts) if n == 0]
     if lacking:
         raise FeatvizError(f"dataset: class '{lacking[0]}' has no training images"
                            f"{' after holding out data.test_fraction' if held_out else ''}"
                            f"{' within data.limit_train' if data_cfg.get('limit_train') else ''}: "
                            f"give it more images")
-    single = [c for c, n in zip(train.classes, counts) if n == 1]
+    single = [] if test_only else [c for c, n in zip(train.classes, counts) if n == 1]
     if single:  # allowed (a demo of a few images), but said: such a class can only be memorized
         print(f"note: {len(single)} class(es) have a single training image ({', '.join(single[:5])}): the network "
               f"can only memorize it, and its test accuracy says little", flush=True)
@@ -468,7 +489,9 @@ def prepare(data_cfg: dict, data_root: Path, out_dir: Path) -> dict:
     if untested:
         print(f"note: {len(untested)} class(es) have no test images ({', '.join(untested[:5])}): their test "
               f"accuracy is not measured", flush=True)
-    mean, std = channel_stats(train.images)
+    # the normalization of a network featviz trains; a folder with test/ only serves imported networks,
+    # which bring their own (or take these, of the test images)
+    mean, std = channel_stats(train.images if len(train.labels) else test.images)
     info = {
         "dataset": data_cfg["dataset"],
         "classes": train.classes,

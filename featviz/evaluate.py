@@ -21,7 +21,7 @@ def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "a
     test = read_prepared(data_dir, "test")
     probs = model.predict(test.images, dev)
     pred = probs.argmax(1)
-    true = test.labels
+    true = model.output_labels(test.labels)
     k = len(model.classes)
     confusion = torch.zeros(k, k, dtype=torch.int64)
     confusion.index_put_((true, pred), torch.ones_like(true), accumulate=True)

@@ -2,16 +2,23 @@
 visualized and reported like one featviz trained (the formats: `featviz.model.formats`; torchvision
 architectures: `featviz.model.torchvision_archs`).
 
+A checkpoint is read as its training code saved it (featviz.model.checkpoint_files: nested
+state_dicts, legacy pickles, safetensors; featviz.model.key_fit: DataParallel/compile/Lightning
+prefixes, legacy BatchNorm), and the dataset's class folders are matched to the network's outputs by
+name (featviz.model.class_match: a folder may hold a few of a 1000-class network's classes).
+
 The imported file is copied into `results/<run>/model/model.pt` (a state_dict for `spec`,
-`torchvision` and `class`; the archive itself for `torchscript` and `export`), `model.json` records
-the format, the classes and the input the network expects (channel order, value range,
-normalization), and `metrics.json` holds the test accuracy on the configured dataset (`epochs` is
-empty). A final softmax is removed so that class images maximize the logits (seed 003); where it
-cannot be removed, model.json's `warnings` say so and the report shows it.
+`torchvision` and `class`; the archive itself for `torchscript` and `export`); `model.json` records
+the format, where the network came from and what was adapted (`imported`), its output names and
+which output each dataset class is (`classes`, `dataset_classes`, `label_to_output`), and the input
+the network expects (channel order, value range, normalization); `metrics.json` holds the accuracy
+on a sample of the test images (`check_accuracy`; evaluate measures all of them) and the import's
+time (`epochs` is empty). A final softmax is removed so that class images maximize the logits (seed
+003); where it cannot be removed, or where the network reads the images at chance level, model.json's
+`output.warnings` say so and the report shows it.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from pathlib import Path
@@ -23,72 +30,119 @@ from .checks import check_sections
 from .device import resolve_device
 from .errors import FeatvizError
 from .io import staged_files, write_json
-from .model import LoadedModel, input_description, load_state_dict, load_weights, save_model
+from .model import LoadedModel, input_description, save_model
+from .model import timm_archs
 from .model import torchvision_archs as tv
-from .model.architecture import build_architecture, check_fits, describe
-from .model.formats import build_class, from_export, from_torchscript, guard_inputs, identity, match_by_order
+from .model.architecture import ZOOS, build_architecture, build_named, check_fits, describe, zoo_of
+from .model.checkpoint import import_weights, load_state_dict
+from .model.class_match import match_classes, output_names
+from .model.formats import build_class, from_export, from_torchscript, guard_inputs, identity
 from .model.hookable import no_inplace
 from .model.logits import looks_like_probabilities, strip_softmax
 from .schema import with_defaults
 
-_WORDNET_ID = re.compile(r"^n\d{8}$")
-
-
-def class_names(choice: str, dataset_classes: list[str], n_outputs: int, torchvision: bool) -> tuple[list[str], str]:
-    """The names of the network's outputs and where they come from: the dataset's class names, or
-    torchvision's ImageNet categories (`imagenet`; `auto` picks them for a 1000-output torchvision
-    network on a dataset whose classes are WordNet IDs, ImageNet's folder names, in whose sorted
-    order torchvision's outputs are)."""
-    if choice == "dataset":
-        return list(dataset_classes), "dataset"
-    imagenet = n_outputs == 1000 and len(dataset_classes) == 1000
-    if choice == "imagenet":
-        if not imagenet:
-            raise FeatvizError(f"model.class_names: imagenet needs 1000 outputs and 1000 dataset classes "
-                               f"(the network has {n_outputs}, the dataset {len(dataset_classes)})")
-        return tv.imagenet_categories(), "imagenet"
-    if choice != "auto":
-        raise FeatvizError(f"model.class_names: unknown choice '{choice}' (known: auto, dataset, imagenet)")
-    if torchvision and imagenet and all(_WORDNET_ID.match(c) for c in dataset_classes):
-        return tv.imagenet_categories(), "imagenet"
-    return list(dataset_classes), "dataset"
+# the accuracy import-model measures itself: on an evenly spread sample of the test images, to warn
+# early of a network that cannot read them (wrong normalization, class order); evaluate measures it
+# on every test image
+CHECK_IMAGES = 500
 
 
 def _network(fmt: str, model_cfg: dict, imp: dict, path: Path | None, shape, n_classes: int, trust: bool):
-    """The imported network, weights loaded, and a line saying how it was read."""
-    how = fmt
+    """The imported network, weights loaded, a line saying how it was read, and what the checkpoint
+    was and what was adapted ({"file_format", "entry", "adapted", "architecture"})."""
+    key = imp.get("key")
     if fmt == "spec":
         net = build_architecture(describe(model_cfg), shape, n_classes)
-        load_weights(net, match_by_order(net, load_state_dict(path, trust)), path)
-    elif fmt == "torchvision" and path is None:  # torchvision's own pretrained weights
-        net, w = tv.pretrained(model_cfg["torchvision"], model_cfg["weights"])
-        how = f"torchvision {model_cfg['torchvision']} weights {w['weights']}"
-    elif fmt == "torchvision":
-        state = load_state_dict(path, trust)
-        n_out = _outputs_of_state(state, n_classes)
-        net = tv.build(model_cfg["torchvision"], n_out, model_cfg.get("kwargs"))
-        load_weights(net, state, path)
-        how = f"torchvision {model_cfg['torchvision']} state_dict"
-    elif fmt == "class":
+        what = f"the featviz spec {model_cfg.get('preset') or 'model.layers'}"
+        loaded = import_weights(net, path, trust, key, what)
+        return net, "state_dict for a featviz spec", {**loaded, "architecture": what.removeprefix("the ")}
+    if fmt in ZOOS:
+        what = f"{fmt} {model_cfg[fmt]}"
+        if path is None:  # the zoo's own pretrained weights (a download)
+            if fmt == "torchvision":
+                net, w = tv.pretrained(model_cfg["torchvision"], model_cfg["weights"])
+                weights = w["weights"]
+            else:
+                net, weights = timm_archs.pretrained(model_cfg["timm"]), "pretrained"
+            return net, f"{what} weights {weights}", {"file_format": f"{fmt} weights", "entry": None, "adapted": [],
+                                                       "architecture": what}
+        n_out = _outputs_of_state(load_state_dict(path, trust, key), n_classes)
+        net = build_named(describe(model_cfg), n_out)
+        loaded = import_weights(net, path, trust, key, what)
+        return net, f"{what} state_dict", {**loaded, "architecture": what}
+    if fmt == "class":
         net = build_class(imp["class"], imp.get("kwargs"), imp.get("code_path"))
-        load_weights(net, match_by_order(net, load_state_dict(path, trust)), path)
-    elif fmt == "torchscript":
+        what = imp["class"] + (f"(**{imp['kwargs']})" if imp.get("kwargs") else "()")
+        loaded = import_weights(net, path, trust, key, what)
+        return net, "class + state_dict", {**loaded, "architecture": what}
+    if fmt == "torchscript":
         net, how = from_torchscript(path, shape)
-    else:
-        net, how = from_export(path, shape)
-    return net, how
+        return net, how, {"file_format": "TorchScript archive", "entry": None, "adapted": [], "architecture": "TorchScript"}
+    net, how = from_export(path, shape)
+    return net, how, {"file_format": "torch.export archive", "entry": None, "adapted": [], "architecture": "torch.export"}
 
 
 def _outputs_of_state(state: dict, n_classes: int) -> int:
-    """The number of outputs a torchvision state_dict's last layer has (its last 2-d weight)."""
-    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    """The number of outputs a torchvision state_dict's last layer has (its last weight of a linear
+    or conv layer: SqueezeNet's classifier is a 1x1 conv)."""
+    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() in (2, 4)]
     return int(last[-1].shape[0]) if last else n_classes
+
+
+def _normalization(imp: dict, info: dict, model_cfg: dict, shape) -> tuple[list, list, str]:
+    """The input normalization: the config's, else a zoo architecture's (torchvision: ImageNet's;
+    timm: its pretrained config's), else the dataset's."""
+    zoo = zoo_of(model_cfg)
+    if imp.get("mean") or imp.get("std"):
+        mean, std, how = imp.get("mean") or info["mean"], imp.get("std") or info["std"], "model.import.mean/std"
+    elif zoo:
+        cfg = timm_archs.pretrained_config(model_cfg["timm"]) if zoo == "timm" else {}
+        mean, std = list(cfg.get("mean") or tv.IMAGENET_MEAN), list(cfg.get("std") or tv.IMAGENET_STD)
+        how = f"timm's pretrained config for {model_cfg['timm']}" if cfg.get("mean") else "imagenet"
+        if shape[0] == 1 and len(mean) == 3:
+            mean, std = [sum(mean) / 3], [sum(std) / 3]
+    else:
+        mean, std, how = info["mean"], info["std"], "dataset"
+    if len(mean) != shape[0] or len(std) != shape[0]:
+        raise FeatvizError(f"model.import.mean/std: need {shape[0]} values (one per channel), got {len(mean)} and {len(std)}")
+    return list(mean), list(std), how
+
+
+def _check_sample(test, label_to_output: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """An evenly spread sample of at most CHECK_IMAGES test images, labels as network outputs."""
+    n = len(test.labels)
+    idx = torch.linspace(0, n - 1, min(n, CHECK_IMAGES)).round().long().unique() if n else torch.zeros(0, dtype=torch.long)
+    labels = torch.as_tensor(label_to_output, dtype=torch.int64)[test.labels[idx]]
+    return test.images[idx], labels
+
+
+def chance_warning(accuracy: float, n_outputs: int, n_images: int, what: str) -> str | None:
+    """A warning when a network reads its test images no better than chance (1 / outputs, x2)."""
+    chance = 1.0 / max(1, n_outputs)
+    if n_images >= 10 and accuracy <= 2 * chance:
+        return (f"{what} {accuracy:.3f} is at chance level ({chance:.3f} for {n_outputs} outputs): the network "
+                f"cannot read these images; check model.import.mean/std (in [0, 1] units), the input size and "
+                f"the class order (model.class_names)")
+    return None
+
+
+def config_network(model_cfg: dict, input_shape, n_classes: int, trust: bool = False):
+    """The network a run's model section names, weights loaded where it imports a file (no dataset
+    needed): for `featviz units --config`, which lists its modules before any run."""
+    imp = dict(model_cfg.get("import") or {})
+    if not imp:
+        return build_architecture(describe(model_cfg), input_shape, n_classes)
+    ident = identity(imp, model_cfg)
+    net, _, _ = _network(ident["format"], model_cfg, imp, Path(imp["path"]), tuple(input_shape), n_classes, trust)
+    if ident["format"] in ZOOS:
+        tv.adapt_channels(net, int(input_shape[0]))
+    return net.eval()
 
 
 def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = False, device: str = "auto",
                  run_name: str = "") -> dict:
-    """Read the configured model, check it against the dataset, evaluate it, and write model.pt,
-    model.json and metrics.json to out_dir like `train` does."""
+    """Read the configured model, check it against the dataset, check it on a sample of the test
+    images, and write model.pt, model.json and metrics.json to out_dir like `train` does."""
     check_sections(model=model_cfg)
     imp = dict(model_cfg.get("import") or {})
     weights_only = bool(model_cfg.get("weights")) and not imp
@@ -96,7 +150,7 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
         raise FeatvizError("model.import: not set (name the file to import in model.import.path, or "
                            "torchvision's pretrained weights in model.weights)")
     if weights_only:
-        fmt, path, sha = "torchvision", None, None
+        fmt, path, sha = zoo_of(model_cfg) or "torchvision", None, None
         describe(model_cfg)
     else:
         ident = identity(imp, model_cfg)
@@ -104,22 +158,13 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
     info = read_info(data_dir)
     shape = tuple(info["input_shape"])
     dataset_classes = list(info["classes"])
-    is_tv = fmt == "torchvision"
-    if imp.get("mean") or imp.get("std"):
-        mean, std, normalization = imp.get("mean") or info["mean"], imp.get("std") or info["std"], "model.import.mean/std"
-    elif is_tv:
-        mean, std, normalization = tv.IMAGENET_MEAN, tv.IMAGENET_STD, "imagenet"
-        if shape[0] == 1:
-            mean, std = [sum(mean) / 3], [sum(std) / 3]
-    else:
-        mean, std, normalization = info["mean"], info["std"], "dataset"
-    if len(mean) != shape[0] or len(std) != shape[0]:
-        raise FeatvizError(f"model.import.mean/std: need {shape[0]} values (one per channel), got {len(mean)} and {len(std)}")
+    is_tv = fmt in ZOOS
+    mean, std, normalization = _normalization(imp, info, model_cfg, shape)
 
     started = time.perf_counter()
-    net, how = _network(fmt, model_cfg, imp, path, shape, len(dataset_classes), trust)
+    net, how, loaded = _network(fmt, model_cfg, imp, path, shape, len(dataset_classes), trust)
     gray = tv.adapt_channels(net, shape[0]) if is_tv else False
-    if fmt not in ("spec", "torchvision"):
+    if fmt not in ("spec", *ZOOS):
         guard_inputs(net)
     no_inplace(net)
     net.eval()
@@ -135,54 +180,61 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise FeatvizError(f"model.import: the model outputs {got} for a batch of 2; it must output (batch, classes) logits")
-    if out.shape[1] != len(dataset_classes):
-        raise FeatvizError(f"model.import: the model has {out.shape[1]} outputs but the dataset has "
-                           f"{len(dataset_classes)} classes; they must match (one output per class, in the "
-                           f"dataset's sorted class order)")
-    classes, names_from = class_names(with_defaults("model", model_cfg)["class_names"], dataset_classes, int(out.shape[1]), is_tv)
+    n_out = int(out.shape[1])
+    choice = with_defaults("model", model_cfg)["class_names"]
+    classes, names_from = output_names(choice, n_out, dataset_classes)
+    label_to_output = match_classes(dataset_classes, classes, names_from)
 
     dev = resolve_device(device)
-    model = LoadedModel(net.to(dev), classes, shape, list(mean), list(std))
+    model = LoadedModel(net.to(dev), classes, shape, mean, std)
     test = read_prepared(data_dir, "test")
-    acc = model.accuracy(test.images, test.labels, dev)
+    images, labels = _check_sample(test, label_to_output)
+    acc = model.accuracy(images, labels, dev)
     net.cpu()
+    low = chance_warning(acc, n_out, len(labels), f"accuracy on {len(labels)} test images")
+    if low:
+        print(f"warning: {low}", flush=True)
+        warnings.append(low)
 
-    imported = {"path": str(path) if path else None, "sha256": sha, "format": fmt, "how": how}
+    parameters = sum(p.numel() for p in net.parameters())
+    imported = {"path": str(path) if path else None, "sha256": sha, "format": fmt, "how": how,
+                **loaded, "parameters": parameters}
     meta = {
         "format": "featviz-spec" if fmt == "spec" else fmt,
         "run": run_name,
         "dataset": info["dataset"],
         "classes": classes,
         "class_names": names_from,
+        "dataset_classes": dataset_classes,
+        "label_to_output": label_to_output,
         "input_shape": list(shape),
-        "mean": list(mean),
-        "std": list(std),
+        "mean": mean,
+        "std": std,
         "input": input_description(shape[0], mean, std, normalization, gray),
         "output": {"softmax_removed": removed, "warnings": warnings},
         "model": model_cfg,
         "imported": imported,
         "import": {k: imp.get(k) for k in ("class", "kwargs", "code_path") if imp.get(k) is not None},
     }
-    if fmt in ("spec", "torchvision"):
+    if fmt in ("spec", *ZOOS):
         meta.update({k: v for k, v in describe(model_cfg).items() if k != "format"})
-    if fmt == "torchvision":
-        meta["num_outputs"] = int(out.shape[1])
+    if fmt in ZOOS:
+        meta["num_outputs"] = n_out
     metrics = {
         "epochs": [],
-        "final_test_accuracy": acc,
+        "check_accuracy": {"accuracy": acc, "images": int(len(labels)), "of": int(len(test.labels))},
         "train_wall_s": None,
         "import_wall_s": round(time.perf_counter() - started, 2),
         "device": str(dev),
-        "parameters": sum(p.numel() for p in net.parameters()),
+        "parameters": parameters,
         "imported": imported,
     }
     # the three files replace a previous import only once all of them are written
     with staged_files(out_dir, ("metrics.json", "model.pt", "model.json")) as tmp:
         write_json(tmp / "metrics.json", metrics)
-        if fmt in ("spec", "class", "torchvision"):
+        if fmt in ("spec", "class", *ZOOS):
             save_model(tmp, net, meta)
         else:
             shutil.copyfile(path, tmp / "model.pt")
             write_json(tmp / "model.json", meta)
     return metrics
-

@@ -350,11 +350,11 @@ def run_side(results: Path, trust: bool, label: str | None = None) -> Side:
 def model_side(model_dir: Path, trust: bool, label: str) -> Side:
     """A model folder without units.json (the transfer model): its default layers and classes."""
     from .model import load_model
-    from .units import enumerate_units
+    from .units import default_family, enumerate_units
 
     model = load_model(Path(model_dir), trust)
-    family = "torchvision" if model.meta.get("format") == "torchvision" else "spec"
-    units = enumerate_units(model.net, model.input_shape, model.classes, None, family=family)
+    units = enumerate_units(model.net, model.input_shape, model.classes, None,
+                            family=default_family(model.meta.get("format")))
     return Side(label, "model", model, list(units["layers"]), None, None)
 
 

@@ -595,7 +595,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     net = model.net
     net.eval()
     test = read_prepared(data_dir, "test", mmap=True)  # checked; images paged in batch by batch
-    images, labels = test.images, test.labels
+    images, labels = test.images, model.output_labels(test.labels)
     n = len(images)
     layers = units["layers"]
     mods = [module_of(net, layer) for layer in layers]

@@ -97,6 +97,8 @@ def schema_error(config: dict, schema: dict) -> str | None:
             message = "required" + (f" for type {error.instance['type']!r}" if "type" in error.instance else "")
     where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
                     for i, p in enumerate(path)) or "config"
+    if error.validator == "pattern" and isinstance(error.schema, dict) and error.schema.get("description"):
+        message = f"{error.instance!r} is not of the form {error.schema['description']}"
     if error.validator == "additionalProperties":
         return f"{where}: {message} (see config/README.md for the known keys)"
     return f"{where}: {message}"

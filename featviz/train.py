@@ -180,7 +180,7 @@ def train(data_dir: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed:
         "mean": info["mean"],
         "std": info["std"],
         "input": input_description(shape[0], info["mean"], info["std"], "dataset",
-                                   arch["format"] == "torchvision" and shape[0] == 1),
+                                   arch["format"] in ("torchvision", "timm") and shape[0] == 1),
         "model": model_cfg,
         "train": train_cfg,
         "seed": seed,

@@ -41,8 +41,12 @@ SMALL_TRANSFER_LAYERS = [
 ]
 
 
-def resolve_transfer(transfer_cfg) -> dict | None:
-    """runs[i].ascent.transfer with the schema's defaults of missing keys filled; None = disabled."""
+def resolve_transfer(transfer_cfg, imported: bool = False) -> dict | None:
+    """runs[i].ascent.transfer with the schema's defaults of missing keys filled; None = disabled.
+    `auto` is every key at its default for a network featviz trains and disabled for an imported
+    one (it gets a transfer model only when its config gives one)."""
+    if transfer_cfg == "auto":
+        transfer_cfg = None if imported else {}
     if transfer_cfg is None:
         return None
     return with_defaults(("ascent", "transfer"), transfer_cfg)
@@ -98,7 +102,10 @@ def transfer_plans(runs) -> dict[str, dict | None]:
 
     out = {}
     for i, run in enumerate(runs):
-        cfg = resolve_transfer(with_defaults("ascent", run.ascent)["transfer"])
+        cfg = resolve_transfer(with_defaults("ascent", run.ascent)["transfer"], run.imported)
+        if cfg is not None and run.dataset == "imagefolder" and not Path(run.data.get("path", ""), "train").is_dir():
+            raise FeatvizError(f"runs[{i}].ascent.transfer: the transfer model is trained on the dataset's training "
+                               f"images, and {run.data.get('path')} has no train/ folder (set transfer: null)")
         expected = expected_input({"dataset": run.dataset, "data": run.data})
         shape, n_classes = expected if expected else (None, 2)
         check_transfer_config(f"runs[{i}].ascent.transfer", cfg, shape, n_classes)

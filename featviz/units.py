@@ -24,6 +24,7 @@ The classes are always a layer.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 
@@ -182,6 +183,32 @@ def torchvision_default(net: nn.Module, found: list[dict]) -> list[str]:
     return sorted(set(picked), key=order.__getitem__)
 
 
+def timm_default(net: nn.Module, found: list[dict]) -> list[str]:
+    """timm architectures: torchvision's default, plus the stages timm names (`feature_info`:
+    ConvNeXt's `stages.1`, EfficientNet's `blocks.2`) and the blocks inside each stage."""
+    from .model.timm_archs import stage_modules
+
+    listed = {e["name"] for e in found}
+    picked = set(torchvision_default(net, found))
+    mods = dict(net.named_modules())
+    for stage in stage_modules(net):
+        if stage not in mods:
+            continue
+        picked.add(stage)
+        inner = mods[stage]
+        holder = inner.blocks if isinstance(getattr(inner, "blocks", None), nn.Sequential) else inner
+        prefix = f"{stage}.blocks" if holder is not inner else stage
+        if isinstance(holder, nn.Sequential):
+            picked |= {f"{prefix}.{k}" for k, _ in holder.named_children()}
+    order = {e["name"]: i for i, e in enumerate(found)}
+    return sorted((n for n in picked if n in listed), key=order.__getitem__)
+
+
+def default_family(fmt: str | None) -> str:
+    """Which default targets a model format gets (model.json's `format`)."""
+    return fmt if fmt in ("torchvision", "timm") else "spec"
+
+
 def spec_default(found: list[dict]) -> list[str]:
     return [e["name"] for e in found if e["role"] in ("conv", "linear")]
 
@@ -246,6 +273,12 @@ def select(found: list[dict], targets, default: list[str], where: str = "ascent.
         layer = {k: v for k, v in e.items() if k != "same_as" and not k.startswith("_")}
         kept[key] = layer
         out.append(layer)
+    # every other module returning the same tensor is a name of the layer too (a stage, `layer4`, is
+    # its last block's output, `layer4.1`): configs may use either
+    for e in found:
+        layer = kept.get(e.get("same_as", e["name"]))
+        if layer is not None and e["name"] != layer["name"] and e["name"] not in layer.get("aliases", []):
+            layer.setdefault("aliases", []).append(e["name"])
     return out
 
 
@@ -257,25 +290,45 @@ def enumerate_units(net: nn.Module, input_shape, classes: list[str], targets=Non
         raise FeatvizError(f"the model's output has shape {shape}; expected (batch, {len(classes)}) class logits")
     if any(e["name"] == CLASS_LAYER for e in found):
         raise FeatvizError(f"the model has a module named '{CLASS_LAYER}', a name featviz reserves for the class logits")
-    default = torchvision_default(net, found) if family == "torchvision" else spec_default(found)
+    default = {"torchvision": torchvision_default, "timm": timm_default}.get(family, lambda n, f: spec_default(f))(net, found)
     layers = select(found, targets, default)
     for layer in layers:
         layer["receptive_field"] = None
     layers.append({"name": CLASS_LAYER, "kind": "class", "role": "class", "units": len(classes),
-                   "output_shape": [len(classes)], "module": logits})
+                   "output_shape": [len(classes)], "module": logits, "unit_names": list(classes)})
     return {"input_shape": list(input_shape), "classes": list(classes), "layers": layers,
             "available": [{k: e[k] for k in ("name", "kind", "role", "module_type", "units", "output_shape", "calls")}
                           for e in found]}
 
 
+def layer_names(layer: dict) -> set[str]:
+    """Every name a config may use for a layer: its own and its aliases' (modules returning the
+    same tensor, e.g. a ResNet stage and its last block)."""
+    return {layer["name"], *layer.get("aliases", [])}
+
+
+def _unit_index(layer: dict, u) -> int | None:
+    """A unit given by number, or (classes) by name; None when the layer has no such unit."""
+    if isinstance(u, bool):
+        return None
+    if isinstance(u, int):
+        return u if 0 <= u < layer["units"] else None
+    names = layer.get("unit_names") or []
+    return names.index(u) if u in names else None
+
+
 def selected_units(layer: dict, ascent_cfg: dict) -> list[int]:
     """The units of a layer that the config asks to visualize: all of them, unless
-    `ascent.layers` leaves the layer out or `ascent.units` lists some."""
+    `ascent.layers` leaves the layer out or `ascent.units` lists some (by number, classes also by
+    name). Layers may be named by any of their names (layer_names)."""
+    names = layer_names(layer)
     wanted_layers = ascent_cfg.get("layers")
-    if wanted_layers and layer["name"] not in wanted_layers:
+    if wanted_layers and not names & set(wanted_layers):
         return []
-    picked = (ascent_cfg.get("units") or {}).get(layer["name"])
-    return sorted(set(picked)) if picked else list(range(layer["units"]))
+    picked = [u for key, us in (ascent_cfg.get("units") or {}).items() if key in names for u in us]
+    if not picked:
+        return list(range(layer["units"]))
+    return sorted({i for i in (_unit_index(layer, u) for u in picked) if i is not None})
 
 
 def check_selection(units: dict, ascent_cfg: dict, where: str = "ascent") -> None:
@@ -290,7 +343,13 @@ def check_selection(units: dict, ascent_cfg: dict, where: str = "ascent") -> Non
             layer = find_layer(units, name)
         except FeatvizError as exc:
             raise FeatvizError(f"{where}.units: {exc}") from None
-        bad = [u for u in picked if not (isinstance(u, int) and 0 <= u < layer["units"])]
+        bad = [u for u in picked if _unit_index(layer, u) is None]
+        if bad and isinstance(bad[0], str):
+            names = layer.get("unit_names") or []
+            close = difflib.get_close_matches(bad[0], names, n=3)
+            raise FeatvizError(f"{where}.units.{name}: '{bad[0]}' is not a unit name of {name}"
+                               + (f" (did you mean {', '.join(close)}?)" if close else
+                                  " (units are numbered; classes may also be named)"))
         if bad:
             raise FeatvizError(f"{where}.units.{name}: unit {bad[0]} is out of range "
                                f"({name} has {layer['units']} units: 0..{layer['units'] - 1})")
@@ -305,8 +364,15 @@ def n_chunks(n_units: int, chunk_size: int) -> int:
 
 
 def find_layer(units: dict, name: str) -> dict:
+    """The layer of units.json a config name means (its own name or an alias)."""
     for layer in units["layers"]:
         if layer["name"] == name:
             return layer
+    for layer in units["layers"]:
+        if name in layer.get("aliases", []):
+            return layer
     known = ", ".join(layer["name"] for layer in units["layers"])
+    if any(e["name"] == name for e in units.get("available") or []):
+        raise FeatvizError(f"'{name}' is a module of the network but not one of the layers ascent.targets selects "
+                           f"(add it: ascent.targets: [default, {name}]; selected: {known})")
     raise FeatvizError(f"unknown layer '{name}' (known: {known})")

@@ -84,7 +84,7 @@ def _check_loaded(out_dir, reference: nn.Module, expect_layers):
     assert seen and seen[0][1] == expect_layers[0][2]
     meta = read_json(Path(out_dir) / "model.json")
     metrics = read_json(Path(out_dir) / "metrics.json")
-    assert metrics["epochs"] == [] and 0 <= metrics["final_test_accuracy"] <= 1
+    assert metrics["epochs"] == [] and 0 <= metrics["check_accuracy"]["accuracy"] <= 1
     assert len(meta["mean"]) == 3 and meta["classes"] == CLASSES
     return loaded
 
@@ -113,7 +113,7 @@ def test_spec_state_dict_of_a_plain_sequential(data_dir, tmp_path):
 def test_spec_mismatch_is_a_clear_error(data_dir, tmp_path):
     net = build([{"type": "conv", "out": 5, "kernel": 3}, {"type": "fc"}], SHAPE, 3)
     torch.save(net.state_dict(), tmp_path / "w.pt")
-    with pytest.raises(FeatvizError, match="does not match the architecture"):
+    with pytest.raises(FeatvizError, match="does not fit"):
         import_model({"layers": [{"type": "conv", "out": 4, "kernel": 3}, {"type": "fc"}],
                       "import": {"path": str(tmp_path / "w.pt")}}, data_dir, tmp_path / "m")
     assert not (tmp_path / "m").exists()
@@ -168,7 +168,7 @@ def test_refuses_unpickling_unless_trusted(data_dir, tmp_path, tiny_cls):
     net = TinyNet()
     torch.save(net, tmp_path / "whole.pt")  # a pickled module, not a state_dict
     cfg = {"import": {"path": str(tmp_path / "whole.pt"), "class": "byo_tinynet:TinyNet", "code_path": str(code)}}
-    with pytest.raises(FeatvizError, match="needs arbitrary unpickling.*trust_checkpoint: true"):
+    with pytest.raises(FeatvizError, match="refused as unsafe.*byo_tinynet.TinyNet.*trust_checkpoint: true"):
         import_model(cfg, data_dir, tmp_path / "m")
     import_model(cfg, data_dir, tmp_path / "m", trust=True)
     _check_loaded(tmp_path / "m", net, TINY_LAYERS)
@@ -179,7 +179,7 @@ def test_wrong_number_of_classes(data_dir, tmp_path, tiny_cls):
     torch.save(TinyNet(n_classes=7).state_dict(), tmp_path / "w.pt")
     cfg = {"import": {"path": str(tmp_path / "w.pt"), "class": "byo_tinynet:TinyNet",
                       "kwargs": {"n_classes": 7}, "code_path": str(code)}}
-    with pytest.raises(FeatvizError, match=r"has 7 outputs but the dataset has 3 classes"):
+    with pytest.raises(FeatvizError, match=r"the network has 7 outputs and the dataset 3 classes"):
         import_model(cfg, data_dir, tmp_path / "m")
 
 

@@ -167,7 +167,7 @@ def test_image_folder_no_images(tmp_path):
 
 def test_image_folder_without_train(tmp_path):
     (tmp_path / "imgs").mkdir()
-    with pytest.raises(FeatvizError, match="has no train/ folder"):
+    with pytest.raises(FeatvizError, match="has neither a train/ nor a test/ folder"):
         load_split(cfg("imagefolder", path=str(tmp_path / "imgs")), tmp_path, train=True)
 
 

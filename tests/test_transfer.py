@@ -239,7 +239,9 @@ def test_resolve_transfer_defaults_and_schema():
         assert cfg["runs"][0]["ascent"]["recipe"]["class"] == "lucid-scaled"
     cfg = {"runs": [{"dataset": "mnist"}]}
     validate(cfg, schema)
-    assert cfg["runs"][0]["ascent"]["transfer"] == resolve_transfer({}) == default
+    assert cfg["runs"][0]["ascent"]["transfer"] == "auto"
+    assert resolve_transfer("auto") == resolve_transfer({}) == default
+    assert resolve_transfer("auto", imported=True) is None  # an imported network: only when asked
 
 
 def test_a_transfer_model_at_chance_is_not_used(run_dir, tmp_path):

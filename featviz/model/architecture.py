@@ -1,5 +1,5 @@
 """From a run's `model` config to a network: a featviz spec (a preset or a layer list) or a
-torchvision architecture by name. `describe` gives the part of model.json (and of the run id) that
+torchvision or timm architecture by name. `describe` gives the part of model.json (and of the run id) that
 says which architecture it is; `build_architecture` builds it for an input shape and class count."""
 from __future__ import annotations
 
@@ -7,35 +7,50 @@ import torch
 from torch import nn
 
 from ..errors import FeatvizError
-from . import torchvision_archs
+from . import timm_archs, torchvision_archs
 from .spec import build as build_spec
 from .spec import resolve_layers
 
 
+# the model zoos whose architectures a config names: model.torchvision or model.timm
+ZOOS = {"torchvision": torchvision_archs, "timm": timm_archs}
+
+
+def zoo_of(model_cfg: dict) -> str | None:
+    """"torchvision" or "timm" where the model section names an architecture of that zoo, else None."""
+    return next((zoo for zoo in ZOOS if model_cfg.get(zoo)), None)
+
+
 def is_torchvision(model_cfg: dict) -> bool:
-    return bool(model_cfg.get("torchvision"))
+    return zoo_of(model_cfg) == "torchvision"
 
 
 def describe(model_cfg: dict) -> dict:
-    """{"format": "featviz-spec", "layers": [...]} or {"format": "torchvision", "torchvision": name,
+    """{"format": "featviz-spec", "layers": [...]} or {"format": "torchvision"|"timm", <zoo>: name,
     "kwargs": {...}}."""
-    if is_torchvision(model_cfg):
-        name = model_cfg["torchvision"]
-        torchvision_archs.check_name(name)
-        return {"format": "torchvision", "torchvision": name,
-                "kwargs": torchvision_archs.build_kwargs(name, model_cfg.get("kwargs"))}
+    zoo = zoo_of(model_cfg)
+    if zoo:
+        name = model_cfg[zoo]
+        ZOOS[zoo].check_name(name, f"model.{zoo}")
+        return {"format": zoo, zoo: name, "kwargs": ZOOS[zoo].build_kwargs(name, model_cfg.get("kwargs"))}
     return {"format": "featviz-spec", "layers": resolve_layers(model_cfg)}
+
+
+def build_named(arch: dict, num_classes: int, where: str = "model") -> nn.Module:
+    """A zoo's architecture (`describe`'s torchvision or timm form) with `num_classes` outputs."""
+    zoo = arch["format"]
+    if zoo not in ZOOS:
+        raise FeatvizError(f"{where}: unknown architecture format '{zoo}'")
+    return ZOOS[zoo].build(arch[zoo], num_classes, arch.get("kwargs"), where)
 
 
 def build_architecture(arch: dict, input_shape, num_classes: int, where: str = "model") -> nn.Module:
     """The (randomly initialised) network `arch` describes, checked to take `input_shape`."""
     if arch["format"] == "featviz-spec":
         return build_spec(arch["layers"], tuple(input_shape), num_classes)
-    if arch["format"] != "torchvision":
-        raise FeatvizError(f"{where}: unknown architecture format '{arch['format']}'")
-    net = torchvision_archs.build(arch["torchvision"], num_classes, arch.get("kwargs"), where)
+    net = build_named(arch, num_classes, where)
     torchvision_archs.adapt_channels(net, int(input_shape[0]))
-    check_fits(net, input_shape, f"{where}.torchvision: {arch['torchvision']}")
+    check_fits(net, input_shape, f"{where}.{arch['format']}: {arch[arch['format']]}")
     return net
 
 

@@ -1,16 +1,17 @@
 """Checkpoints: a model on disk is a folder, `model.pt` (a plain state_dict, loaded with
 weights_only=True, or the imported archive itself) and `model.json` (architecture, classes, input
-shape and the input normalization the net expects)."""
+shape and the input normalization the net expects). `import_weights` loads a checkpoint that other
+training code saved (`checkpoint_files` reads it, `key_fit` fits its keys to the network)."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from ..errors import FeatvizError, why
+from ..errors import FeatvizError
 from ..io import save_torch, write_json
+from .checkpoint_files import describe_contents, entry_at, read_checkpoint, state_dict_entries
+from .key_fit import fit_state_dict, fits
 
 
 def save_model(out_dir: Path, net: nn.Module, meta: dict) -> None:
@@ -22,59 +23,46 @@ def save_model(out_dir: Path, net: nn.Module, meta: dict) -> None:
     write_json(out_dir / "model.json", meta)
 
 
-def refused_global(exc: BaseException) -> str | None:
-    """The class or function that torch's weights_only unpickler refused to load ('GLOBAL
-    __main__.Payload'), or None when `exc` is any other failure (a truncated or corrupt file)."""
-    import pickle
-
-    if not isinstance(exc, pickle.UnpicklingError):
-        return None
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-    return m.group(1) if m else None
-
-
-def load_state_dict(path: Path, trust: bool = False) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise FeatvizError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        refused = refused_global(exc)
-        if not trust:
-            if refused:
-                raise FeatvizError(
-                    f"checkpoint {path} needs arbitrary unpickling: it refers to `{refused}`, a class or function "
-                    f"the safe loader (torch.load with weights_only=True) refuses. If you trust its source, set "
-                    f"trust_checkpoint: true (--trust-checkpoint); better, save a plain state_dict") from None
-            raise FeatvizError(f"checkpoint {path} is truncated, corrupt or not a PyTorch file ({why(exc)}): "
-                               f"re-create it") from None
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:
-            raise FeatvizError(f"checkpoint {path} is truncated, corrupt or not a PyTorch file ({why(exc2)}): "
-                               f"re-create it") from None
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise FeatvizError(f"checkpoint {path} does not hold a state_dict (a dict of tensors)")
-    return obj
+def load_state_dict(path: Path, trust: bool = False, key: str | None = None) -> dict:
+    """The state_dict of a checkpoint file (bare, at `key`, or the first one nested in it)."""
+    obj, _ = read_checkpoint(Path(path), trust)
+    entries = [(key, entry_at(obj, key, Path(path)))] if key else state_dict_entries(obj)
+    if not entries:
+        raise FeatvizError(f"checkpoint {path} does not hold a state_dict (a dict of tensors): it holds "
+                           f"{describe_contents(obj)}")
+    return entries[0][1]
 
 
 def load_weights(net: nn.Module, state: dict, source: Path) -> None:
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise FeatvizError(
-            f"checkpoint {source} does not match the architecture: "
-            + (f"missing keys {missing[:5]}" if missing else "")
-            + ("; " if missing and unexpected else "")
-            + (f"unexpected keys {unexpected[:5]}" if unexpected else ""))
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if state[k].shape != v.shape]
-    if wrong:
-        k, got, want = wrong[0]
-        raise FeatvizError(f"checkpoint {source} does not match the architecture: '{k}' has shape {got}, the model expects {want}")
-    net.load_state_dict(state)
+    """Load a state_dict featviz wrote (or any that fits as saved, or with its wrapper's prefix)."""
+    fit_state_dict(net, state, source)
+
+
+def import_weights(net: nn.Module, path: Path, trust: bool = False, key: str | None = None,
+                   what: str = "the network") -> dict:
+    """Load the checkpoint at `path` into `net` as its training code saved it; returns what was
+    read and adapted: {"file_format", "entry" (the key path of the state_dict, None at the top),
+    "adapted": [one line each]}. `key` (model.import.key) picks the entry when several fit."""
+    path = Path(path)
+    obj, file_format = read_checkpoint(path, trust)
+    entries = [(key, entry_at(obj, key, path))] if key else state_dict_entries(obj)
+    if not entries:
+        raise FeatvizError(f"checkpoint {path} does not hold a state_dict (a dict of tensors): it holds "
+                           f"{describe_contents(obj)}")
+    if len(entries) > 1:
+        fitting = [(k, s) for k, s in entries if fits(net, s)]
+        distinct = []
+        for k, s in fitting:
+            if not any(s is t or (s.keys() == t.keys() and all(s[n] is t[n] for n in s)) for _, t in distinct):
+                distinct.append((k, s))
+        if len(distinct) > 1:
+            names = ", ".join(f"'{k}'" for k, _ in distinct)
+            raise FeatvizError(f"model.import.key: checkpoint {path} holds several state_dicts that fit {what} "
+                               f"({names}); set model.import.key to the one to import")
+        if fitting:
+            entries = fitting[:1]
+    entry, state = entries[0]
+    adapted = fit_state_dict(net, state, path, what)
+    if entry is not None:
+        adapted.insert(0, f"took the state_dict under '{entry}'")
+    return {"file_format": file_format, "entry": entry, "adapted": adapted}

@@ -42,7 +42,7 @@ from torch import nn
 from ..errors import FeatvizError, why
 from ..io import file_sha256
 
-FORMATS = ("auto", "spec", "torchvision", "class", "torchscript", "export")
+FORMATS = ("auto", "spec", "torchvision", "timm", "class", "torchscript", "export")
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -67,13 +67,14 @@ def detect_format(imp: dict, model_cfg: dict) -> str:
         return "export"
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         return "torchscript"
-    if model_cfg.get("torchvision"):
-        return "torchvision"
+    for zoo in ("torchvision", "timm"):
+        if model_cfg.get(zoo):
+            return zoo
     if model_cfg.get("preset") or model_cfg.get("layers"):
         return "spec"
     raise FeatvizError(
         f"model.import: cannot tell how to read {imp['path']}: it is neither a TorchScript nor a "
-        f"torch.export archive. For a state_dict, give model.torchvision (a torchvision architecture), "
+        f"torch.export archive. For a state_dict, give model.torchvision or model.timm (an architecture by name), "
         f"model.preset or model.layers (its featviz spec) or model.import.class (package.module:Class)")
 
 
@@ -96,16 +97,18 @@ def identity(imp: dict, model_cfg: dict, where: str = "model.import") -> dict:
         raise FeatvizError(f"{where}.path: file '{imp.get('path')}' does not exist")
     fmt = detect_format(imp, model_cfg)
     ident = {"format": fmt, "sha256": file_sha256(path), "mean": imp.get("mean"), "std": imp.get("std")}
+    if imp.get("key"):  # which state_dict of the file (hashed only when set: older run ids stay)
+        ident["key"] = imp["key"]
     if fmt == "spec":
         from .spec import resolve_layers
 
         ident["layers"] = resolve_layers(model_cfg)
-    if fmt == "torchvision":
-        if not model_cfg.get("torchvision"):
-            raise FeatvizError(f"{where}.format: torchvision needs model.torchvision (the architecture's name)")
+    if fmt in ("torchvision", "timm"):
+        if not model_cfg.get(fmt):
+            raise FeatvizError(f"{where}.format: {fmt} needs model.{fmt} (the architecture's name)")
         from .architecture import describe
 
-        ident.update(describe(model_cfg), format="torchvision")
+        ident.update(describe(model_cfg), format=fmt)
     if fmt == "class":
         if not imp.get("class") or ":" not in imp["class"]:
             raise FeatvizError(f"{where}.class: expected 'package.module:Class', got '{imp.get('class')}'")
@@ -149,18 +152,6 @@ def build_class(class_path: str, kwargs: dict | None, code_path: str | None) -> 
     if not isinstance(net, nn.Module):
         raise FeatvizError(f"model.import.class: {class_path} did not build an nn.Module")
     return net
-
-
-def match_by_order(net: nn.Module, state: dict) -> dict:
-    """A state_dict under other names (e.g. a plain nn.Sequential's) renamed to `net`'s, when the
-    tensors line up one to one in order and shape; otherwise `state` unchanged."""
-    own = net.state_dict()
-    if set(own) == set(state) or len(own) != len(state):
-        return state
-    pairs = list(zip(own.items(), state.values()))
-    if all(a.shape == b.shape for (_, a), b in pairs):
-        return {k: v for (k, _), v in pairs}
-    return state
 
 
 def _load_torchscript(path: Path) -> nn.Module:

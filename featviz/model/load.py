@@ -8,6 +8,7 @@ from torch import nn
 from ..errors import FeatvizError
 from ..artifacts import read_model_json
 from . import torchvision_archs
+from .architecture import build_named
 from .checkpoint import load_state_dict, load_weights
 from .formats import build_class, from_export, from_torchscript, guard_inputs
 from .hookable import no_inplace
@@ -15,7 +16,7 @@ from .loaded import LoadedModel
 from .logits import strip_softmax
 from .spec import build
 
-MODEL_FORMATS = ("featviz-spec", "torchvision", "class", "torchscript", "export")
+MODEL_FORMATS = ("featviz-spec", "torchvision", "timm", "class", "torchscript", "export")
 
 
 def build_network(model_dir: Path, meta: dict, trust: bool = False) -> nn.Module:
@@ -29,9 +30,8 @@ def build_network(model_dir: Path, meta: dict, trust: bool = False) -> nn.Module
         net = build(meta["layers"], shape, len(meta["classes"]))
         load_weights(net, load_state_dict(weights, trust), weights)
         return no_inplace(net).eval()
-    if fmt == "torchvision":
-        net = torchvision_archs.build(meta["torchvision"], int(meta.get("num_outputs") or len(meta["classes"])),
-                                      meta.get("kwargs"))
+    if fmt in ("torchvision", "timm"):
+        net = build_named(meta, int(meta.get("num_outputs") or len(meta["classes"])))
         load_weights(net, load_state_dict(weights, trust), weights)
         torchvision_archs.adapt_channels(net, shape[0])
         return no_inplace(net).eval()

@@ -20,6 +20,14 @@ class LoadedModel:
     std: list[float]
     meta: dict = field(default_factory=dict)
 
+    def output_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Dataset labels as the network's output indices (model.json's `label_to_output`: an
+        imported network's outputs need not be the dataset's classes; identity otherwise)."""
+        mapping = self.meta.get("label_to_output")
+        if not mapping:
+            return labels
+        return torch.as_tensor(mapping, dtype=torch.int64)[labels]
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

@@ -2,6 +2,8 @@
 import json
 import re
 import shlex
+import sys
+import time
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -11,9 +13,8 @@ import yaml
 from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
-from featviz.ascent_job import check_recipe_values
-from featviz.compare import check_compare, compare_layers, job_config, resolve_compare
-from featviz.units import check_selection, n_chunks, selected_units
+from featviz.compare import compare_layers, job_config, resolve_compare
+from featviz.units import n_chunks, selected_units
 
 
 with open(workflow.source_path("../schemas/config.schema.yaml")) as f:
@@ -36,6 +37,25 @@ TRUST = "--trust-checkpoint" if config["trust_checkpoint"] else ""
 
 
 GPU = int(wants_gpu(DEVICE))
+
+
+# A job's one-line `featviz: error:` (and its warnings) on the terminal that ran the workflow, not
+# only in the job's log file: Snakemake itself says only "CalledProcessError ... check log file(s)".
+from featviz.joblogs import ERROR, WARNING, summary as job_summary
+
+WORKFLOW_STARTED = time.time()
+
+
+onerror:
+    _said = job_summary("results", WORKFLOW_STARTED, ERROR)
+    if _said:
+        print(f"\nfeatviz: what the failed jobs said:\n{_said}", file=sys.stderr)
+
+
+onsuccess:
+    _said = job_summary("results", WORKFLOW_STARTED, WARNING)
+    if _said:
+        print(f"\nfeatviz: warnings from the jobs:\n{_said}", file=sys.stderr)
 
 
 wildcard_constraints:
@@ -62,19 +82,12 @@ def ascent_params(wildcards):
 
 
 def checked_units(run_id):
-    """units.json of a run (a checkpoint), with ascent.layers / ascent.units and the recipes'
-    network-dependent values checked against it: an imported network's layers are only known here,
-    before any ascent job."""
+    """units.json of a run (a checkpoint), once `featviz select` (a checkpoint too) has checked the
+    run's ascent section against it: an imported network's layers are only known here, before any
+    ascent job."""
+    checkpoints.select.get(run=run_id)
     with open(checkpoints.units.get(run=run_id).output.units) as f:
-        units = json.load(f)
-    where = f"runs[{list(RUNS).index(run_id)}].ascent"
-    try:
-        check_selection(units, RUNS[run_id].ascent, where)
-        check_recipe_values(units, RUNS[run_id].ascent, where)
-        check_compare(units, RUNS[run_id].ascent, where)
-    except FeatvizError as exc:
-        raise WorkflowError(f"featviz config error: {exc}") from None
-    return units
+        return json.load(f)
 
 
 def ascent_results(wildcards, kind=None):
@@ -157,10 +170,10 @@ def run_files(wildcards):
     r = f"results/{run}"
     model_rule = "import_model" if RUNS[run].imported else "train"
     files = [f"{r}/model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
-    files += [f"{r}/units.json", f"{r}/transfer.json"]
+    files += [f"{r}/units.json", f"{r}/selection.json", f"{r}/transfer.json"]
     files += [f"{r}/eval/{n}" for n in ("metrics.json", "confusion.png", "misclassified.png", "misclassified.npz")]
     files += [f"{r}/probe/{n}" for n in ("probe.json", "probe.npz", "pruning.png", "saliency.png")]
-    steps = [model_rule, "units", "evaluate", "probe", "transfer", "report"]
+    steps = [model_rule, "units", "select", "evaluate", "probe", "transfer", "report"]
     if TRANSFER[run]:
         files += [f"{r}/transfer_model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
         steps.append("transfer_train")

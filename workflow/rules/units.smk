@@ -17,3 +17,27 @@ checkpoint units:
     shell:
         "featviz units --model results/{wildcards.run}/model --targets {params.targets:q} {params.trust} "
         "--out {output.units} > {log} 2>&1"
+
+
+# The run's ascent section checked against the network (layers, units, recipes): an imported
+# network's layers are only known here. A checkpoint read by the input functions that list the
+# ascent jobs, so that a bad name stops the run with one `featviz: error:` line before any of them.
+checkpoint select:
+    input:
+        units="results/{run}/units.json",
+    output:
+        selection="results/{run}/selection.json",
+    params:
+        ascent=ascent_params,
+        where=lambda wildcards: f"runs[{list(RUNS).index(wildcards.run)}].ascent",
+    conda:
+        "../envs/featviz.yaml"
+    log:
+        "results/{run}/logs/select.log",
+    benchmark:
+        "results/{run}/benchmarks/select.tsv"
+    priority: 10  # right after the units: a bad name stops the run before the jobs that can run beside it
+    localrule: True
+    shell:
+        "featviz select --units {input.units} --ascent {params.ascent:q} --where {params.where:q} "
+        "--out {output.selection} > {log} 2>&1"
