@@ -144,3 +144,58 @@ def test_the_index_lists_every_report_and_the_archives_that_exist(imported, tmp_
     assert html.count('<a href="older-00000000/index.html">') == 1 and "earlier config" in html
     assert 'href="older-00000000.tar.gz"' in html and f"{run.name}.tar.gz (not built)" in html
     assert "not-a-report" not in html and ".older" not in html
+
+
+def _visible(driver, table: str) -> list:
+    return driver.find_elements("css selector", f"#{table} tbody tr:not([hidden])")
+
+
+@pytest.mark.browser
+def test_imported_report_in_chromium(imported):
+    """Every page opens clean from file://; the per-class table shows the 19 classes with test
+    images, then all 1000 a page of 100 at a time, and sorts; the layer menu opens over the page;
+    the probe table of the class layer sorts; the layer groups open and close."""
+    from tests.browser import Browser, browser_unavailable_reason, crawl
+
+    why = browser_unavailable_reason()
+    if why:
+        pytest.skip(f"no headless Chromium: {why}")
+    _, out = imported
+    with Browser() as browser:
+        report = crawl(out.parent / "index.html", browser=browser)
+        print(report.summary())
+        report.assert_clean()
+        assert len([p for p in report.page_paths if "/layer-" in p]) == 56
+        d = browser.driver
+        d.get((out / "index.html").as_uri())
+        assert len(_visible(d, "per-class")) == N_PRESENT
+        assert not d.find_element("css selector", '[data-pager="per-class"]').is_displayed()
+        d.find_element("css selector", 'input[data-show-all="per-class"]').click()
+        assert len(_visible(d, "per-class")) == 100
+        pager = d.find_element("css selector", '[data-pager="per-class"]')
+        assert "page 1 of 10 (1000 rows)" in pager.text
+        pager.find_elements("tag name", "button")[1].click()
+        assert _visible(d, "per-class")[0].find_element("tag name", "td").text == "n00000100"
+        header = d.find_elements("css selector", "#per-class thead th")[1]  # test images
+        header.click()
+        header.click()  # descending: the classes with test images first
+        assert header.get_attribute("aria-sort") == "descending"
+        assert [r.find_elements("tag name", "td")[1].text for r in _visible(d, "per-class")[:N_PRESENT]] == ["3"] * N_PRESENT
+        menu = d.find_element("id", "layer-menu")
+        panel = menu.find_element("css selector", ".menu-panel")
+        assert not panel.is_displayed()
+        menu.find_element("tag name", "summary").click()
+        assert panel.is_displayed() and len(panel.find_elements("tag name", "a")) == 56
+        right = d.execute_script("return arguments[0].getBoundingClientRect().right", panel)
+        assert right <= d.execute_script("return window.innerWidth")  # not cut off at the right
+        groups = d.find_elements("css selector", "details.layer-group")
+        assert not any(g.get_attribute("open") for g in groups)
+        d.find_element("css selector", 'button[data-details="open"]').click()
+        assert all(g.get_attribute("open") for g in groups)
+        d.get((out / "layer-classes.html").as_uri())
+        head = d.find_elements("css selector", "#probe-units thead th")[2]  # dataset max
+        head.click()
+        vals = [float(r.find_elements("tag name", "td")[2].get_attribute("data-v")) for r in _visible(d, "probe-units")]
+        assert len(vals) == 100 and vals == sorted(vals)
+        errors = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not errors, errors
