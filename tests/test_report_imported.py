@@ -48,6 +48,7 @@ def test_run_card_says_where_the_network_came_from(imported):
     assert "filled 55 BatchNorm num_batches_tracked" in card
     assert f"{meta['parameters']:,}" in card and "in 1.37 s on cpu" in card
     assert "1000 classes (imagenet names); the image folder has 19" in card
+    assert "19 classes (the network has 1000), input 3×8×8" in html
     assert "None" not in html.split("<main>")[1].split('id="search-bar"')[0]
     assert 'id="training-card"' not in html and "training</div>" not in html
     # the evaluation's warnings, at the top of the page
