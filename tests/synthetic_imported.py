@@ -112,7 +112,9 @@ def make_imported_run(root: Path, name: str = "resnet56-9f8e7d6c", per_class: in
             "model": {"import": {"path": str(checkpoint), "class": "tests.synthetic_imported:TinyCifarResNet"}},
             "imported": imported, "import": {"class": "tests.synthetic_imported:TinyCifarResNet"}}
     if not legacy:
-        meta.update(dataset_classes=dataset_classes, label_to_output=list(PRESENT))
+        # (no `label_to_output`: test.pt's labels are already the network's output indices, so the
+        # identity mapping holds, whether or not the stages map labels through model.json)
+        meta.update(dataset_classes=dataset_classes)
     save_model(run / "model", net, meta)
     model = LoadedModel(net, classes, SHAPE, mean, std, meta)
     ev = evaluate(model, data, run / "eval", "cpu")
