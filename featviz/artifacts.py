@@ -295,9 +295,11 @@ def read_eval_metrics(path: str | Path) -> dict:
     if not isinstance(ev["classes"], list) or not isinstance(ev["per_class_accuracy"], dict) \
             or not _is_number(ev["test_accuracy"]):
         raise _bad(what, path, "`classes`, `test_accuracy` or `per_class_accuracy` has the wrong type", REMAKE_EVAL)
-    for key in ("confusion", "misclassified"):
-        if key in ev and not isinstance(ev[key], list):
+    for key in ("confusion", "confusions", "misclassified", "warnings"):
+        if key in ev and not isinstance(ev[key], list) and not (key == "confusion" and ev[key] is None):
             raise _bad(what, path, f"`{key}` is not a list", REMAKE_EVAL)
+    if "per_class_images" in ev and not isinstance(ev["per_class_images"], dict):
+        raise _bad(what, path, "`per_class_images` is not an object", REMAKE_EVAL)
     return ev
 
 

@@ -570,7 +570,8 @@ def _add_report(sub) -> None:
 def _add_index(sub) -> None:
     s = _verb(sub, "index", cmd_index, "render the index page linking every run")
     s.add_argument("--out", required=True, help="reports/index.html")
-    s.add_argument("runs", nargs="*", help="reports/<run> folders")
+    s.add_argument("runs", nargs="*", help="reports/<run> folders, listed first; every other report folder beside "
+                   "--out is listed after them")
 
 
 def _add_archive(sub) -> None:

@@ -178,3 +178,13 @@ def saliency_png(path: Path, images_u8: np.ndarray, maps: np.ndarray, labels: li
         axes[1, i].imshow(maps[i], cmap="hot", vmin=0, vmax=1)
     fig.tight_layout()
     _save_fig(fig, path)
+
+
+def note_png(path: Path, text: str) -> None:
+    """A small picture holding one line of text: where a figure would be unreadable."""
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(4.5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, textwrap.fill(text, 60), ha="center", va="center", fontsize=8, color="#5b6475")
+    _save_fig(fig, path)

@@ -93,29 +93,7 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
     write_json(run / "units.json", units)
     rng = np.random.default_rng(0)
     for layer in units["layers"]:
-        for c, unit_ids in enumerate(chunks(list(range(layer["units"])), chunk_size)):
-            n = len(unit_ids)
-            base = rng.random((n, 1, 3, 3)).astype(np.float32)
-            img = np.kron(base, np.ones((1, 1, 4, 4), np.float32))
-            arrays = {"images": img, "objective": rng.random(n).astype(np.float32) * 3,
-                      "units": np.asarray(unit_ids, np.int64)}
-            if snapshots:
-                for s in (1, 10, 100):
-                    arrays[f"snapshot_{s:05d}"] = (img * s / 100).astype(np.float32)
-                # the objective before each of 100 steps, rising towards the unit's final objective
-                arrays["trace"] = (arrays["objective"][:, None] * (1 - np.exp(-np.arange(100) / 20))[None]).astype(np.float32)
-            stats = []
-            for i, u in enumerate(unit_ids):
-                st = {"unit": u, "objective": float(arrays["objective"][i]), "steps": 100, "converged": bool(u % 2),
-                      "nonfinite": False, "dead": u == 0, "robustness": round(float(rng.random()), 3)}
-                if layer["kind"] == "class":
-                    st.update(target_softmax=round(float(rng.random()), 4), predicted=int(u),
-                              transfer_softmax=round(float(rng.random()), 4))
-                stats.append(st)
-            write_npz(run / "ascent" / layer["name"] / f"{c}.npz", **arrays)
-            write_json(run / "ascent" / layer["name"] / f"{c}.json", {
-                "layer": layer["name"], "kind": layer["kind"], "chunk": c, "units": unit_ids,
-                "recipe": {"name": "synthetic", "steps": 100, "lr": 0.05}, "seed": 0, "device": "cpu", "stats": stats})
+        write_ascent(run, layer, list(range(layer["units"])), chunk_size, rng, snapshots)
     probe(model, units, data, run / "probe", "cpu", top_k=4, samples=3, prune_images=n_test)
     for old, new in (layer_rename or {}).items():
         _rename_layer(run, old, new)
@@ -138,3 +116,32 @@ def _rename_layer(run: Path, old: str, new: str) -> None:
         d = read_json(js)
         d["layer"] = new
         write_json(js, d)
+
+
+def write_ascent(run: Path, layer: dict, units: list[int], chunk_size: int, rng: np.random.Generator,
+                 snapshots: bool = True, channels: int = 1) -> None:
+    """Synthetic ascent results of some units of a layer: smooth random 12×12 images, snapshots,
+    traces and stats, written as the ascent jobs write them."""
+    for c, unit_ids in enumerate(chunks(units, chunk_size)):
+        n = len(unit_ids)
+        base = rng.random((n, channels, 3, 3)).astype(np.float32)
+        img = np.kron(base, np.ones((1, 1, 4, 4), np.float32))
+        arrays = {"images": img, "objective": rng.random(n).astype(np.float32) * 3,
+                  "units": np.asarray(unit_ids, np.int64)}
+        if snapshots:
+            for s in (1, 10, 100):
+                arrays[f"snapshot_{s:05d}"] = (img * s / 100).astype(np.float32)
+            # the objective before each of 100 steps, rising towards the unit's final objective
+            arrays["trace"] = (arrays["objective"][:, None] * (1 - np.exp(-np.arange(100) / 20))[None]).astype(np.float32)
+        stats = []
+        for i, u in enumerate(unit_ids):
+            st = {"unit": u, "objective": float(arrays["objective"][i]), "steps": 100, "converged": bool(u % 2),
+                  "nonfinite": False, "dead": u == 0, "robustness": round(float(rng.random()), 3)}
+            if layer["kind"] == "class":
+                st.update(target_softmax=round(float(rng.random()), 4), predicted=int(u),
+                          transfer_softmax=round(float(rng.random()), 4))
+            stats.append(st)
+        write_npz(run / "ascent" / layer["name"] / f"{c}.npz", **arrays)
+        write_json(run / "ascent" / layer["name"] / f"{c}.json", {
+            "layer": layer["name"], "kind": layer["kind"], "chunk": c, "units": unit_ids,
+            "recipe": {"name": "synthetic", "steps": 100, "lr": 0.05}, "seed": 0, "device": "cpu", "stats": stats})

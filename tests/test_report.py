@@ -52,9 +52,10 @@ def test_user_strings_are_escaped(site):
         html = page.read_text()
         assert "<script>alert" not in html, page
         assert "<img src=x" not in html, page
-        # the only scripts are the report's own: inline sort/filter code, the search and its index
+        # the only scripts are the report's own: inline sort/filter code, the search and its index, the tables
         for m in re.finditer(r"<script[^>]*>", html):
-            assert m.group(0) in ("<script>", '<script src="static/search.js" defer>'), page
+            assert m.group(0) in ("<script>", '<script src="static/search.js" defer>',
+                                  '<script src="static/tables.js" defer>'), page
     run_page = (site / "index.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in run_page
     assert "&lt;img src=x onerror=alert(2)&gt;" in run_page

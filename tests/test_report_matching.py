@@ -76,3 +76,24 @@ def test_only_the_given_comparisons_are_rendered(site, tmp_path):
     assert f"match-{other}.html" not in (tmp_path / "r" / "index.html").read_text()
     render_run(results, tmp_path / "none", {"name": "tiny"}, matches=[])
     assert "match-" not in (tmp_path / "none" / "index.html").read_text()
+
+
+def test_an_invalid_transfer_model_is_not_compared(site, tmp_path):
+    """transfer.json says the transfer model is not valid (not well above chance): its comparison
+    page is not written nor linked, the run page says why in plain words; other comparisons stay."""
+    import json
+
+    out, other = site
+    results = out.parent.parent / "results" / out.name
+    reason = "the transfer model's test accuracy 0.190 is not well above chance (0.333)"
+    (results / "transfer.json").write_text(json.dumps({"images": [], "transfer_model": {
+        "model": {"preset": "auto"}, "seed": 1, "test_accuracy": 0.19, "valid": False, "invalid_reason": reason}}))
+    try:
+        render_run(results, tmp_path / "r", {"name": "tiny"})
+    finally:
+        (results / "transfer.json").unlink()
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert not (tmp_path / "r" / "match-transfer.html").exists() and "match-transfer" not in html
+    assert f'href="match-{other}.html" class="match-link"' in html
+    assert 'id="transfer-invalid"' in html and reason.replace("'", "&#39;") in html
+    assert "not used: " + reason.replace("'", "&#39;") in (tmp_path / "r" / "classes.html").read_text()

@@ -16,6 +16,7 @@ from .templating import slug
 ROWS = 64  # matched pairs shown per layer (the strongest first)
 THUMB = 84  # display height of a unit's picture
 PREFIX = "match-"
+TRANSFER = "transfer"  # the comparison with the run's transfer model (featviz.matching.TRANSFER, which needs torch)
 
 
 def read_matches(results: Path, files: list[Path] | None = None) -> list[tuple[str, dict, Path]]:
@@ -124,12 +125,15 @@ def _sections(site: Path, folder: str, rec: dict, z, report_layers: dict) -> lis
 
 
 def write_matches(env, site: Path, results: Path, layers: list[dict], run_id: str, generated: str,
-                  files: list[Path] | None = None) -> list[dict]:
-    """Write the comparison pages of the run (`read_matches`; pictures under match/<other>/);
-    returns the run page's links: page, label, and a one-line summary."""
+                  files: list[Path] | None = None, leave_out: tuple[str, ...] = ()) -> list[dict]:
+    """Write the comparison pages of the run (`read_matches`, but those named in `leave_out`: an
+    invalid transfer model's; pictures under match/<other>/); returns the run page's links: page,
+    label, and a one-line summary."""
     links = []
     report_layers = {layer["name"]: layer for layer in layers}
     for other, rec, npz in read_matches(results, files):
+        if other in leave_out:
+            continue
         name = slug(other)
         page, folder = f"{PREFIX}{name}.html", f"match/{name}"
         with np.load(npz) as z:

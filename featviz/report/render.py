@@ -72,27 +72,43 @@ def _inline_js(path: Path) -> str:
     return path.read_text().replace("</", "<\\/")
 
 
+def _index_row(d: Path, out: Path, listed: bool) -> dict:
+    """One run's row of the index, read from its report folder's summary.json."""
+    summary = d / "summary.json"
+    if not summary.exists():
+        raise FeatvizError(f"index: {summary} is missing (render the run's report first)")
+    row = read_json_object(summary, "report summary", "re-render the run's report (`featviz report`)", ("run",))
+    rel = Path(os.path.relpath(d, out.parent)).as_posix()
+    row["href"] = f"{rel}/index.html"
+    row.setdefault("model_id", row["run"].rsplit("-", 1)[-1])
+    row.setdefault("dead", "–")
+    row.setdefault("weak", "–")
+    archive = d.parent / row.get("archive", f"{d.name}.tar.gz")
+    row["archive_href"] = Path(os.path.relpath(archive, out.parent)).as_posix() if archive.exists() else None
+    row["index_href"] = f"{rel}/units-index.js" if (d / "units-index.js").is_file() else None
+    row["listed"] = listed
+    return row
+
+
+def other_reports(folder: Path, given: list[Path]) -> list[Path]:
+    """The report folders in `folder` (those with a summary.json) not among `given`: the runs of
+    earlier configs whose reports are still there (a hidden folder is a report being written)."""
+    seen = {Path(d).resolve() for d in given}
+    if not folder.is_dir():
+        return []
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+                  and (d / "summary.json").is_file() and d.resolve() not in seen)
+
+
 def render_index(run_dirs: list[Path], out: Path) -> None:
-    """reports/index.html: one row per run, read from each run's report folder; links are relative
-    to the index's folder, and an archive is linked only where `<run>.tar.gz` exists beside it."""
+    """reports/index.html: one row per run: the given report folders first (the config's runs), then
+    every other report folder beside the index (earlier configs' runs); links are relative to the
+    index's folder, and an archive is linked where `<run>.tar.gz` exists beside its report when the
+    index is written (the workflow writes the index after the archives)."""
     out = Path(out)
-    rows = []
-    for d in run_dirs:
-        d = Path(d)
-        summary = d / "summary.json"
-        if not summary.exists():
-            raise FeatvizError(f"index: {summary} is missing (render the run's report first)")
-        row = read_json_object(summary, "report summary", "re-render the run's report (`featviz report`)",
-                               ("run",))
-        rel = Path(os.path.relpath(d, out.parent)).as_posix()
-        row["href"] = f"{rel}/index.html"
-        row.setdefault("model_id", row["run"].rsplit("-", 1)[-1])
-        row.setdefault("dead", "–")
-        row.setdefault("weak", "–")
-        archive = d.parent / row.get("archive", f"{d.name}.tar.gz")
-        row["archive_href"] = Path(os.path.relpath(archive, out.parent)).as_posix() if archive.exists() else None
-        row["index_href"] = f"{rel}/units-index.js" if (d / "units-index.js").is_file() else None
-        rows.append(row)
+    given = [Path(d) for d in run_dirs]
+    rows = [_index_row(d, out, True) for d in given]
+    rows += [_index_row(d, out, False) for d in other_reports(out.parent, given)]
     html = environment().get_template("index.html").render(
         runs=rows, root="", inline_css=(STATIC / "style.css").read_text(), search_js=_inline_js(STATIC / "search.js"),
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))

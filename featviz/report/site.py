@@ -17,10 +17,13 @@ from ..figures import curves_png, display_scale, montage, normalize_maps, save_i
 from ..io import write_json, write_text
 from ..results import CONV1_OPTIMAL, CONV1_WEIGHTS, LayerAscent, ProbeArrays, RunFolder, read_misclassified_images, \
     read_transfer
+from .card import evaluation, origin
 from .circuits import attach_circuits
+from .groups import FLAT_LAYERS, group_layers, neighbours
 from .inputs import ascent_pixels
-from .matching import write_matches
+from .matching import TRANSFER, write_matches
 from .methods import write_methods
+from .probe_view import layer_samples, probe_rows
 from .search_index import write_units_index
 from .templating import STATIC, environment, slug
 from .templating import inside as _inside
@@ -92,7 +95,7 @@ def _metrics(stats: dict, base: dict | None) -> dict:
 
 RUN_PAGE_CELLS = 64  # per conv layer on the run page (the layer page has them all)
 RUN_PAGE_CLASSES = 100
-CONFUSION_TABLE = 50  # classes up to which the run page carries the confusion matrix as a table
+TABLE_PAGE = 100  # rows per page of the long tables (per-class accuracy, a layer's probe results)
 LAYER_PAGE = 256  # cells per page of a layer page's grid
 SAMPLE_MAPS = 64  # activation maps per layer and sample on the run page
 HERO, THUMB, TOP = 224, 112, 64  # display heights: unit page, grids, top test images and crops
@@ -168,12 +171,14 @@ def layer_views(units: dict, ascent: dict[str, LayerAscent], probe: dict | None)
 
 # ---------------------------------------------------------------------- run-page pictures
 
-def _copy_run_files(site: Path, folder: RunFolder, train_metrics: dict | None, probe: dict | None) -> None:
+def _copy_run_files(site: Path, folder: RunFolder, train_metrics: dict | None, probe: dict | None,
+                    confusion_picture: bool) -> None:
     """The static files and the pictures the earlier stages drew, into the site."""
     (site / "static").mkdir()
     for f in STATIC.iterdir():
         shutil.copyfile(f, site / "static" / f.name)
-    shutil.copyfile(folder.confusion_png, site / "confusion.png")
+    if confusion_picture:  # (beyond a readable size the evaluation writes a note, not the matrix)
+        shutil.copyfile(folder.confusion_png, site / "confusion.png")
     if train_metrics and train_metrics.get("epochs"):
         curves_png(site / "curves.png", train_metrics["epochs"])
     if probe is not None and folder.pruning_png.exists():
@@ -254,17 +259,19 @@ def _run_context(run_id: str, model_meta: dict, train_metrics: dict | None, ev: 
                  config: dict, generated: str, probe: dict | None, folder: RunFolder) -> dict:
     """What every page of the run is rendered with (pictures are added by the caller)."""
     transfer = read_transfer(folder.transfer_json)
-    conf = ev.get("confusion") or []
+    tmodel = transfer.get("transfer_model") if transfer else None
     return {
         "run_id": run_id, "model": model_meta, "train": train_metrics, "eval": ev,
-        "per_class": [(c, ev["per_class_accuracy"].get(c)) for c in ev["classes"]],
-        "layers": layers, "config": config, "generated": generated, "probe": probe,
-        "confusion": conf, "confusion_max": max((max(r) for r in conf if r), default=0),
+        "origin": origin(model_meta, train_metrics), "evaluation": evaluation(ev),
+        "layers": layers, "groups": group_layers(layers), "neighbours": neighbours(layers),
+        "config": config, "generated": generated, "probe": probe,
         "class_layer": next((layer for layer in layers if layer["kind"] == "class"), None),
         "model_id": run_id.rsplit("-", 1)[-1] if "-" in run_id else run_id,
-        "transfer_model": transfer.get("transfer_model") if transfer else None,
-        "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "confusion_table_classes": CONFUSION_TABLE,
-        "run_page_classes": RUN_PAGE_CLASSES,
+        "transfer_model": tmodel,
+        # an invalid transfer model (not well above chance) scores nothing and is compared with nothing
+        "transfer_invalid": bool(tmodel and tmodel.get("valid") is False),
+        "run_page_cells": RUN_PAGE_CELLS, "page_size": LAYER_PAGE, "table_page": TABLE_PAGE,
+        "run_page_classes": RUN_PAGE_CLASSES, "flat_layers": FLAT_LAYERS,
     }
 
 
@@ -274,13 +281,14 @@ def _run_page(env, site: Path, ctx: dict) -> None:
 
 def _layer_pages(env, site: Path, ctx: dict) -> None:
     for layer in ctx["layers"]:
-        write_text(_inside(site, layer["page"]), env.get_template("layer.html").render(**ctx, layer=layer, root=""))
+        write_text(_inside(site, layer["page"]), env.get_template("layer.html").render(
+            **ctx, layer=layer, layer_samples=layer_samples(ctx["samples"], layer["name"]), root=""))
 
 
 def _classes_page(env, site: Path, ctx: dict) -> None:
     if ctx["class_layer"] is not None:
         write_text(site / "classes.html", env.get_template("classes.html").render(
-            **ctx, layer=ctx["class_layer"], accuracy=dict(ctx["per_class"]), root=""))
+            **ctx, layer=ctx["class_layer"], accuracy=ctx["eval"]["per_class_accuracy"], root=""))
 
 
 def _summary(ctx: dict) -> dict:
@@ -308,22 +316,25 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     env = environment()
     site, folder = Path(site), RunFolder(results)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    _copy_run_files(site, folder, train_metrics, probe)
-    write_json(site / "config.json", config)
     classes = units["classes"]
     layers = layer_views(units, ascent, probe)
     ctx = _run_context(run_id, model_meta, train_metrics, ev, layers, config, generated, probe, folder)
+    _copy_run_files(site, folder, train_metrics, probe, ctx["evaluation"]["picture"])
+    write_json(site / "config.json", config)
     ctx["samples"] = _samples(site, probe, arrays, layers)
     ctx["first"] = _first_layer(site, probe, arrays, layers)
     ctx["misclassified"] = _misclassified(site, folder, ev)
     bank_thumbs = _bank_thumbnails(site, arrays)
+    for layer in layers:  # what the probe measured of the units without a picture (the layer pages)
+        layer["probe_rows"] = probe_rows(layer, arrays, bank_thumbs, classes)
     attach_circuits(layers, results, units, THUMB)  # each layer's `circuits`: the unit pages' circuits block
     for layer in layers:  # unit pictures and pages, a layer at a time
         if layer["cells"]:
             _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)
     write_units_index(site, layers)  # units-index.js: the run page's search (static/search.js)
     ctx["methods_page"] = write_methods(env, site, results, units, probe, config, run_id, generated)
-    ctx["match_pages"] = write_matches(env, site, results, layers, run_id, generated, matches)  # after the unit pages
+    ctx["match_pages"] = write_matches(env, site, results, layers, run_id, generated, matches,  # after the unit pages
+                                       leave_out=(TRANSFER,) if ctx["transfer_invalid"] else ())
     _run_page(env, site, ctx)
     _layer_pages(env, site, ctx)
     _classes_page(env, site, ctx)

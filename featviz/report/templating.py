@@ -32,4 +32,5 @@ def environment() -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = lambda x: "–" if x is None else f"{100.0 * float(x):.2f}%"
     env.filters["num"] = lambda x, d=3: "–" if x is None else f"{float(x):.{d}f}"
+    env.filters["grouped"] = lambda x: "–" if x is None else f"{int(x):,}"
     return env

@@ -56,11 +56,13 @@ rule archive:
         "--out {output} > {log} 2>&1"
 
 
-# The index links each run's archive by name; it does not wait for the archives (rule all does),
-# so that it renders beside them at the end of the report.
+# The index links each run's archive where it exists when the index is written, so it waits for
+# the archives (a few seconds each: it is the last page written). Besides the config's runs it lists
+# every other report under reports/ (runs of earlier configs), with their archives where present.
 rule index:
     input:
         sites=expand("reports/{run}", run=RUNS),
+        archives=expand("reports/{run}.tar.gz", run=RUNS),
     output:
         "reports/index.html",
     conda:
