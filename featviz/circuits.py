@@ -52,6 +52,9 @@ FLATTEN_METHODS = ("flatten", "view", "reshape")
 
 
 def _module_name(layer: dict) -> str:
+    """The module a layer is read from; "" (the network itself) for class logits no module returns."""
+    if layer.get("kind") == "class" and not layer.get("module"):
+        return ""
     return layer.get("module") or layer["name"]
 
 
@@ -196,7 +199,7 @@ class _Capture:
 
     def __init__(self, net: nn.Module, names: list[str]):
         mods = dict(net.named_modules())
-        missing = [n for n in names if n not in mods or n == ""]
+        missing = [n for n in names if n not in mods]
         if missing:
             raise FeatvizError(f"circuits: the model has no module '{missing[0]}' (from units.json); "
                                f"re-run `featviz units`")

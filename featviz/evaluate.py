@@ -17,6 +17,17 @@ from .model import LoadedModel
 MAX_MISCLASSIFIED = 64
 
 
+def chance_warning(accuracy: float, n_outputs: int, n_images: int, what: str) -> str | None:
+    """A warning when a network reads its test images no better than chance (1 / outputs, x2):
+    a wrong normalization (the 0-255 scale), input size or class order makes every answer a guess."""
+    chance = 1.0 / max(1, n_outputs)
+    if n_images >= 10 and accuracy <= 2 * chance:
+        return (f"{what} {accuracy:.3f} is at chance level ({chance:.3f} for {n_outputs} outputs): the network "
+                f"cannot read these images; check model.import.mean/std (in [0, 1] units), the input size and "
+                f"the class order (model.class_names)")
+    return None
+
+
 def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "auto") -> dict:
     dev = resolve_device(device)
     model.to(dev)
@@ -40,8 +51,13 @@ def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "a
          "confidence": round(float(probs[i, pred[i]]), 4)}
         for i in picked
     ]
+    accuracy = float((pred == true).float().mean()) if len(true) else 0.0
+    low = chance_warning(accuracy, k, len(true), f"test accuracy on {len(true)} images")
+    if low:
+        print(f"warning: {low}", flush=True)
     metrics = {
-        "test_accuracy": float((pred == true).float().mean()) if len(true) else 0.0,
+        "test_accuracy": accuracy,
+        "warnings": [low] if low else [],
         "n_test": int(len(true)),
         "per_class_accuracy": per_class,
         "classes": model.classes,

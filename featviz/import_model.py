@@ -29,6 +29,7 @@ from .artifacts import read_info, read_prepared
 from .checks import check_sections
 from .device import resolve_device
 from .errors import FeatvizError
+from .evaluate import chance_warning
 from .io import staged_files, write_json
 from .model import LoadedModel, input_description, save_model
 from .model import timm_archs
@@ -114,16 +115,6 @@ def _check_sample(test, label_to_output: list[int]) -> tuple[torch.Tensor, torch
     idx = torch.linspace(0, n - 1, min(n, CHECK_IMAGES)).round().long().unique() if n else torch.zeros(0, dtype=torch.long)
     labels = torch.as_tensor(label_to_output, dtype=torch.int64)[test.labels[idx]]
     return test.images[idx], labels
-
-
-def chance_warning(accuracy: float, n_outputs: int, n_images: int, what: str) -> str | None:
-    """A warning when a network reads its test images no better than chance (1 / outputs, x2)."""
-    chance = 1.0 / max(1, n_outputs)
-    if n_images >= 10 and accuracy <= 2 * chance:
-        return (f"{what} {accuracy:.3f} is at chance level ({chance:.3f} for {n_outputs} outputs): the network "
-                f"cannot read these images; check model.import.mean/std (in [0, 1] units), the input size and "
-                f"the class order (model.class_names)")
-    return None
 
 
 def config_network(model_cfg: dict, input_shape, n_classes: int, trust: bool = False):

@@ -60,6 +60,10 @@ BANK_BYTES = 2 ** 26
 
 
 def module_of(net: nn.Module, layer: dict) -> nn.Module:
+    """The module whose output is the layer (the network itself for class logits that no module
+    returns: SqueezeNet's are `torch.flatten` of its classifier's output)."""
+    if layer.get("kind") == "class" and not layer.get("module"):
+        return net
     name = layer.get("module") or layer["name"]
     mods = dict(net.named_modules())
     if name not in mods:
