@@ -67,8 +67,10 @@ def _network(fmt: str, model_cfg: dict, imp: dict, path: Path | None, shape, n_c
                 net, weights = timm_archs.pretrained(model_cfg["timm"]), "pretrained"
             return net, f"{what} weights {weights}", {"file_format": f"{fmt} weights", "entry": None, "adapted": [],
                                                        "architecture": what}
-        n_out = _outputs_of_state(load_state_dict(path, trust, key), n_classes)
-        net = build_named(describe(model_cfg), n_out)
+        net = build_named(describe(model_cfg), n_classes)
+        n_out = _outputs_of_state(net, load_state_dict(path, trust, key), n_classes)
+        if n_out != n_classes:
+            net = build_named(describe(model_cfg), n_out)
         loaded = import_weights(net, path, trust, key, what)
         return net, f"{what} state_dict", {**loaded, "architecture": what}
     if fmt == "class":
@@ -83,11 +85,19 @@ def _network(fmt: str, model_cfg: dict, imp: dict, path: Path | None, shape, n_c
     return net, how, {"file_format": "torch.export archive", "entry": None, "adapted": [], "architecture": "torch.export"}
 
 
-def _outputs_of_state(state: dict, n_classes: int) -> int:
-    """The number of outputs a torchvision state_dict's last layer has (its last weight of a linear
-    or conv layer: SqueezeNet's classifier is a 1x1 conv)."""
-    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() in (2, 4)]
-    return int(last[-1].shape[0]) if last else n_classes
+def _outputs_of_state(net, state: dict, n_classes: int) -> int:
+    """The number of outputs a checkpoint's classifier has: the first dimension of the weight of
+    the network's last conv or linear module (in registration order: SqueezeNet's classifier is a
+    1x1 conv), found in the state under any prefix (`module.fc.weight`)."""
+    last = None
+    for name, mod in net.named_modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            last = name
+    if last is None:
+        return n_classes
+    want = f"{last}.weight"
+    hits = [v for k, v in state.items() if k == want or k.endswith("." + want)]
+    return int(hits[0].shape[0]) if len(hits) == 1 and hits[0].dim() in (2, 4) else n_classes
 
 
 def _normalization(imp: dict, info: dict, model_cfg: dict, shape) -> tuple[list, list, str]:

@@ -119,7 +119,7 @@ def make_imported_run(root: Path, name: str = "resnet56-9f8e7d6c", per_class: in
     model = LoadedModel(net, classes, SHAPE, mean, std, meta)
     ev = evaluate(model, data, run / "eval", "cpu")
     write_json(run / "model" / "metrics.json", {
-        "epochs": [], "final_test_accuracy": ev["test_accuracy"], "train_wall_s": None, "import_wall_s": 1.37,
+        "epochs": [], "check_accuracy": {"accuracy": ev["test_accuracy"], "images": 20, "of": 20}, "train_wall_s": None, "import_wall_s": 1.37,
         "device": "cpu", "parameters": params, "imported": {k: imported[k] for k in ("path", "sha256", "format", "how")}})
     ev = read_json(run / "eval" / "metrics.json")
     ev["warnings"] = [f"test accuracy {ev['test_accuracy']:.3f} is at chance level for {len(PRESENT)} classes: check "

@@ -89,5 +89,47 @@ def test_imported_model_selection_naming_a_missing_layer_stops_before_any_ascent
     proc = snakemake(work, "--quiet", "rules", configfile=tmp_path / "config.yaml", timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "featviz config error: runs[0].ascent.layers: unknown layer 'conv2' (known: conv1, classes)" in out, out[-3000:]
+    # `featviz select`'s one line reaches the terminal (the workflow's onerror handler), no traceback
+    assert "featviz: error: runs[0].ascent.layers: unknown layer 'conv2' (known: conv1, classes)" in proc.stderr, out[-3000:]
+    assert "Traceback" not in out and "InputFunctionException" not in out
     assert not list((work / "results").glob("*/ascent/*"))
+
+
+@pytest.mark.workflow
+def test_a_test_only_folder_a_stage_alias_and_a_checkpoint_as_published(tmp_path):
+    """An imported network needs no train/ folder; its checkpoint nested under 'state_dict' with a
+    DataParallel prefix imports as saved; a stage named for its last block (`layer2` for `layer2.1`);
+    no transfer model unless asked; the run page says where the network came from."""
+    sys.path.insert(0, str(REPO / "tests" / "real_nets"))
+    try:
+        from cifar_resnet import CifarResNet
+    finally:
+        sys.path.remove(str(REPO / "tests" / "real_nets"))
+    image_folder(tmp_path / "imgs", classes=("cat", "dog", "ship"), size=(16, 16), n_train=3, n_test=3)
+    import shutil
+
+    shutil.rmtree(tmp_path / "imgs" / "train")
+    net = CifarResNet(1, 10).eval()
+    torch.save({"best_prec1": 50.0, "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}},
+               tmp_path / "ckpt.th")
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    cfg = {"data_root": str(tmp_path), "device": "cpu", "seed": 0,
+           "runs": [{"name": "wild", "dataset": "imagefolder", "data": {"path": str(tmp_path / "imgs")},
+                     "model": {"import": {"path": str(tmp_path / "ckpt.th"), "class": "cifar_resnet:CifarResNet",
+                                          "kwargs": {"blocks_per_stage": 1},
+                                          "code_path": str(REPO / "tests" / "real_nets")},
+                               "class_names": names},
+                     "ascent": {"targets": ["default", "layer*"], "layers": ["layer2", "classes"],
+                                "units": {"layer2.0": [0, 1], "classes": ["cat", "bird"]}, "chunk_size": 8,
+                                "overrides": {"conv": {"steps": 2}, "class": {"class_steps": 2}}}}]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    proc = snakemake(work, "--quiet", "rules", configfile=tmp_path / "config.yaml", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = (work / "results").glob("wild-*")
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["label_to_output"] == [3, 5, 8]
+    assert not (run / "transfer_model").exists()
+    assert json.loads((run / "selection.json").read_text())["layers"] == {"layer2": [0, 1], "classes": [2, 3]}
+    page = (work / "reports" / run.name / "index.html").read_text()
+    assert "stripped the key prefix" in page and "took the state_dict under" in page
