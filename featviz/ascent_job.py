@@ -19,6 +19,7 @@ from .io import pack_images
 from .model import load_model
 from .results import write_chunk
 from .schema import with_defaults
+from .spectrum import spectrum_for
 from .units import check_selection, chunks, find_layer, selected_units
 
 SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
@@ -170,8 +171,24 @@ def check_units_match(model, units_info: dict, layer: dict, units_json: Path) ->
                            f"{layer['units']}: {remake}")
 
 
+def needs_spectrum(ascent_cfg: dict) -> bool:
+    """Whether any recipe a run's ascent or its comparison uses is MACO's (`param: maco`): then its
+    jobs read results/<run>/spectrum.npz (`featviz spectrum`). Every kind's recipe and each layer's
+    own (`recipe.layers`, `overrides.layers`), resolved with their overrides."""
+    from .compare import resolve_compare
+
+    ascent_cfg = with_defaults("ascent", ascent_cfg)
+    named = set((ascent_cfg.get("recipe") or {}).get("layers") or {}) | set(
+        (ascent_cfg.get("overrides") or {}).get("layers") or {})
+    recipes = [recipe_for(kind, ascent_cfg, layer) for kind in KINDS for layer in [None, *sorted(named)]]
+    compare = resolve_compare(ascent_cfg.get("compare"), check=False)
+    recipes += [(e["recipe"], e["overrides"]) for e in (compare or {}).get("entries", [])]
+    return any(get_recipe(name, overrides)["param"] == "maco" for name, overrides in recipes)
+
+
 def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, ascent_cfg: dict,
-              out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False) -> dict:
+              out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False,
+              spectrum: Path | None = None) -> dict:
     units_info = read_units(units_json)
     batch_size = ascent_cfg.get("batch_size")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -188,13 +205,14 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     if not 0 <= chunk < len(all_chunks):
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
+    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name)
+    magnitude = spectrum_for(spectrum, get_recipe(recipe, overrides), int(units_info["input_shape"][0]), "ascend")
     dev = resolve_device(device)
     precision = resolve_precision(ascent_cfg["precision"], dev, "ascent.precision")
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
     model = model.to(dev)
     channels_last = channels_last_works(model, dev, bool(ascent_cfg["channels_last"]))
-    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name)
     seed = int(ascent_cfg["seed"])
     target = None if layer["kind"] == "class" else layer_name
     # units per batch: the config's ascent.batch_size, else as many as fit this device's memory
@@ -205,7 +223,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         model.net, target, units, layer["kind"],
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
         seed=seed, device=str(dev), progress=False, max_batch=batch,
-        precision=precision, channels_last=channels_last)
+        precision=precision, channels_last=channels_last, spectrum=magnitude)
     wall = time.perf_counter() - started
     record = {
         "layer": layer_name,
@@ -222,7 +240,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     }
     write_chunk(out_npz, out_json, images=pack_images(result.images), objective=result.objective.astype(np.float32),
                 units=units, snapshots={step: small_snapshot(arr) for step, arr in result.snapshots.items()},
-                trace=result.trace.astype(np.float32), record=record)
+                trace=result.trace.astype(np.float32), record=record, transparency=result.transparency)
     # throughput goes to the log (and Snakemake's benchmark TSV), not the chunk JSON: results stay
     # byte-identical between runs. unit-steps: units x optimization steps actually taken
     unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)
