@@ -4,6 +4,7 @@ the chunk and on the unit and class pages, the verb and its errors."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import OrderedDict
@@ -305,3 +306,45 @@ def test_needs_spectrum():
 def test_recipes_verb_lists_maco():
     r = _featviz("recipes")
     assert r.returncode == 0 and "maco" in r.stdout and "Fel et al. 2023" in r.stdout
+
+
+def test_workflow_makes_the_spectrum_for_maco_runs_only(tmp_path, monkeypatch):
+    """On the tiny .test config: a run whose class recipe (and one comparison entry) is maco gets rule
+    spectrum before its ascent and compare jobs, which read it; the archive's file list has it."""
+    import copy
+
+    import yaml
+    from snakemake.utils import validate
+
+    from featviz.config import resolve_runs
+    from tests.snakemake_run import ROOT, snakemake
+    from tests.synthetic import make_imagefolder
+
+    make_imagefolder(tmp_path / "shapes", per_class=8, test_per_class=2)
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    cfg["runs"][0]["train"]["epochs"] = 1
+    quick = {"steps": 3, "class_steps": 3, "crops": 2}
+    cfg["runs"][0]["ascent"].update(recipe={"class": "maco"}, overrides={"class": quick},
+                                    compare={"recipes": [{"recipe": "maco", "overrides": quick, "label": "maco"}],
+                                             "units_per_layer": 2, "layers": ["classes"]})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    filled = copy.deepcopy(cfg)
+    validate(filled, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    run = resolve_runs(filled)[0].id
+    targets = [f"results/{run}/ascent/classes/0.json", f"results/{run}/compare/maco"]
+    r = snakemake(tmp_path, *targets, configfile=path, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(r"spectrum\s+1\b", r.stdout + r.stderr)
+    assert (tmp_path / "results" / run / "spectrum.npz").is_file()
+    assert json.loads((tmp_path / "results" / run / "compare" / "maco" / "classes.json").read_text())["recipe"]["name"] == "maco"
+    with np.load(tmp_path / "results" / run / "ascent" / "classes" / "0.npz") as z:
+        assert z["transparency"].shape[0] == 3
+    # without a maco recipe anywhere, no spectrum job
+    cfg["runs"][0]["ascent"] = {"chunk_size": 4}
+    path.write_text(yaml.safe_dump(cfg))
+    plan = snakemake(tmp_path, "--dry-run", configfile=path, timeout=300)
+    stats = (plan.stdout + plan.stderr).split("Job stats")[-1]
+    assert plan.returncode == 0 and re.search(r"\bascend\s+\d", stats), plan.stdout[-2000:]
+    assert not re.search(r"\bspectrum\s+\d", stats), stats
