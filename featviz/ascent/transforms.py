@@ -299,6 +299,9 @@ def build(recipe: dict, out_hw):
     """The transform pipeline of a recipe: ``jitter`` (if > 0) then ``transforms``; or MACO's
     `Crops` (``transforms: maco``)."""
     t = recipe["transforms"]
+    if recipe["param"] == "maco" and t != "maco" and recipe["canvas_scale"] != 1:
+        raise RecipeError(f"param 'maco' with canvas_scale {recipe['canvas_scale']} needs transforms 'maco' (its "
+                          f"crops bring the canvas to the input's size); set canvas_scale: 1 for other transforms")
     if t == "maco":
         for key, off in (("jitter", 0), ("diversity", 0.0)):
             if recipe[key] != off:
