@@ -57,7 +57,7 @@ class StepRule:
             self.t = torch.zeros(shape[0], device=device)
         if self.rule == "nadam":
             self.psi = float(recipe["nadam_momentum_decay"])
-            self.mu_prod = torch.ones(shape[0], device=device, dtype=torch.float64)
+            self.mu_prod = torch.ones(shape[0], device=device)
 
     def __call__(self, g, idx, lr):
         if self.rule == "std":  # population std like numpy's grad.std()
@@ -86,14 +86,13 @@ class StepRule:
         v = self.b2 * self.v[idx] + (1 - self.b2) * g * g
         t = self.t[idx] + 1
         self.m[idx], self.v[idx], self.t[idx] = m, v, t
-        td = t.double()
-        mu = self.b1 * (1 - 0.5 * 0.96 ** (td * self.psi))
-        mu_next = self.b1 * (1 - 0.5 * 0.96 ** ((td + 1) * self.psi))
+        mu = self.b1 * (1 - 0.5 * 0.96 ** (t * self.psi))
+        mu_next = self.b1 * (1 - 0.5 * 0.96 ** ((t + 1) * self.psi))
         prod = self.mu_prod[idx] * mu
         self.mu_prod[idx] = prod
-        c1 = (mu_next / (1 - prod * mu_next)).float()
-        c2 = ((1 - mu) / (1 - prod)).float()
-        vhat = v / _bcast((1 - self.b2 ** td).float(), g)
+        c1 = mu_next / (1 - prod * mu_next)
+        c2 = (1 - mu) / (1 - prod)
+        vhat = v / _bcast(1 - self.b2 ** t, g)
         mhat = _bcast(c1, g) * m + _bcast(c2, g) * g
         return lr * mhat / (vhat.sqrt() + self.aeps)
 
