@@ -17,9 +17,8 @@ from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
 from .io import pack_images
 from .model import load_model
-from .results import write_chunk
+from .results import read_spectrum, write_chunk
 from .schema import with_defaults
-from .spectrum import spectrum_for
 from .units import check_selection, chunks, find_layer, selected_units
 
 SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
@@ -171,19 +170,20 @@ def check_units_match(model, units_info: dict, layer: dict, units_json: Path) ->
                            f"{layer['units']}: {remake}")
 
 
-def needs_spectrum(ascent_cfg: dict) -> bool:
-    """Whether any recipe a run's ascent or its comparison uses is MACO's (`param: maco`): then its
-    jobs read results/<run>/spectrum.npz (`featviz spectrum`). Every kind's recipe and each layer's
-    own (`recipe.layers`, `overrides.layers`), resolved with their overrides."""
-    from .compare import resolve_compare
-
-    ascent_cfg = with_defaults("ascent", ascent_cfg)
-    named = set((ascent_cfg.get("recipe") or {}).get("layers") or {}) | set(
-        (ascent_cfg.get("overrides") or {}).get("layers") or {})
-    recipes = [recipe_for(kind, ascent_cfg, layer) for kind in KINDS for layer in [None, *sorted(named)]]
-    compare = resolve_compare(ascent_cfg.get("compare"), check=False)
-    recipes += [(e["recipe"], e["overrides"]) for e in (compare or {}).get("entries", [])]
-    return any(get_recipe(name, overrides)["param"] == "maco" for name, overrides in recipes)
+def spectrum_for(path: Path | None, recipe: dict, channels: int, where: str) -> np.ndarray | None:
+    """The magnitude a job's recipe needs: read from `path` (results/<run>/spectrum.npz) for
+    `param: maco`, with an error naming `where` without it or with one of other channels; None for
+    every other recipe."""
+    if recipe["param"] != "maco":
+        return None
+    if path is None:
+        raise FeatvizError(f"{where}: recipe '{recipe['name']}' (param maco) needs the run's magnitude spectrum: "
+                           f"give --spectrum results/<run>/spectrum.npz (made by `featviz spectrum`)")
+    mag = read_spectrum(path)
+    if mag.shape[0] != channels:
+        raise FeatvizError(f"{where}: magnitude spectrum {path} has {mag.shape[0]} channel(s), the network's input "
+                           f"{channels}: it was made from other images (re-run `featviz spectrum` on the run's data)")
+    return mag
 
 
 def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, ascent_cfg: dict,

@@ -205,12 +205,11 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     from .ascent import get_recipe, visualize
     from .ascent.hooks import ActivationReader
     from .ascent.objectives import for_kind
-    from .ascent_job import channels_last_works, check_units_match
+    from .ascent_job import channels_last_works, check_units_match, spectrum_for
     from .device import resolve_device, resolve_precision
     from .io import pack_images, write_json, write_npz
     from .model import load_model
     from .results import TRANSPARENCY, pack_transparency
-    from .spectrum import spectrum_for
 
     entry, units_info, layer, units = check_compare_job(units_json, layer_name, cfg)
     recipe = get_recipe(entry["recipe"], entry["overrides"])

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .errors import FeatvizError
-from .results import read_spectrum, write_spectrum
+from .results import write_spectrum
 
 SPLITS = ("train", "test")
 
@@ -28,16 +26,19 @@ def run_spectrum(data_dir: Path, out: Path, split: str = "train") -> dict:
     return {"shape": list(magnitude.shape), "n_images": n, "split": split}
 
 
-def spectrum_for(path: Path | None, recipe: dict, channels: int, where: str) -> np.ndarray | None:
-    """The magnitude a job's recipe needs: read from `path` for `param: maco` (an error naming
-    `where` without it, or with one of other channels), None for every other recipe."""
-    if recipe["param"] != "maco":
-        return None
-    if path is None:
-        raise FeatvizError(f"{where}: recipe '{recipe['name']}' (param maco) needs the run's magnitude spectrum: "
-                           f"give --spectrum results/<run>/spectrum.npz (made by `featviz spectrum`)")
-    mag = read_spectrum(path)
-    if mag.shape[0] != channels:
-        raise FeatvizError(f"{where}: magnitude spectrum {path} has {mag.shape[0]} channel(s), the network's input "
-                           f"{channels}: it was made from other images (re-run `featviz spectrum` on the run's data)")
-    return mag
+def needs_spectrum(ascent_cfg: dict) -> bool:
+    """Whether any recipe a run's ascent or its comparison uses is MACO's (`param: maco`): then its
+    jobs read results/<run>/spectrum.npz (`featviz spectrum`). Every kind's recipe and each layer's
+    own (`recipe.layers`, `overrides.layers`), resolved with their overrides."""
+    from .ascent import get_recipe
+    from .ascent_job import KINDS, recipe_for
+    from .compare import resolve_compare
+    from .schema import with_defaults
+
+    ascent_cfg = with_defaults("ascent", ascent_cfg)
+    named = set((ascent_cfg.get("recipe") or {}).get("layers") or {}) | set(
+        (ascent_cfg.get("overrides") or {}).get("layers") or {})
+    recipes = [recipe_for(kind, ascent_cfg, layer) for kind in KINDS for layer in [None, *sorted(named)]]
+    compare = resolve_compare(ascent_cfg.get("compare"), check=False)
+    recipes += [(e["recipe"], e["overrides"]) for e in (compare or {}).get("entries", [])]
+    return any(get_recipe(name, overrides)["param"] == "maco" for name, overrides in recipes)

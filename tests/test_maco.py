@@ -18,7 +18,8 @@ from torch import nn
 from featviz.ascent import get_recipe, visualize
 from featviz.ascent import spectrum as S
 from featviz.ascent.optimize import StepRule
-from featviz.ascent.param import COLOR_CORRELATION, MacoParam, make_param
+from featviz.ascent.param import MacoParam, make_param
+from featviz.ascent.spectrum import COLOR_CORRELATION
 from featviz.ascent.render import batch_size
 from featviz.ascent.transforms import Crops, build
 from featviz.errors import FeatvizError
@@ -293,7 +294,7 @@ def test_display_alpha_and_blend():
 
 
 def test_needs_spectrum():
-    from featviz.ascent_job import needs_spectrum
+    from featviz.spectrum import needs_spectrum
 
     assert not needs_spectrum({})
     assert needs_spectrum({"recipe": {"class": "maco"}})

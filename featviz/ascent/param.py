@@ -7,10 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Lucid's colour correlation (ImageNet), square root of its SVD.
-COLOR_CORRELATION_SVD_SQRT = np.asarray(
-    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
-COLOR_CORRELATION = COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))
+from .spectrum import COLOR_CORRELATION, power_law, resample, rfft2d_freqs  # noqa: F401 (re-exported)
+from .transforms import size_strength
 
 
 def _draw(kind, shape, gen):
@@ -68,12 +66,6 @@ class PixelParam:
 
     def picture(self, idx=None):
         return self.image(idx)
-
-
-def rfft2d_freqs(h: int, w: int) -> np.ndarray:
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.fftfreq(w)[: w // 2 + 1]
-    return np.sqrt(fx * fx + fy * fy)
 
 
 class FourierParam:
@@ -140,8 +132,6 @@ class MacoParam:
         if mag.ndim != 3 or mag.shape[0] != c:
             raise ValueError(f"the MACO magnitude spectrum has shape {tuple(mag.shape)}; the input has {c} "
                              f"channel(s): it needs ({c}, H, W // 2 + 1)")
-        from .spectrum import resample
-
         self.magnitude = resample(mag, self.ch, self.cw).to(device)
         fshape = (c, self.ch, self.cw // 2 + 1)
         # the phase is standardized before use: `amp` (dead-unit retries) only changes the draw
@@ -177,10 +167,6 @@ def make_param(recipe: dict, shape, gens, device, amp: float = 1.0, spectrum=Non
     """The parameterization a recipe names. `spectrum`: MACO's magnitude (C, H, W // 2 + 1) at any
     size (the run's images' average, featviz.ascent.spectrum); None: the 1/f power law."""
     if recipe["param"] == "maco":
-        from .spectrum import power_law
-
-        from .transforms import size_strength
-
         c, h, w = shape
         mag = spectrum if spectrum is not None else power_law(c, h, w, float(recipe["fourier_decay"]))
         # `transforms_size`: below that input size the canvas shrinks towards the input like the crops

@@ -14,7 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .param import COLOR_CORRELATION, rfft2d_freqs
+# Lucid's colour correlation (ImageNet), square root of its SVD, columns scaled to norm <= 1: the map
+# from the decorrelated colour space to RGB that the Fourier parameterizations apply
+COLOR_CORRELATION_SVD_SQRT = np.asarray(
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+COLOR_CORRELATION = COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))
 
 # pixels per batch of `mean_amplitude` (float64): about 32 MB whatever the image size
 BATCH_VALUES = 2 ** 22
@@ -57,6 +61,13 @@ def batches_of(images: torch.Tensor, values: int = BATCH_VALUES):
     per = max(1, values // max(1, int(np.prod(images.shape[1:]))))
     for s in range(0, images.shape[0], per):
         yield images[s:s + per]
+
+
+def rfft2d_freqs(h: int, w: int) -> np.ndarray:
+    """|frequency| in cycles per pixel of each coefficient of an (h, w) image's rfft2."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[: w // 2 + 1]
+    return np.sqrt(fx * fx + fy * fy)
 
 
 def power_law(channels: int, h: int, w: int, decay: float = 1.0) -> np.ndarray:

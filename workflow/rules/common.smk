@@ -11,7 +11,8 @@ import yaml
 from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
-from featviz.ascent_job import check_recipe_values, needs_spectrum
+from featviz.ascent_job import check_recipe_values
+from featviz.spectrum import needs_spectrum
 from featviz.compare import check_compare, compare_layers, job_config, resolve_compare
 from featviz.units import check_selection, n_chunks, selected_units
 
@@ -63,7 +64,7 @@ def ascent_params(wildcards):
 
 def spectrum_input(wildcards):
     """results/<run>/spectrum.npz where a recipe of the run's ascent or comparison is MACO's
-    (featviz.ascent_job.needs_spectrum; rule spectrum), else nothing."""
+    (featviz.spectrum.needs_spectrum; rule spectrum), else nothing."""
     return [f"results/{wildcards.run}/spectrum.npz"] if needs_spectrum(RUNS[wildcards.run].ascent) else []
 
 
