@@ -99,7 +99,7 @@ def scores(net, images: np.ndarray, targets: list[int], device) -> list[dict]:
 
 
 def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", precision="fp32",
-        extra: dict | None = None) -> list[dict]:
+        extra: dict | None = None, channels_last: bool = False) -> list[dict]:
     """One row per (maker, recipe): the maker's own and the other network's scores of its class images.
     `extra`: more overrides for every recipe (e.g. a test's `dead_retries: 0`)."""
     rows = []
@@ -116,6 +116,7 @@ def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", prec
             t0 = time.perf_counter()
             res = visualize(net, None, classes, "class", (3, SIZE, SIZE), normalize=normalize, recipe=name,
                             overrides=over, seed=seed, device=device, precision=precision,
+                            channels_last=channels_last,
                             spectrum=spectrum if rec["param"] == "maco" else None)
             wall = time.perf_counter() - t0
             own = [s["target_softmax"] for s in res.stats]
@@ -159,7 +160,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast of the optimization's forward passes)")
+    p.add_argument("--precision", default="auto", help="auto (bf16 where the device does it natively, as "
+                   "ascent.precision), fp32 or bf16: autocast of the optimization's forward passes")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="run the networks on NCHW tensors (default NHWC, as ascent.channels_last)")
     p.add_argument("--models", default=str(SHARED / "models"), help="folder of the two ImageNet state_dicts")
     p.add_argument("--spectrum-images", default=str(SHARED / "data" / "foolbox-samples"))
     p.add_argument("--json", default=None, help="also write the rows (per class) to this file")
@@ -167,17 +171,24 @@ def main(argv=None):
     if not 1 <= a.classes <= len(CLASSES):
         p.error(f"--classes must be 1..{len(CLASSES)}")
     torch.set_num_threads(a.threads)
+    from featviz.device import resolve_precision
+
+    a.precision = resolve_precision(a.precision, torch.device(a.device), "--precision")
     nets = {k: v.to(a.device) for k, v in load_networks(Path(a.models)).items()}
+    if a.channels_last:
+        nets = {k: v.to(memory_format=torch.channels_last) for k, v in nets.items()}
     if not nets:
         print("no ImageNet network found: nothing to measure")
         return 0
     classes = CLASSES[:a.classes]
     spectrum, source = imagenet_spectrum(Path(a.spectrum_images))
     print(f"bench_quality: {len(classes)} classes, recipes {', '.join(a.recipes)}, steps {a.steps or 'own'}, "
-          f"maco crops {a.crops or 'own'}, seed {a.seed}, {a.threads} threads, {a.device} {a.precision}; "
+          f"maco crops {a.crops or 'own'}, seed {a.seed}, {a.threads} threads, {a.device} {a.precision}"
+          f"{' channels_last' if a.channels_last else ''}; "
           f"maco's magnitude: {source}; load average {os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.perf_counter()
-    rows = run(nets, a.recipes, classes, a.steps, a.crops, a.seed, spectrum, a.device, a.precision)
+    rows = run(nets, a.recipes, classes, a.steps, a.crops, a.seed, spectrum, a.device, a.precision,
+               channels_last=a.channels_last)
     print()
     print(table(rows))
     print(f"\n{time.perf_counter() - t0:.0f} s in all; load average {os.getloadavg()[0]:.2f}")

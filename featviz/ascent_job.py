@@ -245,7 +245,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     # byte-identical between runs. unit-steps: units x optimization steps actually taken
     unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)
     print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
-          f"on {dev}, batches of at most {batch}, {unit_steps / max(wall, 1e-9):.1f} unit-steps/s "
+          f"on {dev}, batches of at most {record['batch_size']} units, {unit_steps / max(wall, 1e-9):.1f} unit-steps/s "
           f"({precision}{', channels_last' if channels_last else ''})", flush=True)
     # where the job ran: read by the Slurm CI check, useful to anyone reading the log
     print(f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', 'none')} "
