@@ -127,7 +127,10 @@ def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", prec
             for judge, jnet in others.items():
                 row["judges"][judge] = scores(jnet, res.images, classes, device)
             rows.append(row)
-            print(f"  made {len(classes)} images: {maker} / {name} in {wall:.1f} s", flush=True)
+            judged = "; ".join(f"{j}: top-1 {sum(x['top1'] for x in sc)}, top-5 {sum(x['top5'] for x in sc)}, "
+                               f"softmax {np.mean([x['softmax'] for x in sc]):.3f}" for j, sc in row["judges"].items())
+            print(f"  {maker} / {name}: {len(classes)} images in {wall:.1f} s, own softmax {np.mean(own):.3f}"
+                  f"{'; ' + judged if judged else ''}", flush=True)
     return rows
 
 
