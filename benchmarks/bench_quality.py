@@ -99,17 +99,20 @@ def scores(net, images: np.ndarray, targets: list[int], device) -> list[dict]:
 
 
 def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", precision="fp32",
-        extra: dict | None = None, channels_last: bool = False) -> list[dict]:
+        extra: dict | None = None, channels_last: bool = False, makers=None) -> list[dict]:
     """One row per (maker, recipe): the maker's own and the other network's scores of its class images.
     `extra`: more overrides for every recipe (e.g. a test's `dead_retries: 0`)."""
     rows = []
     for maker, net in nets.items():
+        if makers and maker not in makers:
+            continue
         others = {k: v for k, v in nets.items() if k != maker}
-        for name in recipes:
-            over = {"robustness_samples": 4, "snapshots": 0}
+        for entry in recipes:
+            name, _, given = entry.partition(":")  # "maco" or 'maco:{"transforms_fade": 0.5}'
+            over = {"robustness_samples": 4, "snapshots": 0, **(json.loads(given) if given else {})}
             if steps:
                 over.update(steps=steps, class_steps=steps)
-            if crops and get_recipe(name)["transforms"] == "maco":
+            if crops and get_recipe(name, over)["transforms"] == "maco" and "crops" not in over:
                 over["crops"] = crops
             over.update(extra or {})
             rec = get_recipe(name, over)
@@ -121,7 +124,7 @@ def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", prec
             wall = time.perf_counter() - t0
             own = [s["target_softmax"] for s in res.stats]
             rob = [s["robustness"] for s in res.stats if s["robustness"] is not None]
-            row = {"maker": maker, "recipe": name, "steps": rec["class_steps"] or rec["steps"],
+            row = {"maker": maker, "recipe": entry, "steps": rec["class_steps"] or rec["steps"],
                    "crops": rec["crops"] if rec["transforms"] == "maco" else None, "classes": classes,
                    "own_softmax": own, "robustness": rob, "s_per_unit": wall / len(classes), "judges": {}}
             for judge, jnet in others.items():
@@ -129,7 +132,7 @@ def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", prec
             rows.append(row)
             judged = "; ".join(f"{j}: top-1 {sum(x['top1'] for x in sc)}, top-5 {sum(x['top5'] for x in sc)}, "
                                f"softmax {np.mean([x['softmax'] for x in sc]):.3f}" for j, sc in row["judges"].items())
-            print(f"  {maker} / {name}: {len(classes)} images in {wall:.1f} s, own softmax {np.mean(own):.3f}"
+            print(f"  {maker} / {entry}: {len(classes)} images in {wall:.1f} s, own softmax {np.mean(own):.3f}"
                   f"{'; ' + judged if judged else ''}", flush=True)
     return rows
 
@@ -159,7 +162,10 @@ def main(argv=None):
     p.add_argument("--classes", type=int, default=len(CLASSES), help=f"the first N of the {len(CLASSES)} fixed classes")
     p.add_argument("--steps", type=int, default=None, help="steps for every recipe (default: each recipe's own)")
     p.add_argument("--crops", type=int, default=None, help="maco's crops per step (default: the recipe's 32)")
-    p.add_argument("--recipes", nargs="*", default=RECIPES)
+    p.add_argument("--recipes", nargs="*", default=RECIPES,
+                   help='recipe names, or NAME:JSON for a recipe with overrides, e.g. \'maco:{"canvas_view": 0.5}\'')
+    p.add_argument("--makers", nargs="*", default=None, help=f"only these networks make images ({', '.join(MODELS)}); "
+                   "every network present judges")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
@@ -191,7 +197,7 @@ def main(argv=None):
           f"maco's magnitude: {source}; load average {os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.perf_counter()
     rows = run(nets, a.recipes, classes, a.steps, a.crops, a.seed, spectrum, a.device, a.precision,
-               channels_last=a.channels_last)
+               channels_last=a.channels_last, makers=a.makers)
     print()
     print(table(rows))
     print(f"\n{time.perf_counter() - t0:.0f} s in all; load average {os.getloadavg()[0]:.2f}")
