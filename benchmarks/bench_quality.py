@@ -99,7 +99,7 @@ def scores(net, images: np.ndarray, targets: list[int], device) -> list[dict]:
 
 
 def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", precision="fp32",
-        extra: dict | None = None, channels_last: bool = False, makers=None) -> list[dict]:
+        extra: dict | None = None, channels_last: bool = False, makers=None, save: Path | None = None) -> list[dict]:
     """One row per (maker, recipe): the maker's own and the other network's scores of its class images.
     `extra`: more overrides for every recipe (e.g. a test's `dead_retries: 0`)."""
     rows = []
@@ -130,11 +130,26 @@ def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", prec
             for judge, jnet in others.items():
                 row["judges"][judge] = scores(jnet, res.images, classes, device)
             rows.append(row)
+            if save is not None:  # one strip per maker and recipe, the classes in order (maco's with its alpha below)
+                from featviz.figures import montage, save_png
+
+                strip = res.images if res.transparency is None else np.concatenate(
+                    [res.images, res.images * _alpha(res.transparency)[:, None] + (1 - _alpha(res.transparency)[:, None])])
+                save.mkdir(parents=True, exist_ok=True)
+                save_png(save / f"{maker}-{len(rows):02d}.png", montage(strip, cols=len(classes), gap=4))
+                row["picture"] = str(save / f"{maker}-{len(rows):02d}.png")
             judged = "; ".join(f"{j}: top-1 {sum(x['top1'] for x in sc)}, top-5 {sum(x['top5'] for x in sc)}, "
                                f"softmax {np.mean([x['softmax'] for x in sc]):.3f}" for j, sc in row["judges"].items())
             print(f"  {maker} / {entry}: {len(classes)} images in {wall:.1f} s, own softmax {np.mean(own):.3f}"
                   f"{'; ' + judged if judged else ''}", flush=True)
     return rows
+
+
+def _alpha(maps: np.ndarray) -> np.ndarray:
+    """Each transparency map as an alpha (clipped at its 80th percentile, / its max: Xplique's plot_maco)."""
+    from featviz.report.transparency import display_alpha
+
+    return np.stack([display_alpha(m) for m in maps])
 
 
 def table(rows: list[dict]) -> str:
@@ -176,6 +191,7 @@ def main(argv=None):
     p.add_argument("--models", default=str(SHARED / "models"), help="folder of the two ImageNet state_dicts")
     p.add_argument("--spectrum-images", default=str(SHARED / "data" / "foolbox-samples"))
     p.add_argument("--json", default=None, help="also write the rows (per class) to this file")
+    p.add_argument("--save-images", default=None, help="write each maker and recipe's images as one PNG strip here")
     a = p.parse_args(argv)
     if not 1 <= a.classes <= len(CLASSES):
         p.error(f"--classes must be 1..{len(CLASSES)}")
@@ -197,7 +213,7 @@ def main(argv=None):
           f"maco's magnitude: {source}; load average {os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.perf_counter()
     rows = run(nets, a.recipes, classes, a.steps, a.crops, a.seed, spectrum, a.device, a.precision,
-               channels_last=a.channels_last, makers=a.makers)
+               channels_last=a.channels_last, makers=a.makers, save=Path(a.save_images) if a.save_images else None)
     print()
     print(table(rows))
     print(f"\n{time.perf_counter() - t0:.0f} s in all; load average {os.getloadavg()[0]:.2f}")
