@@ -164,14 +164,17 @@ def build_planted(kind: str, out_dir: Path, seed: int = 0) -> dict:
             "patterns": [pats[k] for k in names]}
 
 
-def transform_ceiling(recipe: dict, pattern: np.ndarray, draws: int = 256) -> float:
+def transform_ceiling(recipe: dict, pattern: np.ndarray, draws: int = 256) -> float | None:
     """What a recipe's random transforms leave of a full-size planted template: the expected
     objective E_A[<t, A(x)>] over the recipe's transforms A is the linear unit <E_A[A^T t], x>, whose
     box optimum is sign(E_A[A^T t]); returns that optimum's Pearson correlation with t (1.0 without
-    transforms). Estimated from `draws` transform draws of featviz's own transform pipeline."""
+    transforms). Estimated from `draws` transform draws of featviz's own transform pipeline. None for
+    MACO's crops (they read a canvas larger than the picture: no box optimum of the picture)."""
     from featviz.ascent import transforms
 
     tf = transforms.build(recipe, pattern.shape)
+    if isinstance(tf, transforms.Crops):
+        return None
     if not tf:
         return ceiling(pattern)
     t = torch.from_numpy(np.asarray(pattern, np.float32))[None, None].repeat(draws, 1, 1, 1)
@@ -179,3 +182,17 @@ def transform_ceiling(recipe: dict, pattern: np.ndarray, draws: int = 256) -> fl
     gens = [torch.Generator().manual_seed(i) for i in range(draws)]
     (g,) = torch.autograd.grad((tf(x, gens) * t).sum(), x)
     return pearson(np.sign(g.mean(0)[0].numpy()), pattern)
+
+
+def magnitude_ceiling(pattern: np.ndarray, magnitude: np.ndarray) -> float:
+    """MACO's bound on a full-size planted template: its image has the fixed Fourier `magnitude`
+    (C, H, W // 2 + 1, resampled to the pattern's size) whatever its phase, so the closest it comes to
+    the template t is (about) the image with t's own phase: irfft2(|M| exp(i angle(rfft2(t)))),
+    standardized and through MACO's sigmoid; returns its Pearson correlation with t."""
+    from featviz.ascent.spectrum import resample
+
+    h, w = pattern.shape
+    m = resample(magnitude, h, w).numpy()[0].astype(np.float64)
+    x = np.fft.irfft2(m * np.exp(1j * np.angle(np.fft.rfft2(pattern))), s=(h, w))
+    x = (x - x.mean()) / (x.std() + 1e-5)
+    return pearson(1.0 / (1.0 + np.exp(-x)), pattern)

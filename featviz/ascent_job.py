@@ -17,7 +17,7 @@ from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
 from .io import pack_images
 from .model import load_model
-from .results import write_chunk
+from .results import read_spectrum, write_chunk
 from .schema import with_defaults
 from .units import check_selection, chunks, find_layer, selected_units
 
@@ -170,8 +170,25 @@ def check_units_match(model, units_info: dict, layer: dict, units_json: Path) ->
                            f"{layer['units']}: {remake}")
 
 
+def spectrum_for(path: Path | None, recipe: dict, channels: int, where: str) -> np.ndarray | None:
+    """The magnitude a job's recipe needs: read from `path` (results/<run>/spectrum.npz) for
+    `param: maco`, with an error naming `where` without it or with one of other channels; None for
+    every other recipe."""
+    if recipe["param"] != "maco":
+        return None
+    if path is None:
+        raise FeatvizError(f"{where}: recipe '{recipe['name']}' (param maco) needs the run's magnitude spectrum: "
+                           f"give --spectrum results/<run>/spectrum.npz (made by `featviz spectrum`)")
+    mag = read_spectrum(path)
+    if mag.shape[0] != channels:
+        raise FeatvizError(f"{where}: magnitude spectrum {path} has {mag.shape[0]} channel(s), the network's input "
+                           f"{channels}: it was made from other images (re-run `featviz spectrum` on the run's data)")
+    return mag
+
+
 def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, ascent_cfg: dict,
-              out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False) -> dict:
+              out_npz: Path, out_json: Path, device: str = "auto", trust: bool = False,
+              spectrum: Path | None = None) -> dict:
     units_info = read_units(units_json)
     batch_size = ascent_cfg.get("batch_size")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -188,13 +205,14 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     if not 0 <= chunk < len(all_chunks):
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
+    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name)
+    magnitude = spectrum_for(spectrum, get_recipe(recipe, overrides), int(units_info["input_shape"][0]), "ascend")
     dev = resolve_device(device)
     precision = resolve_precision(ascent_cfg["precision"], dev, "ascent.precision")
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
     model = model.to(dev)
     channels_last = channels_last_works(model, dev, bool(ascent_cfg["channels_last"]))
-    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name)
     seed = int(ascent_cfg["seed"])
     target = None if layer["kind"] == "class" else layer_name
     # units per batch: the config's ascent.batch_size, else as many as fit this device's memory
@@ -205,7 +223,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         model.net, target, units, layer["kind"],
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
         seed=seed, device=str(dev), progress=False, max_batch=batch,
-        precision=precision, channels_last=channels_last)
+        precision=precision, channels_last=channels_last, spectrum=magnitude)
     wall = time.perf_counter() - started
     record = {
         "layer": layer_name,
@@ -222,12 +240,12 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     }
     write_chunk(out_npz, out_json, images=pack_images(result.images), objective=result.objective.astype(np.float32),
                 units=units, snapshots={step: small_snapshot(arr) for step, arr in result.snapshots.items()},
-                trace=result.trace.astype(np.float32), record=record)
+                trace=result.trace.astype(np.float32), record=record, transparency=result.transparency)
     # throughput goes to the log (and Snakemake's benchmark TSV), not the chunk JSON: results stay
     # byte-identical between runs. unit-steps: units x optimization steps actually taken
     unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)
     print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
-          f"on {dev}, batches of at most {batch}, {unit_steps / max(wall, 1e-9):.1f} unit-steps/s "
+          f"on {dev}, batches of at most {record['batch_size']} units, {unit_steps / max(wall, 1e-9):.1f} unit-steps/s "
           f"({precision}{', channels_last' if channels_last else ''})", flush=True)
     # where the job ran: read by the Slurm CI check, useful to anyone reading the log
     print(f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', 'none')} "

@@ -164,7 +164,14 @@ def cmd_ascend(a):
     from .device import claim_device
 
     run_chunk(Path(a.model), Path(a.units), a.layer, a.chunk, a.config, Path(a.out_npz), Path(a.out_json),
-              device=claim_device(a.device), trust=a.trust_checkpoint)
+              device=claim_device(a.device), trust=a.trust_checkpoint, spectrum=Path(a.spectrum) if a.spectrum else None)
+
+
+def cmd_spectrum(a):
+    from .spectrum import run_spectrum
+
+    info = run_spectrum(Path(a.data), Path(a.out), a.split)
+    print(f"magnitude spectrum {info['shape']} from {info['n_images']} {info['split']} images -> {a.out}")
 
 
 def cmd_compare(a):
@@ -177,7 +184,8 @@ def cmd_compare(a):
         raise FeatvizError(f"compare: {len(layers)} --layer but {len(configs)} --config (one for all, or one per layer)")
     if a.out_dir is not None and (a.out_npz or a.out_json):
         raise FeatvizError("compare: --out-dir or --out-npz/--out-json, not both")
-    common = dict(trust=a.trust_checkpoint, transfer_model_dir=Path(a.transfer_model) if a.transfer_model else None)
+    common = dict(trust=a.trust_checkpoint, transfer_model_dir=Path(a.transfer_model) if a.transfer_model else None,
+                  spectrum=Path(a.spectrum) if a.spectrum else None)
     if a.out_dir is not None:
         jobs = list(zip(layers, configs * len(layers) if len(configs) == 1 else configs))
         run_compare_layers(Path(a.model), Path(a.units), jobs, Path(a.out_dir), device=claim_device(a.device), **common)
@@ -452,8 +460,22 @@ def _add_ascend(sub) -> None:
     s.add_argument("--config", type=_json_object, required=True, help="ascent config")
     s.add_argument("--out-npz", required=True)
     s.add_argument("--out-json", required=True)
+    _spectrum(s)
     _device(s)
     _trust(s)
+
+
+def _spectrum(s) -> None:
+    s.add_argument("--spectrum", default=None, help="the run's magnitude spectrum (results/<run>/spectrum.npz, "
+                   "`featviz spectrum`): needed by recipes with param maco")
+
+
+def _add_spectrum(sub) -> None:
+    s = _verb(sub, "spectrum", cmd_spectrum, "the average amplitude spectrum of a prepared dataset's images "
+              "(colour-decorrelated for RGB): the fixed Fourier magnitude of the maco recipe")
+    s.add_argument("--data", required=True, help="prepared dataset folder")
+    s.add_argument("--split", default="auto", help="auto (default: train, or test where there are no training images), train or test")
+    s.add_argument("--out", required=True, help="results/<run>/spectrum.npz")
 
 
 def _add_compare(sub) -> None:
@@ -468,6 +490,7 @@ def _add_compare(sub) -> None:
                         'or one per --layer, in their order')
     s.add_argument("--transfer-model", default=None,
                    help="the run's independent model folder: class images get its transfer score")
+    _spectrum(s)
     s.add_argument("--out-dir", default=None, help="writes DIR/<layer>.npz and DIR/<layer>.json per layer")
     s.add_argument("--out-npz", default=None, help="with one --layer: its images")
     s.add_argument("--out-json", default=None, help="with one --layer: its stats")
@@ -601,8 +624,9 @@ def _add_recipes(sub) -> None:
 
 
 # one function per verb's subparser, in the order `featviz --help` lists them
-SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_select, _add_ascend, _add_compare,
-              _add_probe, _add_circuits, _add_transfer, _add_match, _add_search, _add_report, _add_index, _add_archive,
+SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_select, _add_spectrum,
+              _add_ascend, _add_compare, _add_probe, _add_circuits, _add_transfer, _add_match, _add_search, _add_report,
+              _add_index, _add_archive,
               _add_verify_archive, _add_check_config, _add_recipes)
 
 

@@ -194,7 +194,8 @@ def check_compare_job(units_json: Path, layer_name: str, cfg: dict):
 
 
 def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, out_npz: Path, out_json: Path,
-                device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None) -> dict:
+                device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None,
+                spectrum: Path | None = None) -> dict:
     """One comparison job: the layer's compared units in one batch with the recipe entry `cfg`
     describes; each unit's time is the batch's time divided by its units. Class images are also
     scored by the run's independent model (`transfer_model_dir`), where it is valid
@@ -204,12 +205,15 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     from .ascent import get_recipe, visualize
     from .ascent.hooks import ActivationReader
     from .ascent.objectives import for_kind
-    from .ascent_job import channels_last_works, check_units_match
+    from .ascent_job import channels_last_works, check_units_match, spectrum_for
     from .device import resolve_device, resolve_precision
     from .io import pack_images, write_json, write_npz
     from .model import load_model
+    from .results import TRANSPARENCY, pack_transparency
 
     entry, units_info, layer, units = check_compare_job(units_json, layer_name, cfg)
+    recipe = get_recipe(entry["recipe"], entry["overrides"])
+    magnitude = spectrum_for(spectrum, recipe, int(units_info["input_shape"][0]), f"compare {entry['label']}")
     dev = resolve_device(device)
     model = load_model(model_dir, trust)
     check_units_match(model, units_info, layer, Path(units_json))
@@ -221,7 +225,6 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     seed = int(ascent["seed"])
     precision = resolve_precision(ascent["precision"], dev, "ascent.precision")
     channels_last = channels_last_works(model, dev, bool(ascent["channels_last"]))
-    recipe = get_recipe(entry["recipe"], entry["overrides"])
     # the probe's measure (channel mean, unit value, logit), whatever the recipe optimizes (a sum,
     # one neuron): comparable across recipes and with the unit's strongest test image
     measure = for_kind(kind, target, units, get_recipe("hvass"))
@@ -231,7 +234,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     started, cpu = time.perf_counter(), time.process_time()
     result = visualize(model.net, target, units, kind, tuple(model.input_shape), normalize=model.normalize,
                        recipe=entry["recipe"], overrides=entry["overrides"], seed=seed, device=str(dev),
-                       progress=False, precision=precision, channels_last=channels_last)
+                       progress=False, precision=precision, channels_last=channels_last, spectrum=magnitude)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     images = result.images
     stats = [{**st, "wall_s": round(wall / len(units), 4), "cpu_s": round(cpu / len(units), 4)}
@@ -253,8 +256,9 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
                 st["transfer_softmax"] = float(row[u])
                 st["transfer_recognized"] = bool(row.argmax() == u)
     # trace: (units, steps) float32, each unit's objective before every step (docs/ascent.md, "Trace")
+    extra = {} if result.transparency is None else {TRANSPARENCY: pack_transparency(result.transparency)}
     write_npz(out_npz, images=pack_images(images), units=np.asarray(units, dtype=np.int64),
-              activation=activation.astype(np.float32), trace=np.concatenate(traces).astype(np.float32))
+              activation=activation.astype(np.float32), trace=np.concatenate(traces).astype(np.float32), **extra)
     record = {"layer": layer_name, "kind": kind, "units": units, "label": entry["label"], "slug": entry["slug"],
               "entry": {k: entry[k] for k in ("recipe", "overrides", "label")}, "recipe": recipe, "seed": seed,
               "device": str(dev), "precision": precision, "channels_last": channels_last, "wall_s": round(sum(s["wall_s"] for s in stats), 3), "stats": stats,
@@ -265,7 +269,8 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
 
 
 def run_compare_layers(model_dir: Path, units_json: Path, jobs: list[tuple[str, dict]], out_dir: Path,
-                       device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None) -> list[dict]:
+                       device: str = "auto", trust: bool = False, transfer_model_dir: Path | None = None,
+                       spectrum: Path | None = None) -> list[dict]:
     """One entry's comparison on several layers in one process (`jobs`: (layer, its job config)),
     written as out_dir/<layer>.npz + .json. Every layer's config is checked before any is computed,
     and the folder appears whole or not at all (built beside it, then renamed into place; a folder
@@ -283,7 +288,8 @@ def run_compare_layers(model_dir: Path, units_json: Path, jobs: list[tuple[str, 
     partial.mkdir(parents=True)
     try:
         records = [run_compare(model_dir, units_json, layer, cfg, partial / f"{layer}.npz", partial / f"{layer}.json",
-                               device=device, trust=trust, transfer_model_dir=transfer_model_dir)
+                               device=device, trust=trust, transfer_model_dir=transfer_model_dir,
+                               spectrum=spectrum)
                    for layer, cfg in jobs]
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -3,6 +3,7 @@ reader/writer per artifact, so that no two modules rediscover or parse the same 
 
     model/        model.pt, model.json, metrics.json          featviz train / import-model
     units.json                                                 featviz units
+    spectrum.npz                                               featviz spectrum (runs with a maco recipe)
     eval/         metrics.json, confusion.png, misclassified.png, misclassified.npz   featviz evaluate
     probe/        probe.json, probe.npz, pruning.png, saliency.png                      featviz probe
     ascent/<layer>/<chunk>.npz + <chunk>.json                  featviz ascend (one job per chunk)
@@ -55,6 +56,10 @@ class RunFolder:
     @property
     def units(self) -> Path:
         return self.root / "units.json"
+
+    @property
+    def spectrum(self) -> Path:
+        return self.root / SPECTRUM
 
     # evaluation
     @property
@@ -190,6 +195,27 @@ def read_chunk_images(chunk: AscentChunk, snapshot_steps=(), count: int | None =
 
 
 TRACE = "trace"  # a chunk's (units, steps) float32 objective per step
+TRANSPARENCY = "transparency"  # a chunk's (units, H, W) float16 transparency map (MACO), each unit's max 1
+
+
+def read_chunk_transparency(chunk: AscentChunk) -> np.ndarray | None:
+    """A chunk's transparency maps (units, H, W) float32 in [0, 1], or None where its recipe keeps none."""
+    if TRANSPARENCY not in npz_names(chunk.images, "ascent chunk images", REMAKE_ASCENT):
+        return None
+    alpha = read_npz(chunk.images, "ascent chunk images", REMAKE_ASCENT, (TRANSPARENCY,))[TRANSPARENCY]
+    if alpha.ndim != 3:
+        raise FeatvizError(f"ascent chunk images {chunk.images}: the transparency maps are not (units, H, W) "
+                           f"(shape {list(alpha.shape)}): {REMAKE_ASCENT}")
+    return alpha.astype(np.float32)
+
+
+def pack_transparency(alpha: np.ndarray) -> np.ndarray:
+    """(N, H, W) accumulated |gradient| -> float16, each map divided by its largest value (a map that
+    is 0 everywhere stays 0): what the chunk keeps; the report only needs the map's shape."""
+    a = np.asarray(alpha, np.float64)
+    top = a.reshape(len(a), -1).max(1) if a.size else np.zeros(len(a))
+    top = np.where(np.isfinite(top) & (top > 0), top, 1.0)
+    return np.nan_to_num(a / top[:, None, None], nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1).astype(np.float16)
 
 
 def read_chunk_trace(chunk: AscentChunk) -> np.ndarray | None:
@@ -205,11 +231,14 @@ def snapshot_key(step: int) -> str:
 
 def write_chunk(chunk_npz: str | Path, chunk_json: str | Path, *, images: np.ndarray, objective: np.ndarray,
                 units: list[int], snapshots: dict[int, np.ndarray], record: dict,
-                trace: np.ndarray | None = None) -> None:
-    """One ascent job's two files: packed uint8 images (and snapshots, packed by the caller) and the
-    trace (units, steps) float32 (each unit's objective before every step, nan once it stopped), then
-    the record."""
+                trace: np.ndarray | None = None, transparency: np.ndarray | None = None) -> None:
+    """One ascent job's two files: packed uint8 images (and snapshots, packed by the caller), the
+    trace (units, steps) float32 (each unit's objective before every step, nan once it stopped) and,
+    where the recipe keeps one, the transparency maps (units, H, W) (`pack_transparency`), then the
+    record."""
     extra = {} if trace is None else {TRACE: trace}
+    if transparency is not None:
+        extra[TRANSPARENCY] = pack_transparency(transparency)
     write_npz(chunk_npz, images=images, objective=objective, units=np.asarray(units, dtype=np.int64), **extra,
               **{snapshot_key(step): arr for step, arr in sorted(snapshots.items())})
     write_json(chunk_json, record)
@@ -237,6 +266,13 @@ class LayerAscent:
             for st, frames in snaps.items():
                 frames.append(sn[st])
         return np.concatenate(images), {st: np.concatenate(v) for st, v in snaps.items()}
+
+    def transparency(self) -> np.ndarray | None:
+        """The layer's transparency maps (units, H, W) in unit order; None where a chunk has none."""
+        parts = [read_chunk_transparency(chunk) for chunk in self.chunks]
+        if not parts or any(p is None for p in parts) or len({p.shape[1:] for p in parts}) != 1:
+            return None
+        return np.concatenate(parts)
 
     def traces(self) -> np.ndarray | None:
         """The layer's traces (units, steps) in unit order; None where a chunk has none or the
@@ -266,6 +302,28 @@ def read_layer_ascent(folder: str | Path) -> LayerAscent | None:
         job = {k: rec.get(k) for k in JOB_KEYS}
         jobs.extend([job] * len(rec["stats"]))
     return LayerAscent(chunks, units, stats, jobs, sorted(steps or ()), jobs[0]["recipe"], counts)
+
+
+# ---------------------------------------------------------------- MACO's magnitude spectrum
+
+SPECTRUM = "spectrum.npz"
+REMAKE_SPECTRUM = "delete it and re-run `featviz spectrum --data <prepared dataset> --out <it>` (or the workflow)"
+
+
+def write_spectrum(path: str | Path, magnitude: np.ndarray, n_images: int, split: str) -> None:
+    """spectrum.npz: `magnitude` float32 (C, H, W // 2 + 1), the mean |rfft2| of the run's `split`
+    images (RGB colour-decorrelated), and how many images it averages."""
+    write_npz(path, magnitude=np.asarray(magnitude, np.float32), n_images=np.asarray(int(n_images), np.int64),
+              split=np.asarray(split))
+
+
+def read_spectrum(path: str | Path) -> np.ndarray:
+    """The magnitude (C, H, W // 2 + 1) float32 of spectrum.npz, checked."""
+    mag = read_npz(path, "magnitude spectrum", REMAKE_SPECTRUM, ("magnitude",))["magnitude"]
+    if mag.ndim != 3 or mag.shape[0] < 1 or mag.shape[2] < 1 or not np.isfinite(mag).all() or (mag < 0).any():
+        raise FeatvizError(f"magnitude spectrum {path} is not what featviz wrote (a finite, non-negative "
+                           f"(C, H, W // 2 + 1) array; shape {list(mag.shape)}): {REMAKE_SPECTRUM}")
+    return mag.astype(np.float32)
 
 
 # ---------------------------------------------------------------- probe

@@ -17,7 +17,7 @@ from featviz.compare import compare_units, entry_slug, read_compare, resolve_com
 from featviz.errors import FeatvizError
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ["hvass", "chollet", "yosinski", "tence-median", "oip-multiscale", "lucid", "lucid-scaled"]
+RECIPES = ["hvass", "chollet", "yosinski", "tence-median", "oip-multiscale", "lucid", "lucid-scaled", "maco"]
 FAST = {"steps": 4, "class_steps": 4}  # every recipe, cut short: the page and the files, not the pictures
 
 
@@ -130,8 +130,13 @@ def _job(run: Path, recipe: str, layer: str, overrides=None, label=None, n=2, ex
     out = run / "compare" / entry_slug(label) / layer
     cfg = {"recipe": recipe, "overrides": dict(FAST, **(overrides or {})), "label": label, "units_per_layer": n,
            "units": None, "seed": 0, "explicit": explicit}
+    spectrum = run / "spectrum.npz"  # maco's magnitude, from the run's own training images
+    if not spectrum.exists():
+        from featviz.spectrum import run_spectrum
+
+        run_spectrum(run.parent / "data" / run.name, spectrum)
     return run_compare(run / "model", run / "units.json", layer, cfg, out.with_suffix(".npz"),
-                       out.with_suffix(".json"), device="cpu")
+                       out.with_suffix(".json"), device="cpu", spectrum=spectrum)
 
 
 def test_job_writes_images_and_scores(tiny):

@@ -16,6 +16,7 @@ from planted import (
     build_planted,
     ceiling,
     conv_patterns,
+    magnitude_ceiling,
     pearson,
     recovery,
     templates,
@@ -114,3 +115,22 @@ def test_a_broken_recipe_fails_the_recovery(nets):
     """The threshold means something: with steps too small to move it the image is its noise init."""
     scores = _run(nets, "dense", "hvass", {"lr": 1e-9}, units=[0, 1])
     assert max(scores) < 0.3, scores
+
+
+def test_maco_recovers_the_templates_up_to_its_magnitude_ceiling(nets):
+    """MACO's image has a fixed Fourier magnitude (here the 1/f power law), so its closest approach to
+    a template is about the template's own phase with that magnitude (`magnitude_ceiling`: T 0.84,
+    O 0.82, L 0.80). Its phase ascent alone reaches that ceiling; the recipe (its crops and noise sized
+    to the 28 px input) recovers the letters less closely; the published crop geometry at 28 px (a
+    twentieth of a 64 px canvas at the end) cannot: a template unit is not translation invariant."""
+    from featviz.ascent.spectrum import power_law
+
+    info = nets["dense"][1]
+    letters = [0, 2, 3]  # T, O, L
+    bounds = [magnitude_ceiling(info["patterns"][u], power_law(1, 28, 28)) for u in letters]
+    alone = _run(nets, "dense", "maco", {"transforms": "none", "canvas_scale": 1.0}, units=letters)
+    assert all(abs(s - b) < 0.05 for s, b in zip(alone, bounds)), (alone, bounds)
+    recipe = _run(nets, "dense", "maco", {}, units=letters)
+    assert min(recipe) > 0.5 and np.mean(recipe) > 0.6, recipe
+    published = _run(nets, "dense", "maco", {"transforms_size": 0, "steps": 64}, units=letters)
+    assert max(published) < 0.3, published

@@ -44,17 +44,20 @@ def _bcast(v, like):
 
 
 class StepRule:
-    """grad/std (seed 000), grad/RMS (seeds 001, 002), plain grad (003), Adam (Lucid)."""
+    """grad/std (seed 000), grad/RMS (seeds 001, 002), plain grad (003), Adam (Lucid), NAdam (MACO)."""
 
     def __init__(self, recipe, shape, device):
         self.rule = recipe["step"]
         self.eps = float(recipe["step_eps"])
-        if self.rule == "adam":
+        if self.rule in ("adam", "nadam"):
             self.b1, self.b2 = (float(b) for b in recipe["adam_betas"])
             self.aeps = float(recipe["adam_eps"])
             self.m = torch.zeros(shape, device=device)
             self.v = torch.zeros(shape, device=device)
             self.t = torch.zeros(shape[0], device=device)
+        if self.rule == "nadam":
+            self.psi = float(recipe["nadam_momentum_decay"])
+            self.mu_prod = torch.ones(shape[0], device=device)
 
     def __call__(self, g, idx, lr):
         if self.rule == "std":  # population std like numpy's grad.std()
@@ -65,12 +68,32 @@ class StepRule:
             return lr * g / _bcast(g.flatten(1).pow(2).mean(1).sqrt() + self.eps, g)
         if self.rule == "grad":
             return lr * g
+        if self.rule == "nadam":
+            return self._nadam(g, idx, lr)
         m = self.b1 * self.m[idx] + (1 - self.b1) * g
         v = self.b2 * self.v[idx] + (1 - self.b2) * g * g
         t = self.t[idx] + 1
         self.m[idx], self.v[idx], self.t[idx] = m, v, t
         mhat = m / _bcast(1 - self.b1 ** t, g)
         vhat = v / _bcast(1 - self.b2 ** t, g)
+        return lr * mhat / (vhat.sqrt() + self.aeps)
+
+    def _nadam(self, g, idx, lr):
+        """NAdam (Dozat 2016) as torch.optim.NAdam and Keras' Nadam compute it, per batch element:
+        mu_t = b1 (1 - 0.5 * 0.96**(t psi)); m-hat = mu_{t+1} m_t / (1 - prod mu_1..t+1)
+        + (1 - mu_t) g / (1 - prod mu_1..t); v-hat = v_t / (1 - b2**t); step lr * m-hat / (sqrt(v-hat) + eps)."""
+        m = self.b1 * self.m[idx] + (1 - self.b1) * g
+        v = self.b2 * self.v[idx] + (1 - self.b2) * g * g
+        t = self.t[idx] + 1
+        self.m[idx], self.v[idx], self.t[idx] = m, v, t
+        mu = self.b1 * (1 - 0.5 * 0.96 ** (t * self.psi))
+        mu_next = self.b1 * (1 - 0.5 * 0.96 ** ((t + 1) * self.psi))
+        prod = self.mu_prod[idx] * mu
+        self.mu_prod[idx] = prod
+        c1 = mu_next / (1 - prod * mu_next)
+        c2 = (1 - mu) / (1 - prod)
+        vhat = v / _bcast(1 - self.b2 ** t, g)
+        mhat = _bcast(c1, g) * m + _bcast(c2, g) * g
         return lr * mhat / (vhat.sqrt() + self.aeps)
 
 
@@ -82,6 +105,7 @@ class AscentRun:
     nonfinite: np.ndarray          # (N,) bool
     zero_stopped: np.ndarray       # (N,) bool: stopped after dead_patience zero steps
     snapshots: dict = field(default_factory=dict)  # step -> tensor (N, C, H, W)
+    transparency: torch.Tensor | None = None  # (N, h, w) accumulated |d objective / d image|, channel mean
 
     def dead(self, tol: float) -> np.ndarray:
         """Objective never left ~0, or never rose above its initial value."""
@@ -121,6 +145,9 @@ def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False, 
     last_good = p.detach().clone()
     snap_at = set(snapshot_steps(steps, recipe["snapshots"]))
     snaps = {}
+    crops = int(getattr(transform, "crops", 1))
+    keep_alpha = bool(recipe["transparency"])
+    alpha = None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -135,12 +162,23 @@ def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False, 
         idx = idx_cpu.to(dev)
         x = param.image(None if full else idx)
         strength = fade_strength(t, steps, recipe["transforms_fade"])
-        obj = evaluate(transform(x, [gens[i] for i in idx_cpu.tolist()], strength), idx_cpu)
+        seen = transform(x, [gens[i] for i in idx_cpu.tolist()], strength, t, steps)
+        if crops > 1:  # each element's crops are consecutive: their mean objective is the element's
+            obj = evaluate(seen, idx_cpu.repeat_interleave(crops)).view(-1, crops).mean(1)
+        else:
+            obj = evaluate(seen, idx_cpu)
         loss = obj
         pen = regularizers.penalty(x, recipe)
         if pen is not None:
             loss = loss - pen
-        (grad,) = torch.autograd.grad(loss.sum(), p)
+        if keep_alpha:  # MACO's transparency: the accumulated |gradient| of the image itself
+            grad, gx = torch.autograd.grad(loss.sum(), [p, x])
+            with torch.no_grad():
+                if alpha is None:
+                    alpha = torch.zeros((n,) + tuple(gx.shape[2:]), device=dev)
+                alpha[idx] += gx.abs().mean(1)
+        else:
+            (grad,) = torch.autograd.grad(loss.sum(), p)
         last = t == steps - 1
         with torch.no_grad():
             g = grad if full else grad[idx]
@@ -179,14 +217,14 @@ def ascend(param, evaluate, transform, gens, recipe, steps, lr, progress=False, 
                 stop |= converged[ids]
             active[torch.as_tensor(ids[stop], dtype=torch.long)] = False
             if t in snap_at:
-                snaps[t] = param.image().detach().clone()
+                snaps[t] = param.picture().detach().clone()
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     if snap_at:
         with torch.no_grad():
-            final = param.image().detach().clone()
+            final = param.picture().detach().clone()
         for s in snap_at:
             snaps.setdefault(s, final)
-    return AscentRun(history, steps_done, converged, nonfinite, zero_stopped, snaps)
+    return AscentRun(history, steps_done, converged, nonfinite, zero_stopped, snaps, alpha)

@@ -7,10 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Lucid's colour correlation (ImageNet), square root of its SVD.
-COLOR_CORRELATION_SVD_SQRT = np.asarray(
-    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
-COLOR_CORRELATION = COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))
+from .spectrum import COLOR_CORRELATION, power_law, resample, rfft2d_freqs  # noqa: F401 (re-exported)
+from .transforms import size_strength
 
 
 def _draw(kind, shape, gen):
@@ -63,11 +61,11 @@ class PixelParam:
     def image(self, idx=None):
         return self.tensor if idx is None else self.tensor[idx]
 
+    def to_picture(self, canvas):
+        return canvas
 
-def rfft2d_freqs(h: int, w: int) -> np.ndarray:
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.fftfreq(w)[: w // 2 + 1]
-    return np.sqrt(fx * fx + fy * fy)
+    def picture(self, idx=None):
+        return self.image(idx)
 
 
 class FourierParam:
@@ -100,8 +98,80 @@ class FourierParam:
         m = u.flatten(1).abs().amax(1).clamp_min(1.0).view(-1, 1, 1, 1)
         return (u / m) / 2 + 0.5
 
+    def to_picture(self, canvas):
+        return canvas
 
-def make_param(recipe: dict, shape, gens, device, amp: float = 1.0):
+    def picture(self, idx=None):
+        return self.image(idx)
+
+
+def _standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per element: (x - mean) / (std + eps) over all its values (Xplique's MACO, per image)."""
+    flat = x.flatten(1)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return (x - flat.mean(1).view(shape)) / (flat.std(1, unbiased=False).view(shape) + eps)
+
+
+def recorrelate(img: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("nchw,dc->ndhw", img, color)
+
+
+class MacoParam:
+    """MACO (Fel et al. 2023; Xplique's `maco_image_parametrization`): the image's Fourier phase is
+    optimized, its magnitude is fixed (`magnitude`, (C, h, w // 2 + 1) on the canvas). Per element:
+    phase standardized, spectrum = magnitude * exp(i phase), inverse real FFT, standardized, colours
+    recorrelated (RGB), sigmoid. The image is a canvas `canvas_scale` times the input's size; the
+    picture (`picture`) is the central `view` fraction of it resampled to the input's size."""
+    is_pixel = False
+
+    def __init__(self, shape, gens, magnitude, canvas_scale=1.0, view=1.0, device="cpu", amp: float = 1.0):
+        c, h, w = shape
+        self.c, self.h, self.w = c, h, w
+        self.ch, self.cw = max(h, int(round(canvas_scale * h))), max(w, int(round(canvas_scale * w)))
+        mag = torch.as_tensor(magnitude, dtype=torch.float32)
+        if mag.ndim != 3 or mag.shape[0] != c:
+            raise ValueError(f"the MACO magnitude spectrum has shape {tuple(mag.shape)}; the input has {c} "
+                             f"channel(s): it needs ({c}, H, W // 2 + 1)")
+        self.magnitude = resample(mag, self.ch, self.cw).to(device)
+        fshape = (c, self.ch, self.cw // 2 + 1)
+        # the phase is standardized before use: `amp` (dead-unit retries) only changes the draw
+        phase = torch.stack([torch.randn(fshape, generator=g) * amp for g in gens])
+        self.tensor = phase.to(device).requires_grad_(True)
+        self.decorrelate = c == 3
+        self.color = torch.as_tensor(COLOR_CORRELATION, device=device)
+        vh, vw = max(1, int(round(view * self.ch))), max(1, int(round(view * self.cw)))
+        self.window = ((self.ch - vh) // 2, (self.cw - vw) // 2, vh, vw)
+
+    def image(self, idx=None):
+        """The canvas (n, C, canvas h, canvas w) in [0, 1]."""
+        phase = _standardize(self.tensor if idx is None else self.tensor[idx])
+        spec = torch.complex(torch.cos(phase) * self.magnitude, torch.sin(phase) * self.magnitude)
+        img = _standardize(torch.fft.irfft2(spec, s=(self.ch, self.cw)))
+        if self.decorrelate:
+            img = recorrelate(img, self.color)
+        return torch.sigmoid(img)
+
+    def to_picture(self, canvas: torch.Tensor) -> torch.Tensor:
+        """A canvas-sized (n, C', ch, cw) tensor -> its central view resampled to the input's size."""
+        y0, x0, vh, vw = self.window
+        v = canvas[..., y0:y0 + vh, x0:x0 + vw]
+        if (vh, vw) == (self.h, self.w):
+            return v
+        return F.interpolate(v, size=(self.h, self.w), mode="bilinear", align_corners=False, antialias=True)
+
+    def picture(self, idx=None):
+        return self.to_picture(self.image(idx))
+
+
+def make_param(recipe: dict, shape, gens, device, amp: float = 1.0, spectrum=None):
+    """The parameterization a recipe names. `spectrum`: MACO's magnitude (C, H, W // 2 + 1) at any
+    size (the run's images' average, featviz.ascent.spectrum); None: the 1/f power law."""
+    if recipe["param"] == "maco":
+        c, h, w = shape
+        mag = spectrum if spectrum is not None else power_law(c, h, w, float(recipe["fourier_decay"]))
+        # `transforms_size`: below that input size the canvas shrinks towards the input like the crops
+        scale = 1.0 + (float(recipe["canvas_scale"]) - 1.0) * size_strength(recipe, (h, w))
+        return MacoParam(shape, gens, mag, scale, recipe["canvas_view"], device=device, amp=amp)
     if recipe["param"] == "fourier":
         return FourierParam(shape, gens, recipe["fourier_sd"], recipe["fourier_decay"],
                             recipe["decorrelate"], recipe["sigmoid"], device=device, amp=amp)

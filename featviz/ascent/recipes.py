@@ -63,7 +63,8 @@ _OPT_LIST = (list, tuple, type(None))
 #          default, one-line doc)
 PARAMS: dict[str, tuple] = {
     # parameterization / initialisation
-    "param": (str, ("pixel", "fourier"), "pixel", "image parameterization"),
+    "param": (str, ("pixel", "fourier", "maco"), "pixel",
+              "image parameterization (maco: fixed Fourier magnitude, optimized phase; Fel et al. 2023)"),
     "init": (str, ("uniform", "normal", "multiscale"), "uniform", "pixel init family"),
     "init_offset": (_NUM, ANY, 0.45, "uniform: offset+scale*U[0,1); normal: offset+scale*N(0,1)"),
     "init_scale": (_NUM, NONNEG, 0.1, "amplitude of the init noise"),
@@ -73,13 +74,22 @@ PARAMS: dict[str, tuple] = {
     "fourier_decay": (_NUM, NONNEG, 1.0, "fourier: spectral decay power (1/f**decay)"),
     "decorrelate": (bool, None, True, "fourier: decorrelated colour space for RGB"),
     "sigmoid": (bool, None, True, "fourier: sigmoid to [0,1] (else clamp-like mapping)"),
+    "canvas_scale": (_NUM, Range(1, 16), 1.0,
+                     "maco: the optimized canvas is this many times the input's size (Xplique maco(): "
+                     "custom_shape 512 for a 224 px input)"),
+    "canvas_view": (_NUM, Range(0, 1, lo_open=True), 1.0,
+                    "maco: the picture is this central fraction of the canvas, resampled to the input "
+                    "(1 = the whole canvas, as Xplique's maco() returns it)"),
     # optimisation
-    "step": (str, ("std", "rms", "grad", "adam"), "std", "step rule"),
+    "step": (str, ("std", "rms", "grad", "adam", "nadam"), "std", "step rule"),
     "lr": (_NUM, POS, 1.0, "step size for conv/dense units"),
     "class_lr": (_OPT_NUM, POS, None, "step size for class units (None = lr)"),
     "step_eps": (_NUM, POS, 1e-8, "epsilon of the std/rms normalisation"),
     "adam_betas": (_LIST, Range(0, 1, hi_open=True), [0.9, 0.999], "adam betas"),
-    "adam_eps": (_NUM, POS, 1e-8, "adam epsilon"),
+    "adam_eps": (_NUM, POS, 1e-8, "adam / nadam epsilon"),
+    "nadam_momentum_decay": (_NUM, NONNEG, 0.004,
+                             "nadam: momentum schedule mu_t = b1 (1 - 0.5 * 0.96**(t * this)) (Keras and "
+                             "torch NAdam's 0.004)"),
     "lr_schedule": (str, ("constant", "linear", "cosine", "exp"), "constant", "lr schedule"),
     "lr_final": (_NUM, NONNEG, 0.1, "lr multiplier reached at the last step (non-constant)"),
     "steps": (int, AT_LEAST_1, 30, "iterations for conv/dense units"),
@@ -98,6 +108,23 @@ PARAMS: dict[str, tuple] = {
                         "proportion (0 = never)"),
     "transforms_fade": (_NUM, UNIT, 0.0,
                         "last fraction of the steps over which the transforms shrink linearly to none"),
+    # transforms preset "maco" (Xplique maco_optimisation_step): random crops and noise
+    "crops": (int, AT_LEAST_1, 32, "maco: random crops per unit and step, their objectives averaged "
+                                   "(Xplique maco(): nb_crops 32)"),
+    "crop_start": (_NUM, Range(0, 1, lo_open=True), 0.5,
+                   "maco: mean crop side at the first step, as a fraction of the canvas's (Xplique: 0.5)"),
+    "crop_end": (_NUM, Range(0, 1, lo_open=True), 0.05,
+                 "maco: mean crop side at the last step; linear in between (Xplique: 0.05)"),
+    "crop_size_sd": (_NUM, NONNEG, 0.05, "maco: std of each crop's side around the mean (Xplique: 0.05)"),
+    "crop_min": (_NUM, Range(0, 1, lo_open=True), 0.05,
+                 "maco: crop sides are clipped to [crop_min, 1] (Xplique: 0.05)"),
+    "crop_center_sd": (_NUM, NONNEG, 0.15,
+                       "maco: crop centres are 0.5 + N(0, sd**2) of the canvas (Xplique and Horama: 0.15)"),
+    "noise": (_NUM, NONNEG, 0.04,
+              "maco: noise N(0, noise**2) + U(-noise/2, noise/2) added to each crop, in [0,1] pixels "
+              "(Xplique: noise_intensity 0.08 on its (-1, 1) values_range = 0.04)"),
+    "transparency": (bool, None, False,
+                     "keep each unit's accumulated |gradient| of the image, its transparency map (MACO)"),
     # regularizers
     "clamp": (bool, None, True, "clamp pixels to [0,1] after each step"),
     "center": (_NUM, UNIT, 0.5, "gray level that decay / clipping pull towards"),
@@ -231,6 +258,26 @@ RECIPES: dict[str, dict] = {
         step="adam", lr=0.05, steps=512, class_steps=512, clamp=False,
         transforms="lucid", transforms_size=224, transforms_fade=0.5,
     ),
+    # MACO, Fel et al. 2023, "Unlocking Feature Visualization for Deeper Networks with MAgnitude
+    # Constrained Optimization", as implemented by its authors in Xplique (maco.py,
+    # preconditioning.py) and Horama (maco_fv.py): the Fourier magnitude fixed to the average
+    # amplitude spectrum of natural images (here the run's own training images: results/<run>/
+    # spectrum.npz), the phase optimized with NAdam lr 1.0 (Keras defaults: betas 0.9/0.999, eps
+    # 1e-7) for 256 steps; a 512 px canvas for 224 px inputs (x 512/224 at any size); 32 random
+    # crops per step, centres 0.5 + N(0, 0.15), sides N(box, 0.05) clipped to [0.05, 1] with box
+    # falling linearly 0.5 -> 0.05; noise N(0, 0.08) + U(+-0.04) on (-1, 1) values = half that in
+    # [0, 1] pixels; the accumulated |image gradient| kept as the transparency map. These are the
+    # values at 224 px and above; below, `transforms_size: 224` shrinks the canvas and the crops'
+    # geometry towards the input (x input/224, as lucid-scaled does Lucid's): the published crops of
+    # a twentieth of a 64 px canvas cannot show a 28 px MNIST unit its input (docs/ascent.md,
+    # "Planted features").
+    "maco": _recipe(
+        param="maco", canvas_scale=512 / 224, canvas_view=1.0,
+        step="nadam", lr=1.0, adam_betas=[0.9, 0.999], adam_eps=1e-7, nadam_momentum_decay=0.004,
+        steps=256, class_steps=256, clamp=False,
+        transforms="maco", crops=32, crop_start=0.5, crop_end=0.05, crop_size_sd=0.05, crop_min=0.05,
+        crop_center_sd=0.15, noise=0.04, transforms_size=224, transparency=True,
+    ),
 }
 
 
@@ -242,6 +289,8 @@ SOURCES: dict[str, str] = {
     "oip-multiscale": "seed 002 (MNIST blog VIII): multi-scale init, per-step standardization, convergence stop",
     "lucid": "Lucid optvis: Fourier + decorrelated colour + sigmoid, standard transforms, Adam 0.05, 512 steps",
     "lucid-scaled": "lucid with its transforms sized to the input (x input/224) and fading to none over the last half",
+    "maco": "MACO (Fel et al. 2023; Xplique, Horama): fixed natural-image Fourier magnitude, phase by NAdam 1.0, "
+            "32 shrinking crops + noise on a 512/224 canvas, 256 steps, transparency map",
 }
 
 

@@ -29,6 +29,8 @@ class AscentResult:
     snapshots: dict = field(default_factory=dict)  # step -> float32 (N, C, H, W)
     recipe: dict = field(default_factory=dict)
     trace: np.ndarray | None = None    # float32 (N, steps): objective before each step, nan once stopped
+    transparency: np.ndarray | None = None  # float32 (N, H, W): accumulated |image gradient| (recipe's
+    #                                         `transparency`, MACO), channel mean, at the images' size
 
 
 def unit_seed(seed: int, unit: int, attempt: int = 0) -> int:
@@ -58,7 +60,7 @@ def _finite_or_none(v):
 
 def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvass",
               overrides=None, seed=0, device="cpu", progress=False, max_batch=None, precision="fp32",
-              channels_last=False) -> AscentResult:
+              channels_last=False, spectrum=None) -> AscentResult:
     """Activation maximization of ``units`` of ``layer`` (see docs/ascent.md).
 
     Batch element ``i`` maximizes unit ``units[i]``; images are optimized in
@@ -67,12 +69,14 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
     except with a diversity term, which needs the whole batch at once. ``precision="bf16"`` runs the
     forward passes of the optimization under bf16 autocast (the reported objective is re-measured in
     fp32); ``channels_last`` converts the network and its inputs to NHWC (both: docs/ascent.md, "Speed").
+    ``spectrum``: the Fourier magnitude of ``param: maco`` (C, H, W // 2 + 1) at any size, e.g. the
+    run's images' average (featviz.ascent.spectrum.mean_amplitude); None: the 1/f power law.
     """
     rec = get_recipe(recipe, overrides)
     step = batch_size(rec, len(units), max_batch)
     if step < len(units):
         return _concat([visualize(net, layer, units[s:s + step], kind, input_shape, normalize, recipe, overrides,
-                                  seed, device, progress, None, precision, channels_last)
+                                  seed, device, progress, None, precision, channels_last, spectrum)
                         for s in range(0, len(units), step)])
     if kind not in KINDS:
         raise ValueError(f"unknown unit kind {kind!r} (known: {', '.join(KINDS)})")
@@ -96,7 +100,8 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
     if n == 0:
         c, h, w = shape
         return AscentResult(np.zeros((0, c, h, w), np.float32), np.zeros(0, np.float32), [], {}, rec,
-                            np.zeros((0, steps), np.float32))
+                            np.zeros((0, steps), np.float32),
+                            np.zeros((0, h, w), np.float32) if rec["transparency"] else None)
 
     layers = set(obj.layers) | (set([OUTPUT]) if is_class else set())
     if channels_last:
@@ -111,7 +116,7 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
 
         affine = input_affine(normalize, shape[0], device) if rec["standardize_space"] == "input" else None
         best = _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform,
-                         steps, lr, progress, affine)
+                         steps, lr, progress, affine, spectrum)
         images = best["images"]
         reader.bf16 = False  # the objective that is reported: fp32
         with torch.no_grad():
@@ -145,8 +150,10 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
             s["predicted"] = int(pred[i])
         stats.append(s)
     snaps = {int(k): v.cpu().numpy().astype(np.float32) for k, v in sorted(best["snapshots"].items())}
+    alpha = best["transparency"]
     return AscentResult(images.cpu().numpy().astype(np.float32), final.astype(np.float32),
-                        stats, snaps, rec, best["history"].T.astype(np.float32))
+                        stats, snaps, rec, best["history"].T.astype(np.float32),
+                        None if alpha is None else alpha.cpu().numpy().astype(np.float32))
 
 
 def convergence_ratio(history: np.ndarray) -> float | None:
@@ -160,19 +167,22 @@ def convergence_ratio(history: np.ndarray) -> float | None:
 
 
 def batch_size(rec: dict, n_units: int, max_batch=None) -> int:
-    """Units optimized at once: at most ``max_batch``, except that a diversity term couples the
-    batch and keeps all ``n_units`` together."""
+    """Units optimized at once: at most ``max_batch`` images through the network (a unit of MACO's
+    transforms sends ``crops`` of them), except that a diversity term couples the batch and keeps all
+    ``n_units`` together."""
     if max_batch is None or rec["diversity"] > 0:
         return n_units
-    return max(1, min(int(max_batch), n_units))
+    per_unit = int(rec["crops"]) if rec["transforms"] == "maco" else 1
+    return max(1, min(int(max_batch) // per_unit, n_units))
 
 
 def _concat(parts: list[AscentResult]) -> AscentResult:
     """One result from the results of consecutive batches of units."""
     snapshots = {k: np.concatenate([p.snapshots[k] for p in parts]) for k in parts[0].snapshots}
+    alpha = None if parts[0].transparency is None else np.concatenate([p.transparency for p in parts])
     return AscentResult(np.concatenate([p.images for p in parts]), np.concatenate([p.objective for p in parts]),
                         [s for p in parts for s in p.stats], snapshots, parts[0].recipe,
-                        np.concatenate([p.trace for p in parts]))
+                        np.concatenate([p.trace for p in parts]), alpha)
 
 
 def input_affine(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +195,7 @@ def input_affine(normalize, channels: int, device) -> tuple[torch.Tensor, torch.
 
 
 def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress,
-              affine=None):
+              affine=None, spectrum=None):
     """Attempt 0 for all units, ``restarts`` more for all units, then up to
     ``dead_retries`` re-inits (larger init noise) for units still dead; per unit
     the best attempt (not dead first, then highest clean objective) is kept."""
@@ -204,7 +214,7 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
             log.info("retrying %d dead unit(s), attempt %d", len(sub), attempt)
         sub_units = [units[i] for i in sub]
         gens = _gens(seed, sub_units, attempt)
-        param = make_param(rec, shape, gens, device, amp)
+        param = make_param(rec, shape, gens, device, amp, spectrum)
         sub_t = torch.as_tensor(sub, dtype=torch.long)
 
         def ev(x, idx, _sub=sub_t):
@@ -215,10 +225,11 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
 
         run = optimize.ascend(param, ev, transform, gens, rec, steps, lr, progress, affine)
         with torch.no_grad():
-            imgs = deprocess(param.image().detach(), rec["deprocess"])
+            imgs = deprocess(param.picture().detach(), rec["deprocess"])
             clean = ev_clean(imgs, torch.arange(len(sub))).double().cpu().numpy()
             snaps = {k: deprocess(v, rec["deprocess"]) for k, v in run.snapshots.items()}
         dead = run.dead(float(rec["dead_tol"]))
+        alpha = None if run.transparency is None else param.to_picture(run.transparency[:, None])[:, 0]
         if best is None:
             best = {
                 "images": imgs.clone(), "clean": clean.copy(), "initial": run.history[0].copy(),
@@ -227,6 +238,7 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
                 "attempts": np.ones(n, dtype=np.int64), "attempt": np.zeros(n, dtype=np.int64),
                 "snapshots": {k: v.clone() for k, v in snaps.items()},
                 "history": run.history.copy(),
+                "transparency": alpha,
             }
             continue
         for j, i in enumerate(sub):
@@ -245,6 +257,8 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
             best["dead"][i] = dead[j]
             best["attempt"][i] = attempt
             best["history"][:, i] = run.history[:, j]
+            if alpha is not None:
+                best["transparency"][i] = alpha[j]
             for k in best["snapshots"]:
                 if k in snaps:
                     best["snapshots"][k][i] = snaps[k][j]

@@ -93,12 +93,15 @@ class Compose:
             if s["type"] in ("scale", "rotate") and not ("choices" in s or "range" in s):
                 raise RecipeError(f"transform {s!r} needs 'choices' or 'range'")
 
+    crops = 1  # images out per image in
+
     def __bool__(self):
         return bool(self.specs)
 
-    def __call__(self, x: torch.Tensor, gens, strength: float = 1.0) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gens, strength: float = 1.0, t: int = 0, steps: int = 1) -> torch.Tensor:
         """``strength`` < 1 (the recipe's ``transforms_fade``) shrinks every shift, angle and
-        log-scale towards the identity; the same random numbers are drawn whatever it is."""
+        log-scale towards the identity; the same random numbers are drawn whatever it is. (``t`` and
+        ``steps``, the step and the step count, are for `Crops`' schedule.)"""
         if not self.specs:
             return x
         strength = strength * self.strength
@@ -224,23 +227,107 @@ def _center_fit(x, out_hw, value):
     return x[..., y0:y0 + oh, x0:x0 + ow]
 
 
-def build(recipe: dict, out_hw) -> Compose:
-    """The transform pipeline of a recipe: ``jitter`` (if > 0) then ``transforms``."""
+class Crops:
+    """MACO's transforms (Xplique's `maco_optimisation_step`): `count` random crops of the canvas per
+    element and step, each resampled (bilinear) to the network's input, plus noise. At step t of T the
+    crops' mean side is `start` + (`end` - `start`) t / (T - 1) of the canvas's (a box falling linearly
+    from half the canvas to a twentieth with Xplique's values); each crop's side is that + N(0, size_sd²),
+    clipped to [`min_size`, 1]; its centre is 0.5 + N(0, center_sd²) of the canvas on each axis (outside
+    the canvas: gray). Noise N(0, noise²) + U(-noise/2, noise/2) is added to every crop. Each element
+    draws from its own generator: a batch gives what separate runs give. The output holds the crops of
+    element 0 first, then those of element 1, ... (`count` per element).
+
+    Strength s < 1 (`transforms_size`, `transforms_fade`) shrinks all of it towards the identity, the
+    picture itself (the central `view` of the canvas, no noise): mean side view + (box - view) s, the
+    spreads and the noise times s; the same random numbers are drawn whatever s is."""
+
+    def __init__(self, out_hw, count=32, start=0.5, end=0.05, size_sd=0.05, min_size=0.05, center_sd=0.15,
+                 noise=0.04, view=1.0, strength=1.0):
+        self.out_hw = tuple(int(v) for v in out_hw)
+        self.crops = int(count)
+        self.start, self.end, self.size_sd, self.min_size = float(start), float(end), float(size_sd), float(min_size)
+        self.center_sd, self.noise, self.view, self.strength = float(center_sd), float(noise), float(view), float(strength)
+
+    def __bool__(self):
+        return True
+
+    def box(self, t: int, steps: int) -> float:
+        """The crops' mean side at step t of `steps` (np.linspace(start, end, steps)[t])."""
+        return self.start if steps <= 1 else self.start + (self.end - self.start) * t / (steps - 1)
+
+    def draw(self, gens, t: int, steps: int, strength: float = 1.0):
+        """Per element, from its own generator: centres (n, k, 2) as (x, y), sides (n, k), a noise seed."""
+        k, s, view = self.crops, strength, self.view
+        box, lo = view + (self.box(t, steps) - view) * s, view + (self.min_size - view) * s
+        centres, sides, seeds = [], [], []
+        for g in gens:
+            z = torch.randn(3 * k, generator=g, dtype=torch.float64)
+            centres.append(0.5 + self.center_sd * s * z[:2 * k].view(k, 2))
+            sides.append((box + self.size_sd * s * z[2 * k:]).clamp(min(lo, box), 1.0))
+            seeds.append(int(torch.randint(0, 2 ** 62, (1,), generator=g)))
+        return torch.stack(centres), torch.stack(sides), seeds
+
+    def __call__(self, x: torch.Tensor, gens, strength: float = 1.0, t: int = 0, steps: int = 1) -> torch.Tensor:
+        n, c = x.shape[:2]
+        k, (oh, ow) = self.crops, self.out_hw
+        strength = strength * self.strength
+        centres, sides, seeds = self.draw(gens, t, steps, strength)
+        dev, dt = x.device, x.dtype
+        # grid_sample coordinates (align_corners=False): the canvas spans [-1, 1]; a crop of side s
+        # (a fraction of the canvas) centred at c spans 2c - 1 +- s. Every element's k crops are
+        # stacked along the grid's rows: one resampling of the canvas itself, no copy per crop
+        u = (2 * torch.arange(ow, dtype=torch.float64) + 1) / ow - 1
+        v = (2 * torch.arange(oh, dtype=torch.float64) + 1) / oh - 1
+        s = sides[:, :, None, None]
+        gx = (2 * centres[:, :, 0, None, None] - 1) + s * u[None, None, None, :]
+        gy = (2 * centres[:, :, 1, None, None] - 1) + s * v[None, None, :, None]
+        grid = torch.stack(torch.broadcast_tensors(gx, gy), -1).reshape(n, k * oh, ow, 2).to(device=dev, dtype=dt)
+        out = F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+        out = out.view(n, c, k, oh, ow).transpose(1, 2).reshape(n * k, c, oh, ow)
+        if self.noise * strength > 0:
+            noise, amount = [], self.noise * strength
+            g = torch.Generator(device=dev)
+            for seed in seeds:
+                g.manual_seed(seed)
+                noise.append(torch.randn((k, c, oh, ow), generator=g, device=dev, dtype=dt) * amount
+                             + (torch.rand((k, c, oh, ow), generator=g, device=dev, dtype=dt) - 0.5) * amount)
+            out = out + torch.cat(noise)
+        return out
+
+
+def build(recipe: dict, out_hw):
+    """The transform pipeline of a recipe: ``jitter`` (if > 0) then ``transforms``; or MACO's
+    `Crops` (``transforms: maco``)."""
     t = recipe["transforms"]
+    if recipe["param"] == "maco" and t != "maco" and recipe["canvas_scale"] != 1:
+        raise RecipeError(f"param 'maco' with canvas_scale {recipe['canvas_scale']} needs transforms 'maco' (its "
+                          f"crops bring the canvas to the input's size); set canvas_scale: 1 for other transforms")
+    if t == "maco":
+        for key, off in (("jitter", 0), ("diversity", 0.0)):
+            if recipe[key] != off:
+                raise RecipeError(f"{key} does not go with transforms 'maco' (random crops; set {key}: {off})")
+        return Crops(out_hw, recipe["crops"], recipe["crop_start"], recipe["crop_end"], recipe["crop_size_sd"],
+                     recipe["crop_min"], recipe["crop_center_sd"], recipe["noise"], recipe["canvas_view"],
+                     size_strength(recipe, out_hw))
     if isinstance(t, str):
         if t not in PRESETS:
-            raise RecipeError(f"unknown transforms preset {t!r} (known: {', '.join(sorted(PRESETS))})")
+            raise RecipeError(f"unknown transforms preset {t!r} (known: {', '.join(sorted([*PRESETS, 'maco']))})")
         specs = list(PRESETS[t])
     else:
         specs = list(t)
     if recipe["jitter"] > 0:
         specs = [{"type": "jitter", "d": int(recipe["jitter"])}] + specs
-    size = int(recipe["transforms_size"])
-    compose = Compose(specs, out_hw, strength=min(1.0, min(out_hw) / size) if size else 1.0)
+    compose = Compose(specs, out_hw, strength=size_strength(recipe, out_hw))
     for key in ("transforms_fade", "transforms_size"):
         if recipe[key] and compose and not compose._fusable():
             raise RecipeError(f"{key} needs transforms that pad with the gray 0.5 (one affine map)")
     return compose
+
+
+def size_strength(recipe: dict, out_hw) -> float:
+    """The strength `transforms_size` gives the transforms at this input size: input / size below it."""
+    size = int(recipe["transforms_size"])
+    return min(1.0, min(out_hw) / size) if size else 1.0
 
 
 def fade_strength(t: int, steps: int, fade: float) -> float:

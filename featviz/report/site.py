@@ -28,6 +28,7 @@ from .search_index import write_units_index
 from .templating import STATIC, environment, slug
 from .templating import inside as _inside
 from .trace import trace_svg
+from .transparency import transparency_pictures
 
 # stats that are not metrics to sort by
 NOT_METRICS = {"unit", "predicted"}
@@ -128,8 +129,8 @@ def _layer_cells(layer: dict, lslug: str, data: LayerAscent, pe: dict | None, cl
                                  ("unconverged", st.get("converged") is False),
                                  ("redundant", base and base.get("max_corr", 0) > pe["corr_threshold"]))
                  if on]
-        cell = {"unit": u, "image": None, "thumb": None, "page": f"{folder}/{u}.html", "stats": st, "job": job,
-                "base": base, "dead": dead, "weak": weak, "flags": flags, "row": i, "top_thumbs": [],
+        cell = {"unit": u, "image": None, "thumb": None, "alpha": None, "page": f"{folder}/{u}.html", "stats": st,
+                "job": job, "base": base, "dead": dead, "weak": weak, "flags": flags, "row": i, "top_thumbs": [],
                 "metrics": _metrics(st, base), "label": None, "predicted_label": None}
         if layer["kind"] == "class":
             cell["label"] = classes[u] if u < len(classes) else str(u)
@@ -346,6 +347,7 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
     """Every picture and page of one layer's units; the layer's pixels are dropped when it returns."""
     images, snapshots = ascent_pixels(layer["data"])
     traces = layer["data"].traces()
+    alphas = layer["data"].transparency()  # MACO's transparency maps, where the recipe keeps them
     cells, pj, lslug = layer["cells"], layer["pj"], layer["slug"]
     folder = f"units/{lslug}"
     bank_rows = arrays.layer("topk", pj)
@@ -353,6 +355,8 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
     for n, cell in enumerate(cells):
         u = cell["unit"]
         cell["image"], cell["thumb"] = _unit_pictures(site, folder, u, images[cell["row"]])
+        if alphas is not None:
+            cell["alpha"] = transparency_pictures(site, folder, u, images[cell["row"]], alphas[cell["row"]], HERO)
         evo = None
         if layer["snapshot_steps"]:
             frames = np.stack([snapshots[st][cell["row"]] for st in layer["snapshot_steps"]]

@@ -3,6 +3,7 @@ rule ascend:
         model="results/{run}/model/model.json",
         weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
+        spectrum=spectrum_input,
     output:
         images="results/{run}/ascent/{layer}/{chunk}.npz",
         stats="results/{run}/ascent/{layer}/{chunk}.json",
@@ -10,6 +11,7 @@ rule ascend:
         device=DEVICE,
         trust=TRUST,
         cfg=ascent_params,
+        spectrum=spectrum_arg,
     conda:
         "../envs/featviz.yaml"
     log:
@@ -23,4 +25,4 @@ rule ascend:
     shell:
         "featviz ascend --model results/{wildcards.run}/model --units {input.units} "
         "--layer {wildcards.layer:q} --chunk {wildcards.chunk} --config {params.cfg:q} "
-        "--device {params.device} {params.trust} --out-npz {output.images} --out-json {output.stats} > {log} 2>&1"
+        "{params.spectrum} --device {params.device} {params.trust} --out-npz {output.images} --out-json {output.stats} > {log} 2>&1"

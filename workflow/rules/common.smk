@@ -14,6 +14,7 @@ from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
 from featviz.compare import compare_layers, job_config, resolve_compare
+from featviz.spectrum import needs_spectrum
 from featviz.units import n_chunks, selected_units
 
 
@@ -79,6 +80,17 @@ def ascent_params(wildcards):
     """The ascent settings one ascent job reads (not the transfer model's, which its own rules read)."""
     ascent = {k: v for k, v in RUNS[wildcards.run].ascent.items() if k not in ("transfer", "compare")}
     return json.dumps(ascent, sort_keys=True)
+
+
+def spectrum_input(wildcards):
+    """results/<run>/spectrum.npz where a recipe of the run's ascent or comparison is MACO's
+    (featviz.spectrum.needs_spectrum; rule spectrum), else nothing."""
+    return [f"results/{wildcards.run}/spectrum.npz"] if needs_spectrum(RUNS[wildcards.run].ascent) else []
+
+
+def spectrum_arg(wildcards):
+    """`--spectrum results/<run>/spectrum.npz` for the jobs of a run that needs it, else nothing."""
+    return " ".join(f"--spectrum {path}" for path in spectrum_input(wildcards))
 
 
 def checked_units(run_id):
@@ -174,6 +186,9 @@ def run_files(wildcards):
     files += [f"{r}/eval/{n}" for n in ("metrics.json", "confusion.png", "misclassified.png", "misclassified.npz")]
     files += [f"{r}/probe/{n}" for n in ("probe.json", "probe.npz", "pruning.png", "saliency.png")]
     steps = [model_rule, "units", "select", "evaluate", "probe", "transfer", "report"]
+    if needs_spectrum(RUNS[run].ascent):
+        files.append(f"{r}/spectrum.npz")
+        steps.append("spectrum")
     if TRANSFER[run]:
         files += [f"{r}/transfer_model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
         steps.append("transfer_train")

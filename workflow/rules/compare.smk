@@ -6,6 +6,7 @@ rule compare:
         model="results/{run}/model/model.json",
         weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
+        spectrum=spectrum_input,
         # class images are also scored by the run's independent model (docs/ascent.md, "Transfer score")
         transfer_model=lambda wildcards: (transfer_model_input(wildcards)
                                           if "classes" in compare_layer_names(wildcards) else []),
@@ -17,6 +18,7 @@ rule compare:
         device=DEVICE,
         trust=TRUST,
         layers=compare_layer_args,
+        spectrum=spectrum_arg,
         tmodel=lambda wildcards: (f"--transfer-model results/{wildcards.run}/transfer_model"
                                   if TRANSFER[wildcards.run] and "classes" in compare_layer_names(wildcards) else ""),
     conda:
@@ -31,5 +33,5 @@ rule compare:
         runtime=60,
     shell:
         "featviz compare --model results/{wildcards.run}/model --units {input.units} "
-        "{params.layers} {params.tmodel} "
+        "{params.layers} {params.tmodel} {params.spectrum} "
         "--device {params.device} {params.trust} --out-dir {output.folder} > {log} 2>&1"
