@@ -94,12 +94,17 @@ def spectrum_arg(wildcards):
 
 
 def checked_units(run_id):
-    """units.json of a run (a checkpoint), once `featviz select` (a checkpoint too) has checked the
-    run's ascent section against it: an imported network's layers are only known here, before any
-    ascent job."""
-    checkpoints.select.get(run=run_id)
+    """units.json of a run (a checkpoint). The run's ascent section is checked against it by the
+    `select` job, which every ascent and comparison job waits for (an imported network's layers are
+    only known here): the input functions listing those jobs skip names it will refuse."""
     with open(checkpoints.units.get(run=run_id).output.units) as f:
         return json.load(f)
+
+
+def selection_input(wildcards):
+    """results/<run>/selection.json, as an input that orders a job after `featviz select` without
+    rerunning it when select reruns (any change of the ascent section reruns select)."""
+    return ancient(f"results/{wildcards.run}/selection.json")
 
 
 def ascent_results(wildcards, kind=None):

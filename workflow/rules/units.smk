@@ -20,9 +20,10 @@ checkpoint units:
 
 
 # The run's ascent section checked against the network (layers, units, recipes): an imported
-# network's layers are only known here. A checkpoint read by the input functions that list the
-# ascent jobs, so that a bad name stops the run with one `featviz: error:` line before any of them.
-checkpoint select:
+# network's layers are only known here. Every ascent and comparison job waits for it
+# (common.smk: selection_input), so that a bad name stops the run with one `featviz: error:` line
+# before any of them.
+rule select:
     input:
         units="results/{run}/units.json",
     output:
