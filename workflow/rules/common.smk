@@ -12,6 +12,7 @@ from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
 from featviz.ascent_job import check_recipe_values
+from featviz.circuits import resolve_circuits, selection_args as circuits_selection_args
 from featviz.compare import check_compare, compare_layers, job_config, resolve_compare
 from featviz.units import check_selection, n_chunks, selected_units
 
@@ -26,6 +27,8 @@ try:
 except FeatvizError as exc:
     raise WorkflowError(f"featviz config error: {exc}") from None
 
+# runs[i].circuits with its defaults filled; None where the stage is off (`circuits: null`)
+CIRCUITS = {run.id: resolve_circuits(run.circuits) for run in RUNS.values()}
 DATASETS = {run.data_key: run.data_config() for run in RUNS.values()}
 # Jobs (local or Slurm, which exports the environment) read the data root from the environment,
 # so that moving the data does not change any rule's params and trigger recomputation.
@@ -150,6 +153,11 @@ def _job_records(run_id, step, outputs):
             + [f"results/{run_id}/benchmarks/{step}/{job}.tsv" for job in jobs])
 
 
+def circuits_result(wildcards):
+    """circuits.json of a run, the report's input; none where the stage is off."""
+    return [] if CIRCUITS[wildcards.run] is None else [f"results/{wildcards.run}/circuits/circuits.json"]
+
+
 def run_files(wildcards):
     """Every file the workflow writes into results/<run> before its archive: each job's outputs,
     logs and benchmarks (what `featviz archive` packs)."""
@@ -161,6 +169,9 @@ def run_files(wildcards):
     files += [f"{r}/eval/{n}" for n in ("metrics.json", "confusion.png", "misclassified.png", "misclassified.npz")]
     files += [f"{r}/probe/{n}" for n in ("probe.json", "probe.npz", "pruning.png", "saliency.png")]
     steps = [model_rule, "units", "evaluate", "probe", "transfer", "report"]
+    if CIRCUITS[run] is not None:
+        files.append(f"{r}/circuits/circuits.json")
+        steps.append("circuits")
     if TRANSFER[run]:
         files += [f"{r}/transfer_model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
         steps.append("transfer_train")
