@@ -10,14 +10,14 @@ How it is computed, and what bounds its cost and memory:
 * One forward pass per batch of images feeds every pair. A forward hook on A replaces its output,
   for the rest of the pass, by a copy of a new leaf tensor: the pair's graph starts at A (the
   network's parameters take no gradient), so nothing before A is kept for backward. A hook on B
-  measures the pair there and then and lets the pass go on without B's graph; the pass stops after
-  the last B. At most the graph of the pairs open at one moment (usually one) is held.
+  measures the pair there and then (B is the next pair's A: the graph ends there), and the pass
+  stops after the last B. At most the graphs of the pairs open at one moment (one) are held.
 * Per measured unit j, one backward pass of R_j summed over the batch: the images of a batch are
-  independent (eval mode), so it gives every image's gradient at once. On the CPU this is the
-  fastest of the batched forms measured (docs/circuits.md, "Cost"): batched gradients
-  (`is_grads_batched`, torch's vmap) run a depthwise convolution's backward once per unit and
-  then concatenate (1.0-2.1x slower), and stacking K copies of the activation through the pair's
-  layers pays K forward passes (2-4x slower).
+  independent (eval mode), so it gives every image's gradient at once. On the CPU this measured
+  fastest (docs/circuits.md, "Cost"): batched gradients over units (`is_grads_batched`, torch's
+  vmap) run a depthwise convolution's backward once per unit and concatenate (1.6-2x slower on
+  MobileNetV2's blocks, even without them), and a batch of K copies of A through the pair's layers
+  pays their forward pass K times as well.
 * Images per batch: the memory budget divided by what one image needs, measured on the first image
   by the graph's saved tensors (torch.autograd.graph.saved_tensors_hooks) plus the gradients and
   activations a backward pass holds beside them.
@@ -114,8 +114,6 @@ class _Hooks:
                     for p in self.pairs:
                         p.a_bytes = _nbytes(out) if p.a == name else p.a_bytes
                 result = leaf.clone()  # what the network goes on with (an in-place step may change it)
-            elif out.requires_grad:
-                result = out.detach()  # the pairs ending here are measured: no graph beyond
             if all(p.done for p in self.pairs):
                 raise _Stop
             return result
