@@ -8,13 +8,15 @@ images (the throughput does not depend on what they show). The report's selectio
 (ascent.layers, default a block output at six depths and the classes), `--per-layer` units of each
 (ascent.units, spread over the layer) and `--classes` classes.
 
-    python benchmarks/bench_circuits.py --images 16 --old-images 2 --threads 2
+    python benchmarks/bench_circuits.py --images 64 --old-images 2 --threads 2
 
 The network: torchvision's mobilenet_v2 with ../shared/models/mobilenet_v2-coral-qat.pth (ImageNet
-mean/std); skipped with a message where the file is absent. `--modes` picks among `old` (former
-measure, every unit), `all` (current measure, every unit: the former's work done the current way)
-and `new` (current measure, the report's units). Times are per image: the measures are linear in the
-images, and `--project` images (the schema's circuits.images) give the projected stage time.
+mean/std; `--weights` elsewhere); skipped with a message where the file is absent. `--modes` picks
+among `old` (former measure, every unit), `all` (current measure, every unit: the former's work done
+the current way), `new` (current measure, the report's units) and `probe` (the probe stage with the
+schema's settings on `--probe-images` images and the default targets: the stage circuits is held to).
+The measures are linear in the images: their time per image, times `--project` (the schema's
+circuits.images), is the stage's projected time. Give the load (`uptime`) with any figure.
 """
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ def one(a) -> dict:
     classes = [f"c{i}" for i in range(1000)]
     units = enumerate_units(net, shape, classes, family="torchvision")
     model = LoadedModel(net, classes, shape, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    n = {"old": a.old_images, "all": a.all_images, "new": a.images, "probe": a.probe_n}[a.one]
+    n = {"old": a.old_images, "all": a.all_images, "new": a.images, "probe": a.probe_images}[a.one]
     images = torch.randint(0, 256, (n, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     if a.one == "probe":
         return _probe(a, model, units, images)
@@ -122,11 +124,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16, help="images for the current measure (the report's units)")
     ap.add_argument("--old-images", type=int, default=2, help="images for the former measure (every unit)")
     ap.add_argument("--all-images", type=int, default=2, help="images for the current measure over every unit")
-    ap.add_argument("--probe-images", type=int, nargs=2, default=[8, 32],
-                    help="the probe runs twice, on each count; its time is fitted as fixed + per image")
-    ap.add_argument("--probe-project", type=int, default=1000, help="images to project the probe's time to")
-    ap.add_argument("--probe-n", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--modes", nargs="+", default=["old", "all", "new", "probe"], choices=["old", "all", "new", "probe"])
+    ap.add_argument("--probe-images", type=int, default=1000,
+                    help="test images of the probe (mode probe; its time is not linear in them: fixed costs)")
+    ap.add_argument("--modes", nargs="+", default=["old", "new"], choices=["old", "all", "new", "probe"])
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--layers", nargs="+", default=LAYERS, help="ascent.layers")
     ap.add_argument("--per-layer", type=int, default=4, help="units shown per layer (ascent.units)")
@@ -148,42 +148,28 @@ def main() -> None:
           f"({os.cpu_count()} CPUs), {a.threads} threads")
     rows = {}
     for mode in a.modes:
-        for n in a.probe_images if mode == "probe" else [None]:
-            args = [sys.executable, __file__, *sys.argv[1:], "--one", mode] + (["--probe-n", str(n)] if n else [])
-            r = subprocess.run(args, capture_output=True, text=True)
-            if r.returncode != 0:
-                sys.exit(f"{mode} failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
-            if a.verbose:
-                print(r.stdout.rsplit("RESULT ", 1)[0], end="")
-            got = json.loads(r.stdout.rsplit("RESULT ", 1)[1])
-            print(f"load after {mode} ({got['images']} images, {got['wall_s']:.1f} s): {os.getloadavg()[0]:.2f}")
-            if mode == "probe" and "probe" in rows:  # two counts: fixed cost + cost per image
-                small = rows["probe"]
-                per = (got["wall_s"] - small["wall_s"]) / (got["images"] - small["images"])
-                got = dict(got, per_image_s=per, fixed_s=small["wall_s"] - per * small["images"],
-                           maxrss_mb=max(got["maxrss_mb"], small["maxrss_mb"]))
-            rows[mode] = got
+        r = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", mode], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"{mode} failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
+        if a.verbose:
+            print(r.stdout.rsplit("RESULT ", 1)[0], end="")
+        rows[mode] = json.loads(r.stdout.rsplit("RESULT ", 1)[1])
+        print(f"load after {mode} ({rows[mode]['images']} images, {rows[mode]['wall_s']:.1f} s): {os.getloadavg()[0]:.2f}")
     first = next(iter(rows.values()))
     print(f"pairs ({len(first['pairs'])}): " + ", ".join(f"{f}->{t} {m}" for f, t, m in first["pairs"]))
     print(f"{'mode':<5} {'images':>6} {'later units':>11} {'wall s':>8} {'s/image':>8} "
-          f"{'projected':>16} {'peak RSS MB':>11} {'(before)':>9}")
-    projected = {}
+          f"{'to ' + str(a.project) + ' images':>16} {'peak RSS MB':>11} {'(before)':>9}")
     for m, r in rows.items():
-        to = a.probe_project if m == "probe" else a.project
-        projected[m] = r["per_image_s"] * to + r.get("fixed_s", 0.0)
+        projected = f"{r['per_image_s'] * a.project:>8.0f} s" if m != "probe" else f"{'-':>10}"
         print(f"{m:<5} {r['images']:>6} {r['later_units']:>11} {r['wall_s']:>8.1f} {r['per_image_s']:>8.2f} "
-              f"{projected[m]:>8.0f} s ({to:>4}) {r['maxrss_mb']:>11.0f} {r['before_mb']:>9.0f}")
+              f"{projected:>16} {r['maxrss_mb']:>11.0f} {r['before_mb']:>9.0f}")
     if "old" in rows and "new" in rows:
         print(f"old / new per image: {rows['old']['per_image_s'] / rows['new']['per_image_s']:.1f}x")
     if "old" in rows and "all" in rows:
         print(f"old / all per image (same units): {rows['old']['per_image_s'] / rows['all']['per_image_s']:.2f}x")
-    if "probe" in rows:
-        print(f"probe: {rows['probe'].get('fixed_s', 0):.1f} s fixed + {rows['probe']['per_image_s']:.3f} s per image "
-              f"(from {a.probe_images} images)")
     if "new" in rows and "probe" in rows:
-        print(f"circuits ({a.project} images) / probe ({a.probe_project} images), projected: "
-              f"{projected['new'] / projected['probe']:.2f}")
-
+        print(f"circuits projected to {a.project} images / probe on {rows['probe']['images']}: "
+              f"{rows['new']['per_image_s'] * a.project / rows['probe']['wall_s']:.2f}")
 
 if __name__ == "__main__":
     main()
