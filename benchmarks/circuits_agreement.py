@@ -20,6 +20,7 @@ import torch
 import featviz.circuits as C
 from featviz.artifacts import read_prepared, read_units
 from featviz.model import load_model
+from featviz.schema import with_defaults
 
 
 def main() -> None:
@@ -38,7 +39,9 @@ def main() -> None:
     pairs = [(C._module_name(x), C._module_name(y), x["units"], y["units"])
              for x, y in itertools.pairwise(units["layers"])]
     idx = C.spread(len(test.images), a.images)
-    data = C.data_strengths(model, pairs, test.images[idx], "cpu", len(idx))
+    memory = with_defaults("circuits", {})["memory_mb"] * 2 ** 20
+    data = C.data_strengths(model, [C.Pair(x, y, ua, ub, list(range(ub))) for x, y, ua, ub in pairs],
+                            test.images[idx], "cpu", memory)
     for name_a, name_b, ua, ub in pairs:
         steps = C.weight_path(model.net, C._trace(model.net, {name_a, name_b}), name_a, name_b)
         got = C.weight_strengths(model.net, steps, name_b, ua) if steps is not None else None

@@ -13,20 +13,23 @@ strength S[j, i] of A's unit i on B's unit j:
 * **data**, everywhere else (a residual add, a conv in between, a block output, an imported
   network that cannot be traced): gradient x activation over a budget of test images, S[j, i] =
   mean over images of sum over positions of dR_j/dA_i * A_i, with R_j the later unit's spatial
-  mean (conv) or value (dense). At most one backward pass per later unit per batch (batched
-  gradients do several units in one pass where they fit in memory); the forward pass that feeds
-  every pair is shared.
+  mean (conv) or value (dense), for the units j of B the report shows (featviz/circuits_data.py:
+  one backward pass per shown unit and batch, images per batch from `memory_mb`).
 
 `measure: data` uses the data measure for every pair (the weight measure is then only a check).
 
-Output (`circuits.json`): per pair, its measure and a sentence saying what it is, and per unit the
-strongest `top` positive and negative partners in each direction (`in`: units of A driving a unit
-of B; `out`: units of B a unit of A drives), as [unit, strength] pairs.
+Only the units the report shows have pages: `shown` ({layer: [units]}, the run's ascent.units) and
+`layers` (ascent.layers) say which. Output (`circuits.json`, version 2): per pair, its measure, a
+sentence saying what it is and `measured` (the units of B whose strengths were measured: all of
+them for weights, the shown ones for data), and per shown unit the strongest `top` positive and
+negative partners in each direction, as [unit, strength] pairs: `in` (keyed by B's shown units:
+every unit of A ranked) and `out` (keyed by A's shown units: the measured units of B ranked).
 """
 from __future__ import annotations
 
 import itertools
-import time
+import json
+import shlex
 import warnings
 from pathlib import Path
 
@@ -34,10 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .circuits_data import Pair, data_strengths
 from .errors import FeatvizError, why
 from .io import write_json
+from .units import check_selection, selected_units
 
 MEASURES = ("auto", "data")
+VERSION = 2  # circuits.json's layout: `in` and `out` keyed by unit, for the units the report shows
 # per-element steps that never flip the sign of a change (nondecreasing functions)
 MONOTONE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.Sigmoid, nn.Tanh, nn.Hardtanh,
             nn.Softplus, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
@@ -194,140 +200,64 @@ def weight_strengths(net: nn.Module, steps: list, b: str, units_a: int) -> tuple
     return (s * scale[None, :]).numpy().astype(np.float64), what
 
 
-class _Capture:
-    """Forward hooks keeping each named module's output at its first call of a forward pass."""
-
-    def __init__(self, net: nn.Module, names: list[str]):
-        mods = dict(net.named_modules())
-        missing = [n for n in names if n not in mods]
-        if missing:
-            raise FeatvizError(f"circuits: the model has no module '{missing[0]}' (from units.json); "
-                               f"re-run `featviz units`")
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.handles = [mods[n].register_forward_hook(self._hook(n)) for n in names]
-
-    def _hook(self, name):
-        def keep(_m, _i, out):
-            if name not in self.outputs and isinstance(out, torch.Tensor):
-                self.outputs[name] = out
-        return keep
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-
-
-def _reduce(out: torch.Tensor) -> torch.Tensor:
-    """A later layer's units per image: spatial mean of a conv channel, the value of a dense unit."""
-    return out.flatten(2).mean(2) if out.dim() > 2 else out
-
-
-# the floats one batched gradient (units at once x the batch's earlier activation) may hold
-GRAD_FLOATS = 2 ** 24
-
-
-def _sum_positions(contrib: torch.Tensor, lead: int) -> torch.Tensor:
-    """Sum over the positions, the axes after the channel axis (which has `lead` axes before it):
-    (..., C, H, W) -> (..., C)."""
-    return contrib.flatten(lead + 1).sum(lead + 1) if contrib.dim() > lead + 1 else contrib
-
-
-def _unit_contributions(later: torch.Tensor, act: torch.Tensor, units: int) -> torch.Tensor | None:
-    """(units, channels of act): for each later unit j, sum over the batch and positions of
-    d later[:, j] / d act * act. Several units per backward pass (batched gradients) where they fit
-    GRAD_FLOATS, one per pass where an operation has no batched backward; None where later does
-    not depend on act."""
-    per = max(1, min(units, GRAD_FLOATS // max(1, act.numel())))
-    rows = []
-    j = 0
-    while j < units:
-        k = min(per, units - j)
-        seed = torch.zeros(k, *later.shape, dtype=later.dtype, device=later.device)
-        idx = torch.arange(k, device=later.device)
-        seed[idx, :, j + idx] = 1.0
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # vmap's "performance drop" notes on ops without a batching rule
-                (g,) = torch.autograd.grad(later, act, grad_outputs=seed if k > 1 else seed[0], retain_graph=True, allow_unused=True,
-                                           is_grads_batched=k > 1)
-        except RuntimeError:
-            if k == 1:
-                raise
-            per = 1  # an operation without a batched backward: one unit per pass from here on
-            continue
-        if g is None:
-            return None
-        g = g if k > 1 else g[None]
-        rows.append(_sum_positions(g * act.detach()[None], 2).sum(1))  # (k, N, C, ...) -> (k, C)
-        j += k
-    return torch.cat(rows)
-
-
-def data_strengths(model, pairs: list[tuple[str, str, int, int]], images: torch.Tensor, device,
-                   batch_size: int, log=None) -> dict[tuple[str, str], np.ndarray | None]:
-    """Gradient x activation (module docstring) for each (a, b, units_a, units_b) over `images`
-    (uint8). None for a pair where b does not depend on a. `log(line)`: a line per pair and batch."""
-    net = model.net
-    names = sorted({p[0] for p in pairs} | {p[1] for p in pairs})
-    sums = {(a, b): torch.zeros(ub, ua, dtype=torch.float64) for a, b, ua, ub in pairs}
-    unconnected: set = set()
-    cap = _Capture(net, names)
-    try:
-        for s in range(0, len(images), batch_size):
-            cap.outputs = {}
-            x = model.to_input(images[s:s + batch_size], device).requires_grad_(True)
-            with torch.enable_grad():
-                net(x)
-                for a, b, ua, ub in pairs:
-                    if a not in cap.outputs or b not in cap.outputs:
-                        raise FeatvizError(f"circuits: module '{a if a not in cap.outputs else b}' gave no tensor "
-                                           f"output in a forward pass; re-run `featviz units`")
-                    act, later = cap.outputs[a], _reduce(cap.outputs[b])
-                    if act.shape[1] != ua or later.shape[1] != ub:
-                        raise FeatvizError(f"circuits: '{a}' or '{b}' has not the unit count of units.json; "
-                                           f"re-run `featviz units`")
-                    t = time.perf_counter()
-                    got = _unit_contributions(later, act, ub)
-                    if log:
-                        log(f"circuits: {a} -> {b}: {ub} units, images {s + 1}-{s + len(x)} of {len(images)}: "
-                            f"{time.perf_counter() - t:.1f} s")
-                    if got is None:
-                        unconnected.add((a, b))
-                        continue
-                    sums[(a, b)] += got.double().cpu()
-            cap.outputs = {}
-    finally:
-        cap.close()
-    n = max(1, len(images))
-    return {k: (None if k in unconnected else (v / n).numpy()) for k, v in sums.items()}
-
-
-def ranked(values: np.ndarray, top: int) -> dict:
-    """The `top` largest positive and most negative entries of a vector as [[index, value], ...]."""
+def ranked(values: np.ndarray, top: int, index=None) -> dict:
+    """The `top` largest positive and most negative entries of a vector as [[unit, value], ...];
+    `index`: the unit each entry stands for (default its position)."""
+    index = range(len(values)) if index is None else index
     order = np.argsort(-values, kind="stable")
-    pos = [[int(i), float(f"{values[i]:.4g}")] for i in order[:top] if values[i] > 0]
-    neg = [[int(i), float(f"{values[i]:.4g}")] for i in order[::-1][:top] if values[i] < 0]
+    pos = [[int(index[i]), float(f"{values[i]:.4g}")] for i in order[:top] if values[i] > 0]
+    neg = [[int(index[i]), float(f"{values[i]:.4g}")] for i in order[::-1][:top] if values[i] < 0]
     return {"pos": pos, "neg": neg}
 
 
-def _edges(s: np.ndarray, top: int) -> dict:
-    return {"in": [ranked(s[j], top) for j in range(s.shape[0])],
-            "out": [ranked(s[:, i], top) for i in range(s.shape[1])],
+def _edges(s: np.ndarray, rows: list[int], shown_a: list[int], shown_b: list[int], top: int) -> dict:
+    """A pair's edges from S (len(rows), units of a), the strengths on the units `rows` of b: `in`
+    for each shown unit of b (every unit of a ranked), `out` for each shown unit of a (the units
+    `rows` of b ranked), keyed by unit."""
+    row_of = {j: r for r, j in enumerate(rows)}
+    return {"measured": len(rows),
+            "in": {str(j): ranked(s[row_of[j]], top) for j in shown_b if j in row_of},
+            "out": {str(i): ranked(s[:, i], top, rows) for i in shown_a},
             "max_abs": float(f"{float(np.abs(s).max()) if s.size else 0.0:.4g}")}
 
 
 def layer_pairs(units: dict, layers: list[str] | None = None) -> list[tuple[dict, dict]]:
     """Consecutive visualized layers of units.json (only `layers`, in units.json order, when given)."""
-    chosen = [layer for layer in units["layers"] if not layers or layer["name"] in layers]
+    from .units import layer_names
+
+    chosen = [layer for layer in units["layers"] if not layers or layer_names(layer) & set(layers)]
     return list(itertools.pairwise(chosen))
 
 
-def check_settings(images, top, measure) -> None:
-    for key, v in (("images", images), ("top", top)):
+def check_settings(images, top, measure, memory_mb=1) -> None:
+    for key, v in (("images", images), ("top", top), ("memory_mb", memory_mb)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise FeatvizError(f"circuits.{key}: must be a positive integer, got {v!r}")
     if measure not in MEASURES:
         raise FeatvizError(f"circuits.measure: {measure!r} is not one of {', '.join(MEASURES)}")
+
+
+def resolve_circuits(cfg) -> dict | None:
+    """runs[i].circuits with the schema's defaults of missing keys filled; None: the stage is off."""
+    from .schema import with_defaults
+
+    return None if cfg is None else with_defaults("circuits", cfg)
+
+
+def shown_selection(ascent: dict) -> dict:
+    """What circuits measures of a run's ascent settings: the visualized layers (ascent.layers) and,
+    for those, the units ascent.units lists; nothing else of the ascent (its steps, recipes) counts."""
+    layers = ascent.get("layers") or None
+    units = {k: sorted(set(v)) for k, v in (ascent.get("units") or {}).items() if layers is None or k in layers}
+    return {"layers": layers, "units": units}
+
+
+def selection_args(ascent: dict) -> str:
+    """`--layers ... --shown JSON` of shown_selection, for the workflow's command line."""
+    sel = shown_selection(ascent)
+    args = (["--layers", *sel["layers"]] if sel["layers"] else []) + (
+        ["--shown", json.dumps(sel["units"], sort_keys=True)] if sel["units"] else [])
+    return shlex.join(args)
 
 
 def spread(n: int, k: int) -> torch.Tensor:
@@ -337,14 +267,15 @@ def spread(n: int, k: int) -> torch.Tensor:
 
 
 def circuits(model, units: dict, test_images: torch.Tensor, *, images: int = 256, top: int = 6,
-             measure: str = "auto", layers: list[str] | None = None, device: str = "cpu",
-             batch_size: int | None = None, log=None) -> dict:
-    """The circuits of every consecutive pair of layers (module docstring)."""
-    check_settings(images, top, measure)
-    for name in layers or []:
-        if name not in {layer["name"] for layer in units["layers"]}:
-            raise FeatvizError(f"circuits: layer '{name}' is not in units.json (known: "
-                               f"{', '.join(layer['name'] for layer in units['layers'])})")
+             measure: str = "auto", layers: list[str] | None = None, shown: dict | None = None,
+             memory_mb: int | None = None, device: str = "cpu", log=None) -> dict:
+    """The circuits of every consecutive pair of layers (module docstring), for the units `shown`
+    ({layer: [units]}, ascent.units; every unit of a layer it leaves out)."""
+    from .schema import with_defaults
+
+    memory_mb = with_defaults("circuits", {})["memory_mb"] if memory_mb is None else memory_mb
+    check_settings(images, top, measure, memory_mb)
+    check_selection(units, {"layers": layers, "units": shown}, "circuits")
     net = model.net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -353,50 +284,57 @@ def circuits(model, units: dict, test_images: torch.Tensor, *, images: int = 256
     out_pairs, need_data = [], []
     for la, lb in pairs:
         a, b = _module_name(la), _module_name(lb)
+        shown_a, shown_b = selected_units(la, {"units": shown}), selected_units(lb, {"units": shown})
         entry = {"from": la["name"], "to": lb["name"], "from_units": la["units"], "to_units": lb["units"]}
         # traced per pair, with a and b kept whole: a block's output is then one node
         steps = weight_path(net, _trace(net, {a, b}), a, b) if traceable and not _nested(a, b) else None
         got = weight_strengths(net, steps, b, la["units"]) if steps is not None else None
         if got is not None:
             s, what = got
-            entry.update(measure="weights", how=f"weights: {what}", **_edges(s, top))
+            entry.update(measure="weights", how=f"weights: {what}",
+                         **_edges(s, list(range(lb["units"])), shown_a, shown_b, top))
         else:
-            need_data.append((a, b, la["units"], lb["units"]))
-            entry.update(measure="data", _modules=(a, b), _spatial=len(lb.get("output_shape") or [1]) > 1,
+            need_data.append(Pair(a, b, la["units"], lb["units"], shown_b))
+            entry.update(measure="data", _pair=need_data[-1], _shown=(shown_a, shown_b),
+                         _spatial=len(lb.get("output_shape") or [1]) > 1,
                          _positions=len(la.get("output_shape") or [1]) > 1)
         out_pairs.append(entry)
     n_used = 0
     if need_data:
         idx = spread(len(test_images), images)
         n_used = len(idx)
-        bs = batch_size or model.batch_for(None)
-        found = data_strengths(model, need_data, test_images[idx], device, bs, log=log)
+        found = data_strengths(model, need_data, test_images[idx], device, memory_mb * 2 ** 20, log=log)
         for entry in out_pairs:
-            key = entry.pop("_modules", None)
-            if key is None:
+            pair = entry.pop("_pair", None)
+            if pair is None:
                 continue
-            s = found[key]
+            (shown_a, shown_b), spatial, positions = entry.pop("_shown"), entry.pop("_spatial"), entry.pop("_positions")
+            s = found[(pair.a, pair.b)]
             if s is None:
-                entry.pop("_spatial"), entry.pop("_positions")
                 entry.update(measure="none", how=f"{entry['to']} does not depend on {entry['from']}",
-                             **_edges(np.zeros((entry["to_units"], entry["from_units"])), top))
+                             **_edges(np.zeros((len(pair.rows), pair.units_a)), pair.rows, shown_a, shown_b, top))
                 continue
-            later = "its spatial mean" if entry.pop("_spatial") else "its value"
-            summed = ", summed over positions" if entry.pop("_positions") else ""
+            later = "its spatial mean" if spatial else "its value"
+            summed = ", summed over positions" if positions else ""
             entry.update(how=(f"data: gradient × activation of unit i of {entry['from']} on unit j of {entry['to']} "
-                              f"({later}){summed}, mean over {n_used} test images"), **_edges(s, top))
-    return {"version": 1, "measure": measure, "top": top, "images": n_used, "pairs": out_pairs}
+                              f"({later}){summed}, mean over {n_used} test images"),
+                         **_edges(s, pair.rows, shown_a, shown_b, top))
+    return {"version": VERSION, "measure": measure, "top": top, "images": n_used, "pairs": out_pairs}
 
 
 def run_circuits(model_dir: Path, units_path: Path, data_dir: Path, out: Path, *, images: int, top: int,
-                 measure: str, layers: list[str] | None, device: str, trust: bool = False) -> dict:
+                 measure: str, layers: list[str] | None, device: str, shown: dict | None = None,
+                 memory_mb: int | None = None, trust: bool = False) -> dict:
     """`featviz circuits`: inputs checked before any compute, then circuits.json written atomically."""
     from .artifacts import check_prepared_file, read_prepared, read_units
     from .device import resolve_device
     from .model import load_model
+    from .schema import with_defaults
 
-    check_settings(images, top, measure)
+    memory_mb = with_defaults("circuits", {})["memory_mb"] if memory_mb is None else memory_mb
+    check_settings(images, top, measure, memory_mb)
     units = read_units(units_path)
+    check_selection(units, {"layers": layers, "units": shown}, "circuits")
     check_prepared_file(data_dir, "test")  # before the model is loaded; read_prepared checks it against info.json
     model = load_model(Path(model_dir), trust)
     if list(units["input_shape"]) != list(model.input_shape):
@@ -410,8 +348,8 @@ def run_circuits(model_dir: Path, units_path: Path, data_dir: Path, out: Path, *
     model.to(dev)
     try:
         result = circuits(model, units, test.images, images=images, top=top, measure=measure, layers=layers,
-                          device=dev, log=lambda line: print(line, flush=True))
+                          shown=shown, memory_mb=memory_mb, device=dev, log=lambda line: print(line, flush=True))
     except torch.OutOfMemoryError as exc:  # one line, not a traceback
-        raise FeatvizError(f"circuits: out of memory on {dev} ({why(exc)}); lower circuits.images") from None
+        raise FeatvizError(f"circuits: out of memory on {dev} ({why(exc)}); lower circuits.memory_mb") from None
     write_json(out, result)
     return result

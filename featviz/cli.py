@@ -202,10 +202,20 @@ def cmd_circuits(a):
     from .device import claim_device
     from .schema import with_defaults
 
-    given = {k: getattr(a, k) for k in ("images", "top", "measure") if getattr(a, k) is not None}
+    given = {k: getattr(a, k) for k in ("images", "top", "measure", "memory_mb") if getattr(a, k) is not None}
     cfg = with_defaults("circuits", given)  # the keys not given: the schema's, as the workflow passes them
+    shown = None
+    if a.shown is not None:
+        try:
+            shown = json.loads(a.shown)
+        except ValueError as exc:
+            raise FeatvizError(f"circuits --shown: not JSON ({exc})") from None
+        if not isinstance(shown, dict) or not all(isinstance(v, list) and v for v in shown.values()):
+            raise FeatvizError('circuits --shown: expected {"layer": [unit, ...], ...} (ascent.units), '
+                               f"got {a.shown!r}")
     r = run_circuits(Path(a.model), Path(a.units), Path(a.data), Path(a.out), images=cfg["images"], top=cfg["top"],
-                     measure=cfg["measure"], layers=a.layers, device=claim_device(a.device), trust=a.trust_checkpoint)
+                     measure=cfg["measure"], layers=a.layers, shown=shown, memory_mb=cfg["memory_mb"],
+                     device=claim_device(a.device), trust=a.trust_checkpoint)
     for p in r["pairs"]:
         print(f"{p['from']:>16} -> {p['to']:<16} {p['measure']}")
 
@@ -530,7 +540,12 @@ def _add_circuits(sub) -> None:
                    "runs[i].circuits.images)")
     s.add_argument("--top", type=int, help="strongest positive and negative partners kept per unit (schema default)")
     s.add_argument("--measure", help="auto (weights where directly connected, else data) or data (schema default)")
-    s.add_argument("--layers", nargs="*", default=None, help="only these layers of units.json (default all)")
+    s.add_argument("--memory-mb", type=int, help="working memory of the data measure in MB: the images per batch "
+                   "follow from it (schema default: runs[i].circuits.memory_mb)")
+    s.add_argument("--layers", nargs="*", default=None, help="only these layers of units.json (ascent.layers; "
+                   "default all)")
+    s.add_argument("--shown", default=None, help='the units the report shows, as JSON '
+                   '{"layer": [unit, ...]} (ascent.units; a layer left out: all its units)')
     s.add_argument("--out", required=True, help="results/<run>/circuits/circuits.json")
     _device(s)
     _trust(s)

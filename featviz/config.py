@@ -42,7 +42,7 @@ class Run:
     ascent: dict
     seed: int
     probe: dict = field(default_factory=dict)
-    circuits: dict = field(default_factory=dict)
+    circuits: dict | None = field(default_factory=dict)  # None: `circuits: null`, no circuits stage
     match: dict = field(default_factory=dict)
 
     @property
@@ -227,7 +227,7 @@ def resolve_runs(config: dict) -> list[Run]:
             ascent=dict(r.get("ascent") or {}),
             seed=int(config["seed"]),
             probe=dict(r.get("probe") or {}),
-            circuits=dict(r.get("circuits") or {}),
+            circuits=None if "circuits" in r and r["circuits"] is None else dict(r.get("circuits") or {}),
             match=dict(r.get("match") or {}),
         ))
     if not runs:

@@ -129,7 +129,7 @@ def check_compare_config(cfg: dict, layer: str) -> None:
         raise FeatvizError(text) from None
 
 
-REPORT_SECTIONS = ("data", "model", "train", "ascent", "probe")
+REPORT_SECTIONS = ("data", "model", "train", "ascent", "probe", "circuits")
 
 
 def check_report_config(cfg: dict) -> None:

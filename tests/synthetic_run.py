@@ -40,12 +40,14 @@ def _images(n: int, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Ten
 
 def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None = None, n_train: int = 300,
              n_test: int = 200, steps: int = 60, chunk_size: int = 5, snapshots: bool = True,
-             layer_rename: dict[str, str] | None = None, conv_channels: tuple[int, int] = (4, 6)) -> Path:
+             layer_rename: dict[str, str] | None = None, conv_channels: tuple[int, int] = (4, 6),
+             shown: dict[str, list[int]] | None = None) -> Path:
     """Write `root/results/<name>/...` and `root/results/data/<name>/` and return the run folder.
 
     layer_rename: rename layers in units.json, ascent/ and probe.json after the fact (to test
     hostile layer names a real module tree may carry). conv_channels: the widths of the two conv
-    layers (a wide second layer rehearses the layer page of a 2048-channel network)."""
+    layers (a wide second layer rehearses the layer page of a 2048-channel network). shown: per
+    layer, the units visualized (as ascent.units: the others get no ascent result, so no page)."""
     root = Path(root)
     classes = list(classes or ["bar0", "bar1", "bar2"])
     k = len(classes)
@@ -93,7 +95,8 @@ def make_run(root: Path, name: str = "tiny-0123abcd", classes: list[str] | None 
     write_json(run / "units.json", units)
     rng = np.random.default_rng(0)
     for layer in units["layers"]:
-        write_ascent(run, layer, list(range(layer["units"])), chunk_size, rng, snapshots)
+        write_ascent(run, layer, (shown or {}).get(layer["name"]) or list(range(layer["units"])), chunk_size, rng,
+                     snapshots)
     probe(model, units, data, run / "probe", "cpu", top_k=4, samples=3, prune_images=n_test)
     for old, new in (layer_rename or {}).items():
         _rename_layer(run, old, new)

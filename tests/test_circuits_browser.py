@@ -85,5 +85,32 @@ def _drives_elsewhere(site: Path, unit: int) -> bool:
     import json
 
     c = json.loads((site.parent.parent / "results" / site.name / "circuits" / "circuits.json").read_text())
-    out = c["pairs"][0]["out"][unit]
+    out = c["pairs"][0]["out"][str(unit)]
     return 0 not in [u for u, _ in out["pos"] + out["neg"]]
+
+
+def test_a_report_showing_some_units_links_only_pages_that_exist(tmp_path):
+    """ascent.units shows some units: circuits measured for those (the data measure here), partners
+    without a page listed as text, a class among them by its (escaped) name; the crawl is clean."""
+    shown = {"conv2": [0, 4], "fc1": [1, 5], "classes": [0, 2]}
+    run = make_run(tmp_path, classes=["zero", "<script>alert(1)</script>", "T-shirt/top"], steps=20, shown=shown)
+    run_circuits(run / "model", run / "units.json", tmp_path / "results" / "data" / run.name,
+                 run / "circuits" / "circuits.json", images=32, top=3, measure="data", layers=None, device="cpu",
+                 shown=shown)
+    out = tmp_path / "reports" / run.name
+    render_run(run, out, {"name": "tiny"})
+    render_index([out], out.parent / "index.html")
+    with Browser() as browser:
+        report = crawl(out.parent / "index.html", browser=browser)
+        report.assert_clean()
+        d = browser.driver
+        d.get((out / "units" / "fc1" / "5.html").as_uri())
+        cells = [c.text for c in d.find_elements(
+            "css selector", "section.circuit[data-direction=out] table.circuit td.l:first-child")]
+        assert cells and all(c.split()[0] in ("#0", "#2") for c in cells), cells  # the measured classes only
+        d.get((out / "units" / "conv2" / "0.html").as_uri())
+        texts = [c.text for c in d.find_elements("css selector", "section.circuit[data-direction=out] td.l:first-child")]
+        assert texts and all(t.split()[0] in ("#1", "#5") for t in texts), texts
+        assert [e for e in browser.drain_log() if e.get("level") == "SEVERE"] == []
+    html = (out / "units" / "conv1" / "0.html").read_text()
+    assert "among the 2 of its 6 units this report shows" in html

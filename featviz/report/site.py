@@ -328,7 +328,8 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     bank_thumbs = _bank_thumbnails(site, arrays)
     for layer in layers:  # what the probe measured of the units without a picture (the layer pages)
         layer["probe_rows"] = probe_rows(layer, arrays, bank_thumbs, classes)
-    attach_circuits(layers, results, units, THUMB)  # each layer's `circuits`: the unit pages' circuits block
+    # each layer's `circuits`: the unit pages' circuits block (none with `circuits: null`)
+    attach_circuits(layers, results, units, THUMB, enabled=config.get("circuits", {}) is not None)
     for layer in layers:  # unit pictures and pages, a layer at a time
         if layer["cells"]:
             _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)

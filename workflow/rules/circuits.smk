@@ -1,6 +1,6 @@
-# Circuits (featviz circuits): for each pair of consecutive visualized layers, which units drive
-# which, from the weights where directly connected, else from gradient x activation on test images.
-import shlex
+# Circuits (featviz circuits): for the units the report shows, which units of the previous visualized
+# layer drive them, from the weights where directly connected, else from gradient x activation on
+# test images. Off with `circuits: null` (CIRCUITS[run] is None: no job, no circuits block).
 
 
 rule circuits:
@@ -8,21 +8,19 @@ rule circuits:
         model="results/{run}/model/model.json",
         weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
+        selection=selection_input,  # after `featviz select` has checked the names it is given
         info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
         test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
     output:
         circuits="results/{run}/circuits/circuits.json",
     params:
+        # exactly what the job reads: its own section, and of the ascent settings only the units the
+        # report shows (ascent.layers, ascent.units), so that changing steps or recipes reruns no circuits
         data=data_dir,
         device=DEVICE,
         trust=TRUST,
-        cfg=lambda wildcards: RUNS[wildcards.run].circuits,
-        # ascent.layers: the pairs are consecutive among the visualized layers only
-        layers=lambda wildcards: (
-            "--layers " + shlex.join(RUNS[wildcards.run].ascent["layers"])
-            if RUNS[wildcards.run].ascent.get("layers")
-            else ""
-        ),
+        cfg=lambda wildcards: CIRCUITS[wildcards.run],
+        shown=lambda wildcards: circuits_selection_args(RUNS[wildcards.run].ascent),
     conda:
         "../envs/featviz.yaml"
     log:
@@ -31,8 +29,9 @@ rule circuits:
         "results/{run}/benchmarks/circuits.tsv"
     resources:
         gpu=GPU,
-        mem_mb=3000,
+        mem_mb=lambda wildcards: CIRCUITS[wildcards.run]["memory_mb"] + 1000,
     shell:
         "featviz circuits --model results/{wildcards.run}/model --units {input.units} --data {params.data} "
         "--images {params.cfg[images]} --top {params.cfg[top]} --measure {params.cfg[measure]} "
-        "{params.layers} --device {params.device} {params.trust} --out {output.circuits} > {log} 2>&1"
+        "--memory-mb {params.cfg[memory_mb]} {params.shown} --device {params.device} {params.trust} "
+        "--out {output.circuits} > {log} 2>&1"

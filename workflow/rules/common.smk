@@ -13,6 +13,7 @@ import yaml
 from featviz.config import export_data_root, resolve_runs, schema_error
 from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
+from featviz.circuits import resolve_circuits, selection_args as circuits_selection_args
 from featviz.compare import compare_layers, job_config, resolve_compare
 from featviz.spectrum import needs_spectrum
 from featviz.units import n_chunks, selected_units
@@ -28,6 +29,8 @@ try:
 except FeatvizError as exc:
     raise WorkflowError(f"featviz config error: {exc}") from None
 
+# runs[i].circuits with its defaults filled; None where the stage is off (`circuits: null`)
+CIRCUITS = {run.id: resolve_circuits(run.circuits) for run in RUNS.values()}
 DATASETS = {run.data_key: run.data_config() for run in RUNS.values()}
 # Jobs (local or Slurm, which exports the environment) read the data root from the environment,
 # so that moving the data does not change any rule's params and trigger recomputation.
@@ -180,6 +183,11 @@ def _job_records(run_id, step, outputs):
             + [f"results/{run_id}/benchmarks/{step}/{job}.tsv" for job in jobs])
 
 
+def circuits_result(wildcards):
+    """circuits.json of a run, the report's input; none where the stage is off."""
+    return [] if CIRCUITS[wildcards.run] is None else [f"results/{wildcards.run}/circuits/circuits.json"]
+
+
 def run_files(wildcards):
     """Every file the workflow writes into results/<run> before its archive: each job's outputs,
     logs and benchmarks (what `featviz archive` packs)."""
@@ -194,6 +202,9 @@ def run_files(wildcards):
     if needs_spectrum(RUNS[run].ascent):
         files.append(f"{r}/spectrum.npz")
         steps.append("spectrum")
+    if CIRCUITS[run] is not None:
+        files.append(f"{r}/circuits/circuits.json")
+        steps.append("circuits")
     if TRANSFER[run]:
         files += [f"{r}/transfer_model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
         steps.append("transfer_train")

@@ -12,7 +12,7 @@ rule report_run:
         probe_arrays="results/{run}/probe/probe.npz",
         pruning="results/{run}/probe/pruning.png",
         transfer="results/{run}/transfer.json",
-        circuits="results/{run}/circuits/circuits.json",
+        circuits=circuits_result,
         match=match_results,
     output:
         # the whole static site, so that Snakemake's --report embeds every page and picture
