@@ -18,10 +18,11 @@ MAX_MISCLASSIFIED = 64
 
 
 def chance_warning(accuracy: float, n_outputs: int, n_images: int, what: str) -> str | None:
-    """A warning when a network reads its test images no better than chance (1 / outputs, x2):
-    a wrong normalization (the 0-255 scale), input size or class order makes every answer a guess."""
+    """A warning when a network reads its test images about as well as chance: at most twice 1 /
+    outputs, and at most a tenth of the way from chance to 1 (0.55 for two classes): a wrong
+    normalization (the 0-255 scale), input size or class order makes every answer a guess."""
     chance = 1.0 / max(1, n_outputs)
-    if n_images >= 10 and accuracy <= 2 * chance:
+    if n_images >= 10 and accuracy <= min(2 * chance, chance + 0.1 * (1 - chance)):
         return (f"{what} {accuracy:.3f} is at chance level ({chance:.3f} for {n_outputs} outputs): the network "
                 f"cannot read these images; check model.import.mean/std (in [0, 1] units), the input size and "
                 f"the class order (model.class_names)")

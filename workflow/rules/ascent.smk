@@ -3,7 +3,6 @@ rule ascend:
         model="results/{run}/model/model.json",
         weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
-        selection=selection_input,
         spectrum=spectrum_input,
     output:
         images="results/{run}/ascent/{layer}/{chunk}.npz",

@@ -8,7 +8,6 @@ rule circuits:
         model="results/{run}/model/model.json",
         weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
-        selection=selection_input,  # after `featviz select` has checked the names it is given
         info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
         test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
     output:

@@ -15,6 +15,7 @@ from featviz.device import wants_gpu
 from featviz.errors import FeatvizError
 from featviz.circuits import resolve_circuits, selection_args as circuits_selection_args
 from featviz.compare import compare_layers, job_config, resolve_compare
+from featviz.selection import check_ascent
 from featviz.spectrum import needs_spectrum
 from featviz.units import n_chunks, selected_units
 
@@ -97,22 +98,28 @@ def spectrum_arg(wildcards):
 
 
 def checked_units(run_id):
-    """units.json of a run (a checkpoint). The run's ascent section is checked against it by the
-    `select` job, which every ascent and comparison job waits for (an imported network's layers are
-    only known here): the input functions listing those jobs skip names it will refuse."""
+    """units.json of a run (a checkpoint)."""
     with open(checkpoints.units.get(run=run_id).output.units) as f:
         return json.load(f)
 
 
-def selection_input(wildcards):
-    """results/<run>/selection.json, as an input that orders a job after `featviz select` without
-    rerunning it when select reruns (any change of the ascent section reruns select)."""
-    return ancient(f"results/{wildcards.run}/selection.json")
+def ascent_refused(run_id):
+    """Whether the run's ascent section fails the checks against its units.json (layers, units,
+    recipes: an imported network's names are only known here). Then the input functions ask for
+    results/<run>/selection.json instead of any ascent or comparison job: its job, `featviz select`,
+    stops the run with the one-line message on the terminal (onerror), not a traceback."""
+    try:
+        check_ascent(checked_units(run_id), RUNS[run_id].ascent, f"runs[{list(RUNS).index(run_id)}].ascent")
+    except FeatvizError:
+        return True
+    return False
 
 
 def ascent_results(wildcards, kind=None):
     """Both files of every ascent job of a run (or of its layers of one kind), known once its units
     are enumerated (a checkpoint)."""
+    if ascent_refused(wildcards.run):
+        return [f"results/{wildcards.run}/selection.json"]
     units = checked_units(wildcards.run)
     ascent = RUNS[wildcards.run].ascent
     return [
@@ -130,7 +137,8 @@ def compare_results(wildcards):
     compare = resolve_compare(RUNS[wildcards.run].ascent["compare"])
     if compare is None:
         return []
-    checked_units(wildcards.run)  # the network-dependent checks, before any job
+    if ascent_refused(wildcards.run):  # the network-dependent checks, before any job
+        return [f"results/{wildcards.run}/selection.json"]
     return [f"results/{wildcards.run}/compare/{entry['slug']}" for entry in compare["entries"]]
 
 
@@ -195,10 +203,10 @@ def run_files(wildcards):
     r = f"results/{run}"
     model_rule = "import_model" if RUNS[run].imported else "train"
     files = [f"{r}/model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
-    files += [f"{r}/units.json", f"{r}/selection.json", f"{r}/transfer.json"]
+    files += [f"{r}/units.json", f"{r}/transfer.json"]
     files += [f"{r}/eval/{n}" for n in ("metrics.json", "confusion.png", "misclassified.png", "misclassified.npz")]
     files += [f"{r}/probe/{n}" for n in ("probe.json", "probe.npz", "pruning.png", "saliency.png")]
-    steps = [model_rule, "units", "select", "evaluate", "probe", "transfer", "report"]
+    steps = [model_rule, "units", "evaluate", "probe", "transfer", "report"]
     if needs_spectrum(RUNS[run].ascent):
         files.append(f"{r}/spectrum.npz")
         steps.append("spectrum")
@@ -209,6 +217,8 @@ def run_files(wildcards):
         files += [f"{r}/transfer_model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
         steps.append("transfer_train")
     files += [f"{r}/logs/{step}.log" for step in steps] + [f"{r}/benchmarks/{step}.tsv" for step in steps]
+    if ascent_refused(run):  # the select job, which stops the run
+        return files + [f"{r}/selection.json"]
     ascent = ascent_results(wildcards)
     files += ascent + _job_records(run, "ascent", ascent)
     compare = compare_results(wildcards)  # one folder per job

@@ -6,7 +6,6 @@ rule compare:
         model="results/{run}/model/model.json",
         weights="results/{run}/model/model.pt",
         units="results/{run}/units.json",
-        selection=selection_input,
         spectrum=spectrum_input,
         # class images are also scored by the run's independent model (docs/ascent.md, "Transfer score")
         transfer_model=lambda wildcards: (transfer_model_input(wildcards)

@@ -20,9 +20,10 @@ checkpoint units:
 
 
 # The run's ascent section checked against the network (layers, units, recipes): an imported
-# network's layers are only known here. Every ascent and comparison job waits for it
-# (common.smk: selection_input), so that a bad name stops the run with one `featviz: error:` line
-# before any of them.
+# network's layers are only known once units.json exists. The input functions check it
+# (common.smk: ascent_refused) and, where it fails, ask for this file instead of any ascent job: the
+# job stops the run with one `featviz: error:` line, before any ascent job. A passing section needs
+# no job (`featviz select` also works alone, writing the units each layer visualizes).
 rule select:
     input:
         units="results/{run}/units.json",
@@ -35,9 +36,7 @@ rule select:
         "../envs/featviz.yaml"
     log:
         "results/{run}/logs/select.log",
-    benchmark:
-        "results/{run}/benchmarks/select.tsv"
-    priority: 10  # right after the units: a bad name stops the run before the jobs that can run beside it
+    priority: 10  # right after the units: before the jobs that could run beside it
     localrule: True
     shell:
         "featviz select --units {input.units} --ascent {params.ascent:q} --where {params.where:q} "
