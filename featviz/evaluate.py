@@ -1,4 +1,8 @@
-"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, misclassified examples."""
+"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, misclassified examples.
+
+From the test predictions of the probe's one pass over the test set (`predictions`:
+probe/predictions.npz, the workflow's way), or, run alone, from a pass of its own at the
+machine's pace (featviz.inference.predict: bf16 where native, top-1 made fp32's)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,21 +10,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import read_prepared
+from .artifacts import REMAKE_PROBE, read_prepared
+from .errors import FeatvizError
 from .figures import confusion_png, image_grid_png
 from .io import write_json, write_npz
 from .device import resolve_device
 from .model import LoadedModel
+from .results import Predictions, read_predictions
 
 MAX_MISCLASSIFIED = 64
 
 
-def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "auto") -> dict:
+def own_predictions(model: LoadedModel, test, device: str) -> Predictions:
+    """The test set's predictions from a pass of evaluate's own (featviz.inference.predict)."""
+    from .inference import predict, top_predictions
+
     dev = resolve_device(device)
     model.to(dev)
-    test = read_prepared(data_dir, "test")
-    probs = model.predict(test.images, dev)
-    pred = probs.argmax(1)
+    settled = predict(model, test.images, dev)
+    top_class, top_prob = top_predictions(settled.logits)
+    return Predictions(top_class.numpy(), top_prob.numpy(), test.labels.numpy(), settled.fp32.numpy(),
+                       {**settled.record, "pass": "evaluate"})
+
+
+def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "auto",
+             predictions: Path | None = None) -> dict:
+    """Evaluate `model` on the prepared test set of `data_dir` into `out_dir`; `predictions`: the
+    probe's predictions.npz of this model and test set (None: a pass of its own)."""
+    test = read_prepared(data_dir, "test", mmap=True)  # only the misclassified images are read
+    if predictions is None:
+        p = own_predictions(model, test, device)
+    else:
+        p = read_predictions(predictions)
+        if not np.array_equal(p.labels, test.labels.numpy()):
+            raise FeatvizError(f"test predictions file {predictions} was made from another test set than "
+                               f"{data_dir} ({len(p.labels)} images, {len(test.labels)} here): {REMAKE_PROBE}")
+    pred = torch.as_tensor(p.top_class[:, 0], dtype=torch.int64)
+    confidence = torch.as_tensor(p.top_prob[:, 0])
     true = test.labels
     k = len(model.classes)
     confusion = torch.zeros(k, k, dtype=torch.int64)
@@ -31,12 +57,11 @@ def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "a
     }
     wrong = torch.nonzero(pred != true).flatten()
     # the most confident mistakes first: the most telling ones
-    conf = probs[wrong, pred[wrong]]
-    order = torch.argsort(conf, descending=True, stable=True)[:MAX_MISCLASSIFIED]
+    order = torch.argsort(confidence[wrong], descending=True, stable=True)[:MAX_MISCLASSIFIED]
     picked = wrong[order]
     misclassified = [
         {"index": int(i), "true": model.classes[int(true[i])], "predicted": model.classes[int(pred[i])],
-         "confidence": round(float(probs[i, pred[i]]), 4)}
+         "confidence": round(float(confidence[i]), 4)}
         for i in picked
     ]
     metrics = {
@@ -48,9 +73,11 @@ def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "a
         "misclassified": misclassified,
         "n_misclassified": int(len(wrong)),
     }
+    metrics["inference"] = p.record  # how the predictions were computed (featviz.inference)
     out_dir = Path(out_dir)
-    images = test.images[picked].float().div(255.0).numpy() if len(picked) else np.zeros((0, *model.input_shape), np.float32)
-    write_npz(out_dir / "misclassified.npz", images=images.astype(np.float32))
+    shown = test.images[picked].numpy() if len(picked) else np.zeros((0, *model.input_shape), np.uint8)
+    write_npz(out_dir / "misclassified.npz", images=shown)  # uint8, as the test set holds them
+    images = shown.astype(np.float32) / 255.0
     confusion_png(out_dir / "confusion.png", confusion.numpy(), model.classes)
     labels = [f"{m['true']}→{m['predicted']} {m['confidence']:.2f}" for m in misclassified]
     image_grid_png(out_dir / "misclassified.png", images, labels)
