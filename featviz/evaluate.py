@@ -19,6 +19,17 @@ from .model import LoadedModel
 from .results import Predictions, read_predictions
 
 MAX_MISCLASSIFIED = 64
+SHOWN_PX = 112  # misclassified images are kept at most this high and wide (the report shows them 56 px high)
+
+
+def shown_size(images_u8: np.ndarray) -> np.ndarray:
+    """uint8 images (N, C, H, W) averaged down by a whole factor until neither side exceeds
+    SHOWN_PX (unchanged where they already fit)."""
+    f = -(-max(images_u8.shape[-2:]) // SHOWN_PX)
+    if f <= 1 or not len(images_u8):
+        return images_u8
+    x = torch.nn.functional.avg_pool2d(torch.from_numpy(images_u8).float(), f, ceil_mode=True)
+    return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def own_predictions(model: LoadedModel, test, device: str) -> Predictions:
@@ -75,8 +86,8 @@ def evaluate(model: LoadedModel, data_dir: Path, out_dir: Path, device: str = "a
     }
     metrics["inference"] = p.record  # how the predictions were computed (featviz.inference)
     out_dir = Path(out_dir)
-    shown = test.images[picked].numpy() if len(picked) else np.zeros((0, *model.input_shape), np.uint8)
-    write_npz(out_dir / "misclassified.npz", images=shown)  # uint8, as the test set holds them
+    shown = shown_size(test.images[picked].numpy() if len(picked) else np.zeros((0, *model.input_shape), np.uint8))
+    write_npz(out_dir / "misclassified.npz", images=shown)  # uint8, at most SHOWN_PX: what the report shows
     images = shown.astype(np.float32) / 255.0
     confusion_png(out_dir / "confusion.png", confusion.numpy(), model.classes)
     labels = [f"{m['true']}→{m['predicted']} {m['confidence']:.2f}" for m in misclassified]

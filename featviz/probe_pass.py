@@ -9,9 +9,14 @@ computes in it, and the outputs (`_Pass.logits`) are those the test predictions 
 (featviz.inference.settle), so that evaluation needs no pass of its own.
 
 Statistics are read in the layout the mode leaves a layer's output in: (images, positions, units),
-a view of a channels_last conv output. The units' moments over every image and position (for their
-correlations) are fp32 Gram matrices of a few hundred thousand values at a time, shifted by each
-unit's mean in the first batch and summed in float64.
+a view of a channels_last conv output, and in its dtype, as matrix products (which run at the
+machine's pace where elementwise reductions over positions do not): each unit's values less a
+shift (its mean over the first image: it keeps the sums away from cancellation) are summed per
+image by a batched product with ones, and their moments over every image and position (for the
+correlations) are Gram matrices of a few hundred thousand values at a time; both accumulate in
+fp32 inside the product and are summed across batches in float64. Under bf16 each product's
+result is rounded to bf16 (about 0.4% of a batch's sum, the rounding of the activations
+themselves), and those errors average out over the batches.
 """
 from __future__ import annotations
 
@@ -86,21 +91,24 @@ class Stats:
         """One batch of the layer's output (B, U, H, W) or (B, U), test images start.. ."""
         vals = positions(out.detach())  # (B, P, U), in the pass's dtype
         b, p, u = vals.shape
-        mean = vals.mean(1, dtype=torch.float32)
+        if self.shift is None:
+            self.shift = vals[0].float().mean(0).to(vals.dtype)
+        shifted = vals - self.shift
+        ones = torch.ones((b, 1, p), dtype=vals.dtype, device=vals.device)
+        sums = torch.bmm(ones, shifted)[:, 0].cpu().double()  # (B, U): per image, of the shifted values
         mx, pos = vals.max(1)
-        mean_c, mx_c, pos_c = mean.cpu(), mx.float().cpu(), pos.cpu()
-        m64 = mean_c.double()
+        mx_c, pos_c = mx.float().cpu(), pos.cpu()
+        m64 = sums / p + self.shift.cpu().double()  # per-image means
+        mean_c = m64.float()
         self.sum += m64.sum(0)
         self.relu_sum += m64.clamp(min=0).sum(0)
         self.max = torch.maximum(self.max, m64.max(0).values)
         self.active += (mx_c > 0).sum(0)
-        if self.shift is None:
-            self.shift = mean.mean(0)
-        flat = vals.reshape(b * p, u)
+        self.m1 += sums.sum(0)
+        flat = shifted.reshape(b * p, u)
         step = max(1, GRAM_FLOATS // max(1, u))
         for s in range(0, b * p, step):
-            x = flat[s:s + step].float() - self.shift
-            self.m1 += x.sum(0).cpu().double()
+            x = flat[s:s + step]
             self.m2 += (x.T @ x).cpu().double()
         self.cnt += b * p
         ids = torch.arange(start, start + b).expand(u, b)

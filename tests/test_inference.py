@@ -82,6 +82,19 @@ def test_evaluate_from_the_probe_pass_equals_evaluate_alone_and_a_reference(run,
     assert mis.dtype == np.uint8 and np.array_equal(mis, test["images"][[m["index"] for m in shared["misclassified"]]].numpy())
 
 
+def test_misclassified_images_are_kept_at_display_size():
+    from featviz.evaluate import SHOWN_PX, shown_size
+
+    big = np.arange(2 * 3 * 224 * 200, dtype=np.int64).reshape(2, 3, 224, 200) % 256
+    small = shown_size(big.astype(np.uint8))
+    assert small.shape == (2, 3, 112, 100) and small.dtype == np.uint8 and max(small.shape[-2:]) <= SHOWN_PX
+    assert small[0, 0, 0, 0] == round(float(big[0, 0, :2, :2].mean()))
+    odd = shown_size(np.full((1, 1, 300, 90), 7, np.uint8))
+    assert odd.shape == (1, 1, 100, 30) and (odd == 7).all()
+    tiny = np.zeros((3, 1, 28, 28), np.uint8)
+    assert shown_size(tiny) is tiny
+
+
 def test_evaluate_refuses_predictions_of_another_test_set(run, tmp_path):
     model = load_model(run / "model")
     p = read_predictions(run / "probe/predictions.npz")
@@ -96,31 +109,45 @@ def test_evaluate_refuses_predictions_of_another_test_set(run, tmp_path):
         read_predictions(bad)
 
 
+def _swap_top2(out, exact, row, error):
+    """Row `row` of a made-up bf16 pass: its two highest fp32 logits swapped, `error` off each."""
+    a, b = exact[row].topk(2).indices.tolist()
+    out[row] = exact[row]
+    out[row, a], out[row, b] = exact[row, a] - error, exact[row, b] + error
+    return a
+
+
 def test_settle_recomputes_in_fp32_what_bf16_could_have_moved():
-    """A made-up bf16 pass: off by 0.05 on the calibration images, one image's two highest
-    logits swapped 0.002 apart, another off by 1.0 but with a wide margin."""
+    """A made-up bf16 pass: off by 0.05 on the calibration images; a close call every logit of
+    which is 0.2 off: within the margin the calibration sets (0.1), recomputed, and its larger error
+    widens the margin to 0.4, which takes in a second close call whose top two bf16 swapped (0.15
+    off each; bf16 margin above 0.1); an image off by 50 with a wide margin: kept."""
     model = _micro()
-    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    images = torch.randint(0, 256, (60, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     exact = inference.logits(model, images, CPU, Mode("fp32", False), 64)
-    cal = inference.spread(40, inference.CALIBRATION)
-    rest = [i for i in range(40) if i not in set(cal.tolist())]
+    cal = inference.spread(60, inference.CALIBRATION)
+    rest = [i for i in range(60) if i not in set(cal.tolist())]
+    fp32_margin = inference.margins(exact)
+    near = sorted(rest, key=lambda i: float(fp32_margin[i]))  # the closest calls first
+    first, second, wide = near[0], near[1], near[-1]
+    assert float(fp32_margin[second]) < 0.1
     out = exact.clone()
     out[cal, 0] += 0.05
-    flip, wide = rest[0], rest[1]
-    a, b = exact[flip].topk(2).indices.tolist()
-    mid = float(exact[flip, a] + exact[flip, b]) / 2
-    out[flip, a], out[flip, b] = mid - 0.001, mid + 0.001  # bf16 says b, fp32 says a
+    out[first] += 0.2
+    top_second = _swap_top2(out, exact, second, 0.15)
+    assert 0.1 < float(inference.margins(out)[second]) <= 0.4
     out[wide] = exact[wide] * 0.0
     out[wide, 2] = 50.0  # far from any other logit: kept as the pass computed it
     s = inference.settle(model, images, out, CPU, Mode("bf16", False), 16)
-    assert s.record["max_bf16_error"] == pytest.approx(0.05, abs=1e-6)
-    assert s.fp32[flip] and not s.fp32[wide] and int(s.fp32.sum()) == s.record["fp32_rows"]
-    assert torch.allclose(s.logits[flip], exact[flip], atol=1e-5) and torch.allclose(s.logits[cal], exact[cal], atol=1e-5)
-    assert int(s.logits[flip].argmax()) == a
+    assert s.fp32[first] and s.fp32[second] and not s.fp32[wide] and int(s.fp32.sum()) == s.record["fp32_rows"]
+    assert s.record["max_bf16_error"] == pytest.approx(0.2, abs=1e-5)
+    assert torch.allclose(s.logits[first], exact[first], atol=1e-5)
+    assert torch.allclose(s.logits[second], exact[second], atol=1e-5) and int(s.logits[second].argmax()) == top_second
+    assert torch.allclose(s.logits[cal], exact[cal], atol=1e-5)
     assert torch.equal(s.logits[wide], out[wide])
-    # rows whose margin exceeds twice the error keep their pass's values
-    far = (inference.margins(out) > 0.1) & ~s.fp32
-    assert torch.equal(s.logits[far], out[far])
+    # rows whose margin exceeds twice the largest error keep their pass's values
+    kept = ~s.fp32
+    assert bool((inference.margins(out)[kept] > 0.4).all()) and torch.equal(s.logits[kept], out[kept])
     # fp32: nothing to settle
     same = inference.settle(model, images, exact, CPU, Mode("fp32", True), 16)
     assert same.logits is exact and bool(same.fp32.all())

@@ -1,0 +1,223 @@
+"""Inference at the machine's pace: plain PyTorch's best forward of a network against featviz's
+own passes over the same images, in one run (issue 27, item 2).
+
+    python benchmarks/bench_inference.py                                 # MobileNetV2 at 224 px
+    python benchmarks/bench_inference.py --arch resnet50 --images 128    # any torchvision name, random weights
+
+Plain PyTorch: the network as torchvision builds it, torch.no_grad, the images already in memory
+as one uint8 tensor, normalized per batch as featviz does; fp32, fp32 + channels_last and bf16
+autocast + channels_last, at batch 32 and 64 (images/s; the best of them is the reference).
+featviz, on the same network (its ReLUs made out-of-place, as an import leaves them) and images:
+
+* evaluate's pass when it runs alone (featviz.inference.predict: the mode `auto` picks, then the
+  fp32 recheck of the images whose top-1 bf16 could have moved);
+* the probe's pass (featviz.probe_pass.activation_pass over featviz's default targets for the
+  architecture, the statistics of every layer, then featviz.inference.settle): the one pass the
+  workflow's probe and evaluation share;
+* and how far bf16 moves the top-1: agreement of each image's argmax with the fp32 forward's, as
+  the bf16 pass computed it and after settling.
+
+The default network is the real ImageNet MobileNetV2 of ../shared/models (beside the checkout;
+skipped with a message where it is absent) on the 20 ImageNet JPEGs of
+../shared/data/foolbox-samples, each also flipped and shifted, repeated to --images; --arch names
+any torchvision architecture with random weights on synthetic images (throughput does not depend
+on the content). Keep --images to a few hundred on a shared machine; figures are ratios within one
+run; the load (`uptime`) and the CPU's bf16 flags are printed with them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from featviz import inference  # noqa: E402
+from featviz.model.hookable import no_inplace  # noqa: E402
+from featviz.model.loaded import LoadedModel  # noqa: E402
+from featviz.model.torchvision_archs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from featviz.probe import module_of  # noqa: E402
+from featviz.probe_pass import activation_pass, batch_size  # noqa: E402
+from featviz.units import enumerate_units  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+MOBILENET = SHARED / "models" / "mobilenet_v2-coral-qat.pth"
+SAMPLES = SHARED / "data" / "foolbox-samples"
+
+
+def load_network(arch: str | None, size: int) -> tuple[torch.nn.Module, str] | None:
+    if arch is None:
+        if not MOBILENET.is_file():
+            return None
+        net = torchvision.models.mobilenet_v2()
+        net.load_state_dict(torch.load(MOBILENET, weights_only=True))
+        return net.eval(), f"mobilenet_v2 ({MOBILENET.name})"
+    torch.manual_seed(0)
+    try:
+        net = torchvision.models.get_model(arch, weights=None)
+    except ValueError as exc:
+        sys.exit(f"bench_inference: {exc}")
+    return net.eval(), f"{arch} (random weights)"
+
+
+def real_images(size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The ImageNet sample JPEGs (Resize + CenterCrop as torchvision's weights expect), each also
+    flipped and shifted by 16 px: 80 distinct images, with their labels."""
+    from PIL import Image
+
+    files = sorted(SAMPLES.glob("*imagenet*")) if SAMPLES.is_dir() else []
+    if not files:
+        return None
+    crop = torchvision.transforms.Compose([torchvision.transforms.Resize(size * 8 // 7),
+                                           torchvision.transforms.CenterCrop(size),
+                                           torchvision.transforms.PILToTensor()])
+    x = torch.stack([crop(Image.open(f).convert("RGB")) for f in files])
+    labels = torch.tensor([int(re.search(r"_(\d+)\.\w+$", f.name).group(1)) for f in files])
+    x = torch.cat([x, x.flip(-1), x.roll(16, -1), x.roll(-16, -2)])
+    return x, labels.repeat(4)
+
+
+def repeat_to(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.repeat((n + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:n].contiguous()
+
+
+@torch.no_grad()
+def plain(net, images: torch.Tensor, bs: int, bf16: bool, nhwc: bool) -> tuple[float, torch.Tensor]:
+    """Images/s of a plain forward over `images`, and its outputs (after one warm-up batch)."""
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    net.to(memory_format=fmt)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def run(x8):
+        x = ((x8.float() / 255 - mean) / std).contiguous(memory_format=fmt)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return net(x).float()
+
+    run(images[:bs])
+    t = time.perf_counter()
+    out = torch.cat([run(images[s:s + bs]) for s in range(0, len(images), bs)])
+    rate = len(images) / (time.perf_counter() - t)
+    net.to(memory_format=torch.contiguous_format)
+    return rate, out
+
+
+def load() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "(uptime unavailable)"
+
+
+def bf16_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "(unknown)"
+    return " ".join(sorted(set(re.findall(r"\b(amx_bf16|avx512_bf16)\b", text)))) or "none"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default=None, help="a torchvision architecture with random weights "
+                                                 "(default: the real MobileNetV2 of ../shared/models)")
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batches", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    a = ap.parse_args()
+    if a.images < 1 or a.size < 32 or any(b < 1 for b in a.batches):
+        sys.exit("bench_inference: --images and --batches must be at least 1, --size at least 32")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    found = load_network(a.arch, a.size)
+    if found is None:
+        print(f"bench_inference: skipped: {MOBILENET} is absent (the real MobileNetV2 lives in ../shared beside "
+              f"the checkout); pass --arch NAME for a torchvision architecture with random weights")
+        return
+    net, what = found
+    real = real_images(a.size) if a.arch is None else None
+    if real is not None:
+        images, labels = repeat_to(real[0], a.images), repeat_to(real[1], a.images)
+        source = f"{len(real[0])} ImageNet JPEGs (20 x flip/shift) repeated"
+    else:
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (a.images, 3, a.size, a.size), dtype=torch.uint8, generator=g)
+        labels = torch.randint(0, 1000, (a.images,), generator=g)
+        source = "synthetic uint8"
+    print(f"network: {what}, {a.size} px; {a.images} images ({source}); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; CPU bf16 flags: {bf16_flags()}")
+    print(f"load before: {load()}")
+
+    rows, best, ref = [], (0.0, ""), None
+    for name, bf16, nhwc in (("fp32", False, False), ("fp32 + channels_last", False, True),
+                             ("bf16 + channels_last", True, True)):
+        for bs in a.batches:
+            rate, out = plain(net, images, bs, bf16, nhwc)
+            rows.append((name, bs, rate))
+            if name == "fp32 + channels_last" and ref is None:
+                ref = out  # the fp32 outputs the agreement is measured against
+            if rate > best[0]:
+                best = (rate, f"{name}, batch {bs}")
+    print("\nplain PyTorch forward (torch.no_grad, no hooks, images in memory)")
+    print(f"  {'mode':<22} {'batch':>5} {'images/s':>9}")
+    for name, bs, rate in rows:
+        print(f"  {name:<22} {bs:>5} {rate:>9.1f}")
+    print(f"  best: {best[0]:.1f} images/s ({best[1]})")
+
+    fnet = no_inplace(copy.deepcopy(net)).eval()
+    shape = (3, a.size, a.size)
+    classes = [str(i) for i in range(ref.shape[1])]
+    model = LoadedModel(fnet, classes, shape, IMAGENET_MEAN, IMAGENET_STD, {"format": "torchvision"})
+    dev = torch.device("cpu")
+    t = time.perf_counter()
+    ev = inference.predict(model, images, dev, "auto")
+    t_eval = time.perf_counter() - t
+
+    units = enumerate_units(fnet, shape, classes, None, family="torchvision")
+    layers = units["layers"]
+    mods = [module_of(fnet, layer) for layer in layers]
+    bs = batch_size(layers, shape, 500)
+    mode = inference.choose_mode(model, dev, "auto")
+    t = time.perf_counter()
+    seen = activation_pass(model, mods, layers, images, labels, dev, bs, 9, min(2000, a.images), 4, mode)
+    t_pass = time.perf_counter() - t
+    settled = inference.settle(model, images, seen.logits, dev, mode, bs)
+    t_probe = time.perf_counter() - t
+    inference.release(model)
+
+    def line(label, seconds, extra=""):
+        rate = a.images / seconds
+        print(f"  {label:<44} {rate:>9.1f} {best[0] / rate:>8.2f}x  {extra}")
+
+    print(f"\nfeatviz (mode {mode.precision}{' + channels_last' if mode.channels_last else ''}; "
+          f"time against the best plain forward)")
+    print(f"  {'pass':<44} {'images/s':>9} {'time':>9}")
+    line(f"evaluate alone (inference.predict, batch {model.batch_for(None)})", t_eval,
+         f"fp32 rows {ev.record['fp32_rows']} of {a.images}")
+    line(f"probe: activation pass ({len(layers)} layers, batch {bs})", t_pass)
+    line("probe: activation pass + settle (the shared pass)", t_probe,
+         f"fp32 rows {settled.record['fp32_rows']} of {a.images}")
+    truth = ref.argmax(1)
+    raw = int((seen.logits.argmax(1) == truth).sum())
+    print(f"\ntop-1 agreement with the fp32 forward: the {mode.precision} pass {raw}/{a.images}, settled "
+          f"{int((settled.logits.argmax(1) == truth).sum())}/{a.images} (evaluate alone "
+          f"{int((ev.logits.argmax(1) == truth).sum())}/{a.images}); largest {mode.precision} logit error on the "
+          f"calibration images {settled.record.get('max_bf16_error', 0.0)}")
+    if real is not None:
+        print(f"top-1 accuracy on these images: fp32 {float((truth == labels).float().mean()):.4f}, "
+              f"settled {float((settled.logits.argmax(1) == labels).float().mean()):.4f}, the {mode.precision} "
+              f"pass {float((seen.logits.argmax(1) == labels).float().mean()):.4f}")
+    print(f"load after: {load()}")
+
+
+if __name__ == "__main__":
+    main()
