@@ -10,13 +10,14 @@ computes in it, and the outputs (`_Pass.logits`) are those the test predictions 
 
 Statistics are read in the layout the mode leaves a layer's output in: (images, positions, units),
 a view of a channels_last conv output, and in its dtype, as matrix products (which run at the
-machine's pace where elementwise reductions over positions do not): each unit's values less a
-shift (its mean over the first image: it keeps the sums away from cancellation) are summed per
-image by a batched product with ones, and their moments over every image and position (for the
-correlations) are Gram matrices of a few hundred thousand values at a time; both accumulate in
-fp32 inside the product and are summed across batches in float64. Under bf16 each product's
+machine's pace where elementwise reductions over positions do not): each unit's values are summed
+per image by a batched product with ones, and their moments over every image and position (for
+the correlations) are a Gram matrix per batch; both accumulate in fp32 inside the product and are
+summed across batches in float64. Under bf16 each product's
 result is rounded to bf16 (about 0.4% of a batch's sum, the rounding of the activations
-themselves), and those errors average out over the batches.
+themselves), and those errors average out over the batches. Where a unit's mean in the first
+batch exceeds its standard deviation, the layer's values are shifted by their means first, so
+that the moments do not cancel.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ from .model import LoadedModel
 
 # a layer's output per image, in floats, that one batch may hold (sets the batch size of big inputs)
 BATCH_FLOATS = 2 ** 25
-# the values of one layer's output whose Gram matrix is computed at once (fp32, then summed in float64)
-GRAM_FLOATS = 2 ** 22
+# positions per unit the shift of a layer is decided on (a few images of the first batch)
+SHIFT_VALUES = 2 ** 16
 
 
 def _topk_merge(vals, idx, pos, new_vals, new_idx, new_pos, k):
@@ -78,8 +79,10 @@ class Stats:
         self.max = torch.full((units,), -math.inf, dtype=torch.float64)
         self.active = torch.zeros(units, dtype=torch.int64)
         # moments over every image and position of the values less `shift` (correlations do not
-        # depend on it; it keeps the fp32 Gram matrices away from cancellation)
+        # depend on it; it keeps the Gram matrices away from cancellation): decided on the first batch
         self.shift: torch.Tensor | None = None
+        self.decided = False
+        self._ones: torch.Tensor | None = None
         self.m1 = torch.zeros(units, dtype=torch.float64)
         self.m2 = torch.zeros(units, units, dtype=torch.float64)
         self.cnt = 0
@@ -91,31 +94,40 @@ class Stats:
         """One batch of the layer's output (B, U, H, W) or (B, U), test images start.. ."""
         vals = positions(out.detach())  # (B, P, U), in the pass's dtype
         b, p, u = vals.shape
-        if self.shift is None:
-            self.shift = vals[0].float().mean(0).to(vals.dtype)
-        shifted = vals - self.shift
-        ones = torch.ones((b, 1, p), dtype=vals.dtype, device=vals.device)
-        sums = torch.bmm(ones, shifted)[:, 0].cpu().double()  # (B, U): per image, of the shifted values
+        if not self.decided:
+            self.decided = True
+            first = vals[:max(1, min(b, SHIFT_VALUES // p))].reshape(-1, u).float()  # a few images' values
+            var, mean = torch.var_mean(first, dim=0, correction=0)
+            if bool((mean.abs() > var.sqrt()).any()):
+                self.shift = mean.to(vals.dtype)
+        shifted = vals if self.shift is None else vals - self.shift
+        sums = torch.bmm(self._ones_for(vals), shifted)[:, 0].cpu().double()  # (B, U): per image
         mx, pos = vals.max(1)
         mx_c, pos_c = mx.float().cpu(), pos.cpu()
-        m64 = sums / p + self.shift.cpu().double()  # per-image means
+        m64 = sums / p  # per-image means
+        if self.shift is not None:
+            m64 += self.shift.cpu().double()
         mean_c = m64.float()
         self.sum += m64.sum(0)
         self.relu_sum += m64.clamp(min=0).sum(0)
         self.max = torch.maximum(self.max, m64.max(0).values)
         self.active += (mx_c > 0).sum(0)
         self.m1 += sums.sum(0)
-        flat = shifted.reshape(b * p, u)
-        step = max(1, GRAM_FLOATS // max(1, u))
-        for s in range(0, b * p, step):
-            x = flat[s:s + step]
-            self.m2 += (x.T @ x).cpu().double()
+        flat = shifted.reshape(b * p, u)  # a view: one product over the batch (in pieces it is slower)
+        self.m2 += (flat.T @ flat).cpu().double()
         self.cnt += b * p
         ids = torch.arange(start, start + b).expand(u, b)
         self.top = _topk_merge(*self.top, mx_c.T, ids, pos_c.T, self.k)
         keep = min(b, len(self.acts) - start)
         if keep > 0:
             self.acts[start:start + keep] = mean_c[:keep].numpy()
+
+    def _ones_for(self, vals: torch.Tensor) -> torch.Tensor:
+        """(B, 1, P) ones of `vals`' dtype and device (kept: every batch but the last has the same)."""
+        b, p = vals.shape[:2]
+        if self._ones is None or self._ones.shape != (b, 1, p) or self._ones.dtype != vals.dtype:
+            self._ones = torch.ones((b, 1, p), dtype=vals.dtype, device=vals.device)
+        return self._ones
 
 
 def batch_size(layers: list[dict], input_shape, most: int) -> int:

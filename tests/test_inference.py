@@ -109,45 +109,40 @@ def test_evaluate_refuses_predictions_of_another_test_set(run, tmp_path):
         read_predictions(bad)
 
 
-def _swap_top2(out, exact, row, error):
-    """Row `row` of a made-up bf16 pass: its two highest fp32 logits swapped, `error` off each."""
-    a, b = exact[row].topk(2).indices.tolist()
-    out[row] = exact[row]
-    out[row, a], out[row, b] = exact[row, a] - error, exact[row, b] + error
-    return a
-
-
 def test_settle_recomputes_in_fp32_what_bf16_could_have_moved():
-    """A made-up bf16 pass: off by 0.05 on the calibration images; a close call every logit of
-    which is 0.2 off: within the margin the calibration sets (0.1), recomputed, and its larger error
-    widens the margin to 0.4, which takes in a second close call whose top two bf16 swapped (0.15
-    off each; bf16 margin above 0.1); an image off by 50 with a wide margin: kept."""
+    """A made-up bf16 pass over 60 images: the calibration images drift 0.05 (one output moved);
+    a close call (bf16 margin 0.01) that drifted ~0.2 is recomputed and widens the margin, which
+    takes in a second close call whose top two bf16 swapped (margin above 0.05); an image far
+    from any other output is kept as the pass computed it."""
     model = _micro()
     images = torch.randint(0, 256, (60, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     exact = inference.logits(model, images, CPU, Mode("fp32", False), 64)
-    cal = inference.spread(60, inference.CALIBRATION)
-    rest = [i for i in range(60) if i not in set(cal.tolist())]
-    fp32_margin = inference.margins(exact)
-    near = sorted(rest, key=lambda i: float(fp32_margin[i]))  # the closest calls first
-    first, second, wide = near[0], near[1], near[-1]
-    assert float(fp32_margin[second]) < 0.1
+    cal = set(inference.spread(60, inference.CALIBRATION).tolist())
+    rest = [i for i in range(60) if i not in cal]
+    m = inference.margins(exact)
+    second = min(rest, key=lambda i: float(m[i]))
+    first = next(i for i in rest if 0.15 <= float(m[i]) <= 0.5)
+    wide = max(rest, key=lambda i: float(m[i]))
+    assert float(m[second]) < 0.07 and float(m[wide]) > 1.0
     out = exact.clone()
-    out[cal, 0] += 0.05
-    out[first] += 0.2
-    top_second = _swap_top2(out, exact, second, 0.15)
-    assert 0.1 < float(inference.margins(out)[second]) <= 0.4
-    out[wide] = exact[wide] * 0.0
-    out[wide, 2] = 50.0  # far from any other logit: kept as the pass computed it
+    out[sorted(cal), 0] += 0.05
+    a, b = exact[first].topk(2).indices.tolist()
+    out[first, b] = exact[first, a] - 0.01  # bf16 margin 0.01, drift m - 0.01
+    d1 = float(m[first]) - 0.01
+    a2, b2 = exact[second].topk(2).indices.tolist()
+    e = 0.45 * d1
+    out[second, a2] -= e
+    out[second, b2] += e  # swapped: bf16 margin 2e - m, drift 2e = 0.9 d1
+    assert 0.05 < float(inference.margins(out)[second]) <= d1
     s = inference.settle(model, images, out, CPU, Mode("bf16", False), 16)
+    assert s.record["bf16_drift"] == pytest.approx(d1, abs=1e-5)
     assert s.fp32[first] and s.fp32[second] and not s.fp32[wide] and int(s.fp32.sum()) == s.record["fp32_rows"]
-    assert s.record["max_bf16_error"] == pytest.approx(0.2, abs=1e-5)
-    assert torch.allclose(s.logits[first], exact[first], atol=1e-5)
-    assert torch.allclose(s.logits[second], exact[second], atol=1e-5) and int(s.logits[second].argmax()) == top_second
-    assert torch.allclose(s.logits[cal], exact[cal], atol=1e-5)
-    assert torch.equal(s.logits[wide], out[wide])
-    # rows whose margin exceeds twice the largest error keep their pass's values
+    for row in (first, second, *sorted(cal)):
+        assert torch.allclose(s.logits[row], exact[row], atol=1e-5)
+    assert int(s.logits[second].argmax()) == a2 != int(out[second].argmax())
+    # the rest keep their pass's values: their margins exceed the drift
     kept = ~s.fp32
-    assert bool((inference.margins(out)[kept] > 0.4).all()) and torch.equal(s.logits[kept], out[kept])
+    assert bool((inference.margins(out)[kept] > d1).all()) and torch.equal(s.logits[kept], out[kept])
     # fp32: nothing to settle
     same = inference.settle(model, images, exact, CPU, Mode("fp32", True), 16)
     assert same.logits is exact and bool(same.fp32.all())
