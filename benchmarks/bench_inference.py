@@ -205,7 +205,7 @@ def main() -> None:
     mods = [module_of(fnet, layer) for layer in layers]
     bs = batch_size(layers, shape, 500)
     mode = inference.choose_mode(model, dev, "auto")
-    for b in (model.batch_for(None), bs):  # one warm-up batch per batch size and mode, as the plain runs had
+    for b in (inference.batch_for(model), bs):  # one warm-up batch per batch size and mode, as the plain runs had
         for m in (mode, inference.Mode("fp32", mode.channels_last)):
             inference.forward(model, images[:b], dev, m)
     inference.release(model)
@@ -225,7 +225,7 @@ def main() -> None:
     print(f"\nfeatviz (mode {mode.precision}{' + channels_last' if mode.channels_last else ''}; time against the best "
           f"plain forward's, wall and CPU)")
     print(f"  {'pass':<46} {'images/s':>9} {'time':>7} {'images/CPU-s':>13} {'CPU':>7}")
-    line(f"evaluate alone (inference.predict, batch {model.batch_for(None)})", t_eval.wall, t_eval.cpu,
+    line(f"evaluate alone (inference.predict, batch {inference.batch_for(model)})", t_eval.wall, t_eval.cpu,
          f"fp32 rows {ev.record['fp32_rows']} of {n}")
     line(f"probe: activation pass ({len(layers)} layers, batch {bs})", t_pass.wall, t_pass.cpu)
     line("probe: + settle (the pass probe and evaluate share)", t_pass.wall + t_settle.wall,
@@ -241,12 +241,14 @@ def main() -> None:
               f"settled {float((settled.logits.argmax(1) == labels).float().mean()):.4f}, the {mode.precision} "
               f"pass {float((seen.logits.argmax(1) == labels).float().mean()):.4f}")
     if a.compare_statistics and mode.precision == "bf16":
-        compare_statistics(model, mods, layers, images, labels, dev, bs, seen)
+        distinct = len(real[0]) if real is not None else n  # the images repeat with this period
+        compare_statistics(model, mods, layers, images, labels, dev, bs, seen, distinct)
     print(f"load after: {load()}")
 
 
-def compare_statistics(model, mods, layers, images, labels, dev, bs, seen) -> None:
-    """The probe's statistics of the bf16 pass against those of the same pass in fp32."""
+def compare_statistics(model, mods, layers, images, labels, dev, bs, seen, distinct: int) -> None:
+    """The probe's statistics of the bf16 pass against those of the same pass in fp32 (top-k
+    images compared as distinct images: image i is image i % distinct)."""
     import numpy as np
 
     from featviz.probe import _correlation_from_moments
@@ -263,8 +265,8 @@ def compare_statistics(model, mods, layers, images, labels, dev, bs, seen) -> No
         span = span.clamp(min=max(1e-6, 0.1 * float(span.median())))  # layer's median for a near-constant unit)
         d_max.append(((b.max - a.max).abs() / span).numpy())
         d_mean.append((((b.sum - a.sum) / n).abs() / span).numpy())
-        ta, tb = a.top[1].numpy(), b.top[1].numpy()
-        overlap += [len(set(x) & set(y)) / len(x) for x, y in zip(ta, tb)]
+        ta, tb = a.top[1].numpy() % distinct, b.top[1].numpy() % distinct
+        overlap += [len(set(x) & set(y)) / max(len(set(x)), 1) for x, y in zip(ta, tb)]
         if len(a.max) > 1:
             d_corr.append(float(np.abs(_correlation_from_moments(b.m1, b.m2, b.cnt)
                                        - _correlation_from_moments(a.m1, a.m2, a.cnt)).max()))
@@ -275,7 +277,8 @@ def compare_statistics(model, mods, layers, images, labels, dev, bs, seen) -> No
           f"largest {d_max.max():.4f}")
     print(f"  dataset mean: median {np.median(d_mean):.4f}, 99th percentile {np.percentile(d_mean, 99):.4f}, "
           f"largest {d_mean.max():.4f}")
-    print(f"  top-9 images shared: mean {np.mean(overlap):.3f}, least {min(overlap):.3f}")
+    print(f"  top-9 images shared (distinct images): mean {np.mean(overlap):.3f}, all nine for "
+          f"{np.mean(np.asarray(overlap) == 1):.3f} of the units, least {min(overlap):.3f}")
     print(f"  correlations: largest difference {max(d_corr):.4f} (over {len(d_corr)} layers)")
 
 
