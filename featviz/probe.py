@@ -468,7 +468,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     workflow/schemas/config.schema.yaml `probe`)."""
     _check_options(top_k, samples, prune_images, histogram_images, prune_passes)
     dev = resolve_device(device)
-    prune_mode = resolve_precision(prune_precision, dev, "probe.prune_precision")
+    prune_dtype = resolve_precision(prune_precision, dev, "probe.prune_precision")
     resolve_precision(precision, dev, "probe.precision")  # a wrong value stops here, before any compute
     model.to(dev)
     net = model.net
@@ -494,7 +494,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
         rfs = receptive_fields(net, conv_names, tuple(model.input_shape))
         n_prune = min(prune_images or n, n)
         pruner = _PruneBudget(model, images[:n_prune], labels[:n_prune], dev, prune_passes, prune_tolerance, bs,
-                              prune_mode, mode, seen.logits[:n_prune].argmax(1) == labels[:n_prune])
+                              prune_dtype, mode, seen.logits[:n_prune].argmax(1) == labels[:n_prune])
         summary_layers = []
         for j, layer in enumerate(layers):
             entry, layer_arrays, relu_mean, corr = _layer_analysis(j, layer, seen.stats[j], n, labels, bank_index,
