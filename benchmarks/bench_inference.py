@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from featviz import inference  # noqa: E402
+from featviz.inplace import in_place  # noqa: E402
 from featviz.model.hookable import no_inplace  # noqa: E402
 from featviz.model.loaded import LoadedModel  # noqa: E402
 from featviz.model.torchvision_archs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -212,10 +213,11 @@ def main() -> None:
     with Clock() as t_eval:
         ev = inference.predict(model, images, dev, "auto")
     mode = inference.choose_mode(model, dev, "auto")
-    with Clock() as t_pass:
-        seen = activation_pass(model, mods, layers, images, labels, dev, bs, 9, min(2000, n), 4, mode)
-    with Clock() as t_settle:
-        settled = inference.settle(model, images, seen.logits, dev, mode, bs)
+    with in_place(fnet):  # as featviz.probe runs them
+        with Clock() as t_pass:
+            seen = activation_pass(model, mods, layers, images, labels, dev, bs, 9, min(2000, n), 4, mode)
+        with Clock() as t_settle:
+            settled = inference.settle(model, images, seen.logits, dev, mode, bs)
     inference.release(model)
 
     def line(label, wall, cpu, extra=""):

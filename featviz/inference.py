@@ -3,7 +3,8 @@
 Every pass over test images (the probe's activation pass, `featviz evaluate` run alone, an
 import's sample check) runs in one `Mode`: bf16 autocast where the precision setting resolves to
 bf16 (`auto`: where the CPU or GPU computes bf16 natively, featviz.device.resolve_precision),
-channels_last where the network runs on NHWC inputs (LoadedModel.use_channels_last).
+channels_last where the network runs on NHWC inputs (LoadedModel.use_channels_last), and its
+activations in place where the graph allows (featviz.inplace).
 
 bf16 moves a few top-1 predictions (MobileNetV2 at 224 px: 2 of 80 images, logits off by up to
 0.37, docs/scale-out.md), so `settle` makes the top-1 fp32's: it recomputes in fp32 (same memory
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .device import resolve_precision
+from .inplace import in_place
 from .model import LoadedModel
 
 CALIBRATION = 16  # images recomputed in fp32 first, to measure how far bf16 moves the outputs (the drift)
@@ -153,7 +155,8 @@ def predict(model: LoadedModel, images: torch.Tensor, dev: torch.device, precisi
     mode = choose_mode(model, dev, precision, key)
     bs = batch_for(model, batch_size)
     try:
-        return settle(model, images, logits(model, images, dev, mode, bs), dev, mode, bs)
+        with in_place(model.net):
+            return settle(model, images, logits(model, images, dev, mode, bs), dev, mode, bs)
     finally:
         release(model)
 

@@ -47,6 +47,7 @@ from .crops import top_crops  # noqa: F401  (re-exported: probe's public crop ge
 from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
 from .inference import Mode, choose_mode, release, settle, top_predictions
+from .inplace import in_place
 from .io import Chunks
 from .model import LoadedModel
 from .probe_pass import Stats, activation_pass
@@ -484,9 +485,10 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     mode = choose_mode(model, dev, precision, "probe.precision")  # the network in its memory format until release
     try:
         t0 = time.perf_counter()
-        seen = activation_pass(model, mods, layers, images, labels, dev, bs, k, hist_n, samples, mode)
-        t1 = time.perf_counter()
-        settled = settle(model, images, seen.logits, dev, mode, bs)
+        with in_place(net):  # its hooks hold no output (the receptive fields' gradients below need them out of place)
+            seen = activation_pass(model, mods, layers, images, labels, dev, bs, k, hist_n, samples, mode)
+            t1 = time.perf_counter()
+            settled = settle(model, images, seen.logits, dev, mode, bs)
         timing = {"activation_pass_s": round(t1 - t0, 3), "settle_s": round(time.perf_counter() - t1, 3)}
         bank_index, bank = _bank(seen.stats, images)
         arrays = {BANK_INDEX: bank_index.numpy().astype(np.int64)}

@@ -168,7 +168,9 @@ def activation_pass(model: LoadedModel, mods: list[nn.Module], layers: list[dict
             if state["mode"] == "stream":
                 stats[j].add(o, state["start"])
             else:
-                captured[j] = o.detach().float().cpu().contiguous()
+                # a copy of its own: an activation run in place (featviz.inplace) may overwrite `o`
+                captured[j] = o.detach().to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format,
+                                            copy=True)
         return read
 
     hooks = [m.register_forward_hook(hook(j)) for j, m in enumerate(mods)]

@@ -245,3 +245,27 @@ def test_sample_maps_are_bytes_of_a_reference_forward(run):
     assert np.allclose(lo[..., 0, 0], ref.min((2, 3)), atol=1e-5) and np.allclose(hi[..., 0, 0], ref.max((2, 3)), atol=1e-5)
     back = lo + q.astype(np.float32) / 255 * (hi - lo)
     assert np.all(np.abs(back - ref) <= (hi - lo) / 255 / 2 + 1e-5)
+
+
+def test_sample_maps_survive_activations_in_place(run):
+    """The pass captures the sample maps while the ReLU after the conv runs in place (contiguous
+    fp32: no conversion would copy them by chance): the maps are the conv's, negatives included."""
+    from featviz.inplace import in_place
+    from featviz.probe import module_of
+    from featviz.probe_pass import activation_pass
+
+    model = load_model(run / "model")
+    units = json.loads((run / "units.json").read_text())
+    layers = units["layers"]
+    mods = [module_of(model.net, layer) for layer in layers]
+    test = _test_set(run)
+    with in_place(model.net) as changed:
+        assert model.net.conv2 not in changed and changed  # the ReLUs after the convs
+        seen = activation_pass(model, mods, layers, test["images"], test["labels"], CPU, 64, 2, 10, 3,
+                               Mode("fp32", False))
+    out = {}
+    h = model.net.conv2.register_forward_hook(lambda m, i, o: out.__setitem__("a", o.clone()))
+    with torch.no_grad():
+        model.net(model.normalize(test["images"][seen.sample_idx].float() / 255))
+    h.remove()
+    assert (out["a"] < 0).any() and torch.allclose(seen.sample_maps[1], out["a"], atol=1e-5)
