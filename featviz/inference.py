@@ -29,9 +29,10 @@ from .model import LoadedModel
 
 CALIBRATION = 16  # images recomputed in fp32 first, to measure how far bf16 moves the outputs (the drift)
 TOP = 5  # predictions kept per image (featviz.results' predictions.npz)
-# input pixels per batch of a pass of its own: 83 images at 224 px (MobileNetV2 there, bf16: batch 64
-# ran 18% more images per CPU-second than batch 32, bench_inference), at most 1000 images
-BATCH_PIXELS = 2 ** 22
+# input pixels per batch of a pass of its own: 41 images at 224 px (MobileNetV2 there, bf16 +
+# channels_last: batch 32 ran 1.6x the images per CPU-second of batch 64 on one thread and as many
+# on two, docs/scale-out.md), at most 1000 images
+BATCH_PIXELS = 2 ** 21
 
 
 def batch_for(model: LoadedModel, given: int | None = None) -> int:

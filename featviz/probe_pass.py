@@ -31,10 +31,12 @@ from torch import nn
 from .inference import Mode
 from .model import LoadedModel
 
-# a layer's output per image, in floats, that one batch may hold (sets the batch size of big inputs)
-BATCH_FLOATS = 2 ** 25
-# positions per unit the shift of a layer is decided on (a few images of the first batch)
-SHIFT_VALUES = 2 ** 16
+# a layer's output, in values, that one batch may hold (sets the batch size of big inputs: 41 images for
+# MobileNetV2 at 224 px, where batch 32 ran 1.6x the images per CPU-second of batch 64 on one thread
+# and as many on two, bench_inference and docs/scale-out.md)
+BATCH_FLOATS = 2 ** 24
+# positions per unit the shift of a layer is decided on (the first images of the first batch)
+SHIFT_VALUES = 2 ** 12
 
 
 def _topk_merge(vals, idx, pos, new_vals, new_idx, new_pos, k):
