@@ -1,6 +1,11 @@
 """One archive per model: the report, the checkpoint, metrics, units, ascent results, the config
 snapshot and the environment, with a manifest holding the sha256 of every file.
 
+The run's working files that only feed the report's pictures (featviz.results.NOT_ARCHIVED: the
+probe's full-resolution image bank) are left out, and named with the reason in the manifest
+(`left_out`): the report holds what it shows of them, so that an archive stays about the size of
+the report plus the checkpoint.
+
 Layout inside `<run>.tar.gz`:  <run>/index.html (a landing page: the report's "all runs" link
 lands there)  <run>/report/...  <run>/results/...  <run>/extra/...  <run>/environment.json
 <run>/MANIFEST.json
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from .errors import FeatvizError
 from .io import atomic_path, file_sha256
+from .results import NOT_ARCHIVED
 
 MANIFEST = "MANIFEST.json"
 PACKAGES = ("featviz", "torch", "torchvision", "numpy", "scipy", "jinja2", "matplotlib", "snakemake")
@@ -72,7 +78,8 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
     for folder in (report, results):
         if not folder.is_dir():
             raise FeatvizError(f"archive: folder {folder} does not exist")
-    entries = _files(report, f"{run}/report") + _files(results, f"{run}/results")
+    left_out = {f"{run}/results/{rel}": why for rel, why in NOT_ARCHIVED.items() if (results / rel).is_file()}
+    entries = _files(report, f"{run}/report") + [e for e in _files(results, f"{run}/results") if e[0] not in left_out]
     for p in extra:
         if not Path(p).is_file():
             raise FeatvizError(f"archive --extra: file {p} does not exist")
@@ -84,8 +91,8 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
     # flat however large the report and results are
     manifest = {name: file_sha256(path) for name, path in files.items()}
     manifest.update({name: hashlib.sha256(data).hexdigest() for name, data in generated.items()})
-    generated[f"{run}/{MANIFEST}"] = json.dumps({"run": run, "sha256": dict(sorted(manifest.items()))}, indent=2,
-                                                sort_keys=True).encode()
+    generated[f"{run}/{MANIFEST}"] = json.dumps({"run": run, "sha256": dict(sorted(manifest.items())),
+                                                 "left_out": left_out}, indent=2, sort_keys=True).encode()
     with atomic_path(out) as tmp:
         # gzip level 6: most of an archive is PNG/JPEG/npz that level 9 shrinks no further, at twice the time
         with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz, \

@@ -83,7 +83,8 @@ def cmd_evaluate(a):
     from .evaluate import evaluate
     from .model import load_model
 
-    m = evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), claim_device(a.device))
+    m = evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), claim_device(a.device),
+                 predictions=Path(a.predictions) if a.predictions else None)
     print(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images")
 
 
@@ -220,7 +221,8 @@ def cmd_circuits(a):
         print(f"{p['from']:>16} -> {p['to']:<16} {p['measure']}")
 
 
-PROBE_KEYS = ("top_k", "samples", "histogram_images", "prune_images", "prune_passes", "prune_precision")  # runs[i].probe
+PROBE_KEYS = ("top_k", "samples", "histogram_images", "prune_images", "prune_passes", "prune_precision",
+              "precision")  # runs[i].probe
 
 
 def cmd_probe(a):
@@ -434,6 +436,9 @@ def _add_evaluate(sub) -> None:
     s.add_argument("--model", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--predictions", default=None,
+                   help="the probe's test predictions (results/<run>/probe/predictions.npz) of this model and "
+                        "test set; omit to run a pass of its own")
     _device(s)
     _trust(s)
 
@@ -526,6 +531,8 @@ def _add_probe(sub) -> None:
                    help="forward passes over the pruning images for all curves together (probe.prune_passes)")
     s.add_argument("--prune-precision", default=None,
                    help="auto, fp32 or bf16: autocast dtype of the pruning passes (probe.prune_precision)")
+    s.add_argument("--precision", default=None,
+                   help="auto, fp32 or bf16: autocast dtype of the pass over the test set (probe.precision)")
     _device(s)
     _trust(s)
 

@@ -30,6 +30,7 @@ from .checks import check_sections
 from .device import resolve_device
 from .errors import FeatvizError
 from .evaluate import chance_warning
+from .inference import accuracy as inference_accuracy
 from .io import staged_files, write_json
 from .model import LoadedModel, input_description, save_model
 from .model import timm_archs
@@ -190,7 +191,7 @@ def import_model(model_cfg: dict, data_dir: Path, out_dir: Path, trust: bool = F
     model = LoadedModel(net.to(dev), classes, shape, mean, std)
     test = read_prepared(data_dir, "test")
     images, labels = _check_sample(test, label_to_output)
-    acc = model.accuracy(images, labels, dev)
+    acc = inference_accuracy(model, images, labels, dev)
     net.cpu()
     low = chance_warning(acc, n_out, len(labels), f"accuracy on {len(labels)} test images")
     if low:

@@ -1,9 +1,13 @@
 """Probe a trained network with its test set: what each unit responds to in real data.
 
 Forward hooks read every layer of `units.json` by name while the test set streams through in
-batches (no per-sample Python; the test set is memory-mapped and paged in a batch at a time, and
-each hook reduces its layer's output to per-unit statistics at once, so memory does not grow with
-the number of test images). For every unit we keep:
+batches, once (featviz.probe_pass: no per-sample Python; the test set is memory-mapped and paged in
+a batch at a time, and each hook reduces its layer's output to per-unit statistics at once, so
+memory does not grow with the number of test images). The pass runs in the mode of
+`probe.precision` (bf16 autocast where native, channels_last where the network takes it;
+featviz.inference) and also yields the test predictions, their top-1 made fp32's
+(featviz.inference.settle), that `featviz evaluate` reads instead of a pass of its own. For every
+unit we keep:
 
 * a dataset baseline over every test image: max and mean of its activation (the layer's output
   before any ReLU, spatial mean for conv channels: the same quantity the ascent stage maximizes),
@@ -21,15 +25,16 @@ Plus activation maps of a few sample inputs for every conv layer, saliency maps 
 (`featviz.attribution`) and the first conv layer's weights with their analytic optimal input.
 
 Outputs (in `out_dir`): `probe.json` (everything small), `probe.npz` (arrays; their keys are
-featviz.results' contract: `layer_key(kind, i)` per layer i of units.json, `BANK`, `SAMPLE_IMAGES`...),
-`pruning.png`, `saliency.png`.
+featviz.results' contract: `layer_key(kind, i)` per layer i of units.json, `BANK_INDEX`,
+`SAMPLE_IMAGES`...), `bank.npz` (the top-k images at full resolution, for the report's crops;
+archives leave it out), `predictions.npz` (the test predictions), `pruning.png`, `saliency.png`.
 """
 from __future__ import annotations
 
 import itertools
 import math
+import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +46,14 @@ from .artifacts import read_prepared
 from .crops import top_crops  # noqa: F401  (re-exported: probe's public crop geometry)
 from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
+from .inference import Mode, choose_mode, release, settle, top_predictions
+from .inplace import in_place
 from .io import Chunks
 from .model import LoadedModel
-from .results import BANK, BANK_INDEX, CONV1_OPTIMAL, CONV1_WEIGHTS, SALIENCY, SAMPLE_IMAGES, layer_key, write_probe
+from .probe_pass import Stats, activation_pass
+from .probe_pass import batch_size as pass_batch
+from .results import BANK_INDEX, CONV1_OPTIMAL, CONV1_WEIGHTS, SALIENCY, SAMPLE_IMAGES, Predictions, layer_key, \
+    write_probe
 
 PASSTHROUGH = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Dropout2d,
                nn.BatchNorm2d, nn.Identity)
@@ -51,10 +61,6 @@ SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 # elementwise functions a plain chain may call between its modules (torch.relu(self.conv(x)))
 ELEMENTWISE = (torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.functional.leaky_relu,
                nn.functional.elu, nn.functional.gelu, nn.functional.silu, nn.functional.dropout)
-# a layer's output per image, in floats, that one batch may hold (sets the batch size of big inputs)
-BATCH_FLOATS = 2 ** 25
-# the largest temporary (in float64 values) the Gram matrix of one layer is computed from
-GRAM_FLOATS = 2 ** 23
 # the images of the top-k bank read from the test set at a time, in bytes
 BANK_BYTES = 2 ** 26
 
@@ -195,28 +201,6 @@ def _receptive_fields_empirical(net, layer_names, input_shape) -> dict[str, dict
     return result
 
 
-def _topk_merge(vals, idx, pos, new_vals, new_idx, new_pos, k):
-    """Keep the k largest per unit: vals (U, k') merged with new (U, B)."""
-    v = torch.cat([vals, new_vals], 1)
-    i = torch.cat([idx, new_idx], 1)
-    p = torch.cat([pos, new_pos], 1)
-    top = torch.topk(v, min(k, v.shape[1]), dim=1)
-    return top.values, torch.gather(i, 1, top.indices), torch.gather(p, 1, top.indices)
-
-
-def _pick_samples(labels: torch.Tensor, n: int) -> list[int]:
-    """The first test image of each class, in class order (then the next images): deterministic."""
-    picked = []
-    for c in torch.unique(labels).tolist()[:n]:
-        picked.append(int(torch.nonzero(labels == c).flatten()[0]))
-    for i in range(len(labels)):
-        if len(picked) >= n:
-            break
-        if i not in picked:
-            picked.append(i)
-    return picked
-
-
 def _correlation_from_moments(s1: torch.Tensor, s2: torch.Tensor, n: int) -> np.ndarray:
     """Pearson correlation between units from sums and the Gram matrix over n values each (for a
     conv channel: every position of every test image, so two channels correlate only when their
@@ -325,64 +309,6 @@ def pruning_curve(model, images, labels, dev, module, order: list[int], toleranc
             "base_accuracy": base, "tolerance": tolerance, "removable": int(lo), "units": n}
 
 
-class _Stats:
-    """Running statistics of one layer's units over the test images streamed so far: memory of
-    O(units^2 + units * (k + histogram images)), whatever the number of test images."""
-
-    def __init__(self, units: int, k: int, hist_n: int):
-        self.k = k
-        self.sum = torch.zeros(units, dtype=torch.float64)  # of the per-image activation
-        self.relu_sum = torch.zeros(units, dtype=torch.float64)
-        self.max = torch.full((units,), -math.inf, dtype=torch.float64)
-        self.active = torch.zeros(units, dtype=torch.int64)
-        self.m1 = torch.zeros(units, dtype=torch.float64)  # moments over every image and position
-        self.m2 = torch.zeros(units, units, dtype=torch.float64)
-        self.cnt = 0
-        self.top = (torch.full((units, 0), -math.inf), torch.zeros((units, 0), dtype=torch.int64),
-                    torch.zeros((units, 0), dtype=torch.int64))
-        self.acts = np.zeros((hist_n, units), np.float32)  # the first hist_n images
-
-    def add(self, out: torch.Tensor, start: int) -> None:
-        """One batch of the layer's output (B, U, H, W) or (B, U), test images start.. ."""
-        a = out.detach().float()
-        if a.device.type not in ("cpu", "cuda"):  # float64 (the Gram matrix) is cpu/cuda only
-            a = a.cpu()
-        b = a.shape[0]
-        vals = a.flatten(2) if a.dim() == 4 else a.flatten(1)[:, :, None]  # (B, U, P)
-        u, p = vals.shape[1], vals.shape[2]
-        mean = vals.mean(2)
-        mx, pos = vals.max(2)
-        mean_c, mx_c, pos_c = mean.cpu(), mx.cpu(), pos.cpu()
-        m64 = mean_c.double()
-        self.sum += m64.sum(0)
-        self.relu_sum += m64.clamp(min=0).sum(0)
-        self.max = torch.maximum(self.max, m64.max(0).values)
-        self.active += (mx_c > 0).sum(0)
-        # redundancy: moments of the unit values over every image and position, a few images at a time
-        step = max(1, GRAM_FLOATS // max(1, u * p))
-        m1 = torch.zeros(u, dtype=torch.float64, device=a.device)
-        m2 = torch.zeros(u, u, dtype=torch.float64, device=a.device)
-        for s in range(0, b, step):
-            x = vals[s:s + step].transpose(0, 1).reshape(u, -1).double()
-            m1 += x.sum(1)
-            m2 += x @ x.T
-        self.m1 += m1.cpu()
-        self.m2 += m2.cpu()
-        self.cnt += b * p
-        ids = torch.arange(start, start + b).expand(u, b)
-        self.top = _topk_merge(*self.top, mx_c.T, ids, pos_c.T, self.k)
-        keep = min(b, len(self.acts) - start)
-        if keep > 0:
-            self.acts[start:start + keep] = mean_c[:keep].numpy()
-
-
-def _batch_size(layers: list[dict], input_shape, batch_size: int) -> int:
-    """At most batch_size images, fewer where one layer's output for the batch would exceed
-    BATCH_FLOATS values (large inputs, e.g. 224-px ImageNet images)."""
-    per_image = max([math.prod(layer.get("output_shape") or [1]) for layer in layers] + [math.prod(input_shape)])
-    return max(1, min(batch_size, BATCH_FLOATS // max(1, per_image)))
-
-
 def _check_options(top_k, samples, prune_images, histogram_images, prune_passes) -> None:
     for key, v in (("top_k", top_k), ("samples", samples), ("prune_images", prune_images),
                    ("histogram_images", histogram_images)):
@@ -393,66 +319,21 @@ def _check_options(top_k, samples, prune_images, histogram_images, prune_passes)
         raise FeatvizError(f"probe: prune_passes must be an integer of at least 0, got {prune_passes!r}")
 
 
-@dataclass
-class _Pass:
-    """What the one activation pass over the test set leaves: per-layer running statistics, the
-    test accuracy, the sample inputs with their logits and their activation maps (conv layers)."""
-
-    stats: list[_Stats]
-    accuracy: float
-    sample_idx: list[int]
-    logits: torch.Tensor
-    sample_maps: dict[int, torch.Tensor]
-
-
-def _activation_pass(model: LoadedModel, mods: list[nn.Module], layers: list[dict], images, labels, dev,
-                     bs: int, k: int, hist_n: int, samples: int) -> _Pass:
-    """Stream the test set through the network once with a hook on every layer (each hook reduces
-    its layer's output at once: nothing of a batch is held past its layer; a module called more
-    than once per forward is read at its first call, as `featviz units` does), then capture the
-    sample inputs' activations."""
-    net, n = model.net, len(images)
-    stats = [_Stats(layer["units"], k, hist_n) for layer in layers]
-    state = {"mode": "stream", "start": 0, "seen": set()}
-    captured: dict[int, torch.Tensor] = {}
-
-    def hook(j):
-        def read(m, i, o):
-            if j in state["seen"]:
-                return
-            state["seen"].add(j)
-            if state["mode"] == "stream":
-                stats[j].add(o, state["start"])
-            else:
-                captured[j] = o.detach().float().cpu()
-        return read
-
-    hooks = [m.register_forward_hook(hook(j)) for j, m in enumerate(mods)]
-    correct = 0
-    try:
-        with torch.no_grad():
-            for s in range(0, n, bs):
-                state.update(start=s, seen=set())
-                out = net(model.to_input(images[s:s + bs], dev))
-                correct += int((out.argmax(1).cpu() == labels[s:s + bs]).sum())
-            sample_idx = _pick_samples(labels, min(samples, n))
-            state.update(mode="capture", seen=set())
-            logits = net(model.to_input(images[sample_idx], dev))
-            sample_maps = {j: captured[j] for j, layer in enumerate(layers) if layer["kind"] == "conv"}
-    finally:
-        for h in hooks:
-            h.remove()
-    return _Pass(stats, correct / n, sample_idx, logits, sample_maps)
-
-
-def _bank(stats: list[_Stats], images) -> tuple[torch.Tensor, dict]:
+def _bank(stats: list[Stats], images) -> tuple[torch.Tensor, Chunks]:
     """The bank: every test image in some unit's top-k, once, in test-set order (written to
-    probe.npz a few images at a time: it can hold most of a large test set)."""
+    bank.npz a few images at a time: it can hold most of a large test set), and its indices."""
     bank_index = torch.unique(torch.cat([st.top[1].flatten() for st in stats]))  # sorted
     step = max(1, BANK_BYTES // max(1, math.prod(images.shape[1:])))
     pieces = (images[bank_index[i:i + step]].numpy() for i in range(0, len(bank_index), step))
-    return bank_index, {BANK: Chunks((len(bank_index), *images.shape[1:]), np.uint8, pieces),
-                        BANK_INDEX: bank_index.numpy().astype(np.int64)}
+    return bank_index, Chunks((len(bank_index), *images.shape[1:]), np.uint8, pieces)
+
+
+def _map_bytes(maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Activation maps (S, U, h, w) as uint8, each scaled to its own min..max (as the report draws
+    them), and those ranges (S, U, 2) float32: value = lo + byte / 255 * (hi - lo)."""
+    lo, hi = maps.amin((-2, -1), keepdim=True), maps.amax((-2, -1), keepdim=True)
+    q = ((maps - lo) / (hi - lo).clamp(min=1e-12) * 255).round().clamp(0, 255).to(torch.uint8)
+    return q.numpy(), torch.cat([lo, hi], -1)[..., 0, :].float().numpy()
 
 
 def _histograms(acts: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -468,7 +349,7 @@ def _histograms(acts: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     return counts, edges
 
 
-def _per_unit(st: _Stats, n: int, labels, corr: np.ndarray) -> list[dict]:
+def _per_unit(st: Stats, n: int, labels, corr: np.ndarray) -> list[dict]:
     """Each unit's dataset baseline, its best-correlated partner and its top-k test images."""
     nu = len(st.max)
     vals, idx, _ = st.top
@@ -492,7 +373,7 @@ def _redundant_pairs(corr: np.ndarray, threshold: float) -> list[tuple[int, int,
     return pairs
 
 
-def _layer_analysis(j: int, layer: dict, st: _Stats, n: int, labels, bank_index, corr_threshold: float,
+def _layer_analysis(j: int, layer: dict, st: Stats, n: int, labels, bank_index, corr_threshold: float,
                     bins: int) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     """Layer j's summary entry and arrays from its running statistics, plus what pruning needs
     (the units' mean after ReLU and their correlation)."""
@@ -513,30 +394,27 @@ def _layer_analysis(j: int, layer: dict, st: _Stats, n: int, labels, bank_index,
 
 class _PruneBudget:
     """Pruning curves of the layers in units.json order while a budget of forward passes over the
-    pruning images lasts (None: no budget); the unpruned accuracy is measured once. The passes run
-    under autocast to `precision` (`fp32`, `bf16`) and, where the network takes them, on
-    channels_last inputs (the network is converted for them and back by `finish`)."""
+    pruning images lasts (None: no budget). The passes run under autocast to `precision` (`fp32`,
+    `bf16`) in the activation pass's memory format (`pass_mode`); the unpruned network's accuracy
+    is the activation pass's own (`pass_correct`, per pruning image) where that pass ran in the same
+    precision, else measured once."""
 
     def __init__(self, model, images, labels, dev, budget: int | None, tolerance: float, batch_size: int,
-                 precision: str):
+                 precision: str, pass_mode: Mode, pass_correct: torch.Tensor):
         self.model, self.images, self.labels, self.dev = model, images, labels, dev
         self.budget, self.tolerance, self.batch_size = budget, tolerance, batch_size
         self.passes, self.base, self.skipped = 0, None, False
-        self.mode: dict | None = None
         self.precision = precision
-
-    def _mode(self) -> dict:
-        if self.mode is None:
-            nhwc = self.model.use_channels_last(self.dev) is None
-            self.mode = {"dtype": torch.bfloat16 if self.precision == "bf16" else None,
-                         "memory_format": torch.channels_last if nhwc else torch.contiguous_format}
-        return self.mode
+        self.mode = {"dtype": torch.bfloat16 if precision == "bf16" else None,
+                     "memory_format": pass_mode.memory_format}
+        self.base_from_pass = precision == pass_mode.precision and len(pass_correct) > 0
+        if self.base_from_pass:
+            self.base = float(pass_correct.float().mean())
 
     def finish(self) -> dict:
-        """The network back in its contiguous format; the passes' mode, for probe.json."""
-        self.model.net.to(memory_format=torch.contiguous_format)
-        return {"precision": self.precision,
-                "channels_last": bool(self.mode and self.mode["memory_format"] == torch.channels_last)}
+        """The passes' mode, for probe.json."""
+        return {"precision": self.precision, "channels_last": self.mode["memory_format"] == torch.channels_last,
+                "base_from_activation_pass": self.base_from_pass}
 
     def curve(self, module: nn.Module, nu: int, relu_mean: np.ndarray, corr: np.ndarray) -> dict:
         """The entry keys `pruning` (and `pruning_skipped` once the budget is spent)."""
@@ -546,13 +424,13 @@ class _PruneBudget:
             return {"pruning": None, "pruning_skipped": f"budget of {self.budget} passes spent"}
         if self.base is None:
             self.base = _accuracy(self.model, self.images, self.labels, self.dev, batch_size=self.batch_size,
-                                  **self._mode())
+                                  **self.mode)
             self.passes += 1
         # importance: how much the unit fires (after ReLU), discounted by how well another unit
         # already carries the same signal; dead units (0) go first
         order = prune_order(relu_mean, corr)
         curve = pruning_curve(self.model, self.images, self.labels, self.dev, module, order, self.tolerance,
-                              base=self.base, batch_size=self.batch_size, **self._mode())
+                              base=self.base, batch_size=self.batch_size, **self.mode)
         self.passes += len(curve["removed"]) - 1
         return {"pruning": curve}
 
@@ -587,14 +465,16 @@ def _first_conv(model: LoadedModel) -> tuple[dict, dict | None]:
 def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device: str = "auto", *,
           top_k: int, samples: int, corr_threshold: float = 0.9, prune_images: int | None = None,
           prune_tolerance: float = 0.005, histogram_images: int | None = None, prune_passes: int | None = None,
-          prune_precision: str = "fp32", batch_size: int = 500, bins: int = 30) -> dict:
+          prune_precision: str = "fp32", precision: str = "fp32", batch_size: int = 500, bins: int = 30) -> dict:
     """Probe `model` with the prepared test set in `data_dir` (module docstring): one activation
     pass, then small analyses per layer. None for prune_images / histogram_images: every test
-    image; for prune_passes: no budget. prune_precision: `auto`, `fp32` or `bf16` (the workflow
-    passes the config's values, workflow/schemas/config.schema.yaml `probe`)."""
+    image; for prune_passes: no budget. precision (the activation pass's) and prune_precision:
+    `auto`, `fp32` or `bf16` (the workflow passes the config's values,
+    workflow/schemas/config.schema.yaml `probe`)."""
     _check_options(top_k, samples, prune_images, histogram_images, prune_passes)
     dev = resolve_device(device)
-    precision = resolve_precision(prune_precision, dev, "probe.prune_precision")
+    prune_dtype = resolve_precision(prune_precision, dev, "probe.prune_precision")
+    resolve_precision(precision, dev, "probe.precision")  # a wrong value stops here, before any compute
     model.to(dev)
     net = model.net
     net.eval()
@@ -605,50 +485,63 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     mods = [module_of(net, layer) for layer in layers]
     k = min(top_k, n)
     hist_n = min(histogram_images or n, n)
-    bs = _batch_size(layers, tuple(images.shape[1:]), batch_size)
-    seen = _activation_pass(model, mods, layers, images, labels, dev, bs, k, hist_n, samples)
-
-    bank_index, arrays = _bank(seen.stats, images)
-    conv_names = [layer.get("module") or layer["name"] for layer in layers if layer["kind"] == "conv"]
-    rfs = receptive_fields(net, conv_names, tuple(model.input_shape))
-    n_prune = min(prune_images or n, n)
-    pruner = _PruneBudget(model, images[:n_prune], labels[:n_prune], dev, prune_passes, prune_tolerance, bs,
-                          precision)
-    summary_layers = []
-    for j, layer in enumerate(layers):
-        entry, layer_arrays, relu_mean, corr = _layer_analysis(j, layer, seen.stats[j], n, labels, bank_index,
-                                                               corr_threshold, bins)
-        arrays.update(layer_arrays)
-        if layer["kind"] == "conv":
-            entry["receptive_field"] = rfs[layer.get("module") or layer["name"]]
-            entry["top_pos"] = seen.stats[j].top[2].tolist()
-            arrays[layer_key("maps", j)] = seen.sample_maps[j].numpy().astype(np.float16)
-        if layer["kind"] in ("conv", "dense") and layer["units"] > 1:
-            entry.update(pruner.curve(mods[j], layer["units"], relu_mean, corr))
-        summary_layers.append(entry)
-    prune_mode = pruner.finish()
+    bs = pass_batch(layers, tuple(images.shape[1:]), batch_size)
+    mode = choose_mode(model, dev, precision, "probe.precision")  # the network in its memory format until release
+    try:
+        t0 = time.perf_counter()
+        with in_place(net):  # its hooks hold no output (the receptive fields' gradients below need them out of place)
+            seen = activation_pass(model, mods, layers, images, labels, dev, bs, k, hist_n, samples, mode)
+            t1 = time.perf_counter()
+            settled = settle(model, images, seen.logits, dev, mode, bs)
+        timing = {"activation_pass_s": round(t1 - t0, 3), "settle_s": round(time.perf_counter() - t1, 3)}
+        bank_index, bank = _bank(seen.stats, images)
+        arrays = {BANK_INDEX: bank_index.numpy().astype(np.int64)}
+        conv_names = [layer.get("module") or layer["name"] for layer in layers if layer["kind"] == "conv"]
+        rfs = receptive_fields(net, conv_names, tuple(model.input_shape))
+        n_prune = min(prune_images or n, n)
+        pruner = _PruneBudget(model, images[:n_prune], labels[:n_prune], dev, prune_passes, prune_tolerance, bs,
+                              prune_dtype, mode, seen.logits[:n_prune].argmax(1) == labels[:n_prune])
+        summary_layers = []
+        for j, layer in enumerate(layers):
+            entry, layer_arrays, relu_mean, corr = _layer_analysis(j, layer, seen.stats[j], n, labels, bank_index,
+                                                                   corr_threshold, bins)
+            arrays.update(layer_arrays)
+            if layer["kind"] == "conv":
+                entry["receptive_field"] = rfs[layer.get("module") or layer["name"]]
+                entry["top_pos"] = seen.stats[j].top[2].tolist()
+                arrays[layer_key("maps", j)], arrays[layer_key("maps_range", j)] = _map_bytes(seen.sample_maps[j])
+            if layer["kind"] in ("conv", "dense") and layer["units"] > 1:
+                entry.update(pruner.curve(mods[j], layer["units"], relu_mean, corr))
+            summary_layers.append(entry)
+    finally:
+        release(model)
     # samples, saliency, first-layer weights
     arrays[SAMPLE_IMAGES] = images[seen.sample_idx].numpy()
     sal, sal_class = saliency(model, images[seen.sample_idx], dev)
     arrays[SALIENCY] = sal.astype(np.float32)
-    samples_meta = _samples_meta(torch.softmax(seen.logits, 1).cpu(), labels, seen.sample_idx, sal_class,
-                                 units["classes"])
+    samples_meta = _samples_meta(torch.softmax(settled.logits[seen.sample_idx], 1), labels, seen.sample_idx,
+                                 sal_class, units["classes"])
     conv_arrays, first_layer = _first_conv(model)
     arrays.update(conv_arrays)
-    summary = {"n_test": n, "test_accuracy": seen.accuracy, "top_k": k, "samples": samples_meta,
+    top_class, top_prob = top_predictions(settled.logits)
+    # the test set's own labels: what evaluate checks them against
+    record = {**settled.record, "pass": "probe"}
+    predictions = Predictions(top_class.numpy(), top_prob.numpy(), test.labels.numpy(), settled.fp32.numpy(), record)
+    accuracy = float((settled.logits.argmax(1) == labels).float().mean())
+    summary = {"n_test": n, "test_accuracy": accuracy, "top_k": k, "samples": samples_meta,
                "prune_images": int(n_prune), "prune_passes": {"budget": prune_passes, "used": pruner.passes},
-               "prune_mode": prune_mode,
+               "prune_mode": pruner.finish(), "inference": record, "timing": timing,
                "histogram_images": int(hist_n), "batch_size": bs, "layers": summary_layers,
                "first_layer": first_layer, "device": str(dev)}
-    _write_outputs(Path(out_dir), summary, arrays, summary_layers, samples_meta)
+    _write_outputs(Path(out_dir), summary, arrays, bank, predictions, summary_layers, samples_meta)
     return summary
 
 
-def _write_outputs(out_dir: Path, summary: dict, arrays: dict, summary_layers: list[dict],
-                   samples_meta: list[dict]) -> None:
+def _write_outputs(out_dir: Path, summary: dict, arrays: dict, bank: Chunks, predictions: Predictions,
+                   summary_layers: list[dict], samples_meta: list[dict]) -> None:
     from .figures import pruning_png, saliency_png
 
     pruning_png(out_dir / "pruning.png", [e for e in summary_layers if e.get("pruning")])
     saliency_png(out_dir / "saliency.png", arrays[SAMPLE_IMAGES], arrays[SALIENCY],
                  [f"{m['true']} → {m['predicted']}" for m in samples_meta])
-    write_probe(out_dir, summary, arrays)
+    write_probe(out_dir, summary, arrays, bank, predictions)

@@ -5,7 +5,7 @@ reader/writer per artifact, so that no two modules rediscover or parse the same 
     units.json                                                 featviz units
     spectrum.npz                                               featviz spectrum (runs with a maco recipe)
     eval/         metrics.json, confusion.png, misclassified.png, misclassified.npz   featviz evaluate
-    probe/        probe.json, probe.npz, pruning.png, saliency.png                      featviz probe
+    probe/        probe.json, probe.npz, bank.npz, predictions.npz, pruning.png, saliency.png   featviz probe
     ascent/<layer>/<chunk>.npz + <chunk>.json                  featviz ascend (one job per chunk)
     compare/<entry>/<layer>.npz + .json                        featviz compare
     transfer_model/  (as model/)                               featviz train (rule transfer_train)
@@ -16,6 +16,7 @@ FeatvizError naming it and the stage that remakes it).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,14 @@ class RunFolder:
         return self.probe_dir / PROBE_NPZ
 
     @property
+    def probe_bank(self) -> Path:
+        return self.probe_dir / PROBE_BANK
+
+    @property
+    def predictions(self) -> Path:
+        return self.probe_dir / PREDICTIONS
+
+    @property
     def pruning_png(self) -> Path:
         return self.probe_dir / "pruning.png"
 
@@ -132,11 +141,13 @@ def read_train_metrics(path: str | Path) -> dict | None:
 
 
 def read_misclassified_images(path: str | Path) -> np.ndarray | None:
-    """The misclassified test images eval/misclassified.npz holds, or None where there is none."""
+    """The misclassified test images eval/misclassified.npz holds (uint8; float in [0, 1] from
+    older runs) as float32 in [0, 1], or None where there is none."""
     path = Path(path)
     if not path.exists():
         return None
-    return read_npz(path, "misclassified images file", REMAKE_EVAL, ("images",))["images"]
+    images = read_npz(path, "misclassified images file", REMAKE_EVAL, ("images",))["images"]
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
 
 
 # ---------------------------------------------------------------- ascent chunks
@@ -328,10 +339,12 @@ def read_spectrum(path: str | Path) -> np.ndarray:
 
 # ---------------------------------------------------------------- probe
 
-PROBE_JSON, PROBE_NPZ = "probe.json", "probe.npz"
-# probe.npz: arrays of the whole probe ...
+PROBE_JSON, PROBE_NPZ, PROBE_BANK = "probe.json", "probe.npz", "bank.npz"
+# bank.npz, the probe's working file of full-resolution images (the report cuts its thumbnails and
+# receptive-field crops from it; an archive leaves it out: NOT_ARCHIVED):
 BANK = "topk_bank"  # (R, C, H, W) uint8: every test image in some unit's top-k, once, in test-set order
-BANK_INDEX = "topk_bank_index"  # (R,) int64: their test-set indices
+# probe.npz: arrays of the whole probe ...
+BANK_INDEX = "topk_bank_index"  # (R,) int64: the test-set indices of the bank's rows
 SAMPLE_IMAGES = "sample_images"  # (S, C, H, W) uint8
 SALIENCY = "saliency"  # (S, H, W) float32
 CONV1_WEIGHTS = "conv1_weights"  # the first conv layer's weights
@@ -342,7 +355,8 @@ LAYER_ARRAYS = {
     "hist": "(U, bins) int32: histogram counts per unit",
     "edges": "(U, bins + 1) float32: histogram bin edges per unit",
     "topk": "(U, k) int32: each unit's top-k test images, as rows of topk_bank",
-    "maps": "(S, U, h, w) float16: activation maps of the sample images (conv layers)",
+    "maps": "(S, U, h, w) uint8: activation maps of the sample images (conv layers), each scaled to its own range",
+    "maps_range": "(S, U, 2) float32: each map's (min, max): value = min + byte / 255 * (max - min)",
 }
 
 
@@ -374,19 +388,72 @@ class ProbeArrays(dict):
         return self.get(SALIENCY)
 
 
-def write_probe(out_dir: str | Path, summary: dict, arrays: dict) -> None:
-    """probe.npz (the arrays, keys as above), then probe.json (the summary)."""
+def write_probe(out_dir: str | Path, summary: dict, arrays: dict, bank, predictions: Predictions) -> None:
+    """bank.npz (`bank`: the BANK array, or featviz.io.Chunks of it), predictions.npz, probe.npz
+    (the arrays, keys as above), then probe.json (the summary)."""
     out_dir = Path(out_dir)
+    write_npz(out_dir / PROBE_BANK, **{BANK: bank})
+    write_predictions(out_dir / PREDICTIONS, predictions)
     write_npz(out_dir / PROBE_NPZ, **arrays)
     write_json(out_dir / PROBE_JSON, summary)
 
 
 def read_probe(folder: RunFolder) -> tuple[dict | None, ProbeArrays]:
-    """probe.json and the arrays of probe.npz, or (None, empty) where the run has no probe."""
+    """probe.json and the arrays of probe.npz (with bank.npz's where the run has it: an archived
+    run does not), or (None, empty) where the run has no probe."""
     js, npz = folder.probe_json, folder.probe_npz
     if not (js.exists() and npz.exists()):
         return None, ProbeArrays()
-    return artifacts.read_probe_summary(js), ProbeArrays(read_npz(npz, "probe arrays file", REMAKE_PROBE, None))
+    arrays = ProbeArrays(read_npz(npz, "probe arrays file", REMAKE_PROBE, None))
+    if folder.probe_bank.exists():
+        arrays.update(read_npz(folder.probe_bank, "probe image bank", REMAKE_PROBE, (BANK,)))
+    return artifacts.read_probe_summary(js), arrays
+
+
+# files of a run an archive leaves out (run-relative path: why): the report holds what it shows of them
+NOT_ARCHIVED = {f"probe/{PROBE_BANK}": "the probe's full-resolution image bank: the report holds the thumbnails "
+                                      "and receptive-field crops it shows"}
+
+
+# ---------------------------------------------------------------- test predictions
+
+PREDICTIONS = "predictions.npz"
+PREDICTION_KEYS = ("top_class", "top_prob", "labels", "fp32", "record")
+
+
+@dataclass
+class Predictions:
+    """The test images' predictions, from the probe's one pass (probe/predictions.npz: written by
+    featviz probe, read by featviz evaluate), or from evaluate's own pass when it runs alone."""
+
+    top_class: np.ndarray  # (N, k) int32: each image's k most probable outputs, most probable first
+    top_prob: np.ndarray  # (N, k) float32: their softmax probabilities
+    labels: np.ndarray  # (N,) int64: the test set's labels as the writer read them (a consistency check)
+    fp32: np.ndarray  # (N,) bool: the rows computed in fp32 (featviz.inference.settle)
+    record: dict  # how they were computed (mode, calibration, fp32 rows)
+
+
+def write_predictions(path: str | Path, p: Predictions) -> None:
+    write_npz(path, top_class=np.asarray(p.top_class, np.int32), top_prob=np.asarray(p.top_prob, np.float32),
+              labels=np.asarray(p.labels, np.int64), fp32=np.asarray(p.fp32, bool),
+              record=np.asarray(json.dumps(p.record, sort_keys=True)))
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """predictions.npz, checked: one row per image in every array, at least one prediction each."""
+    path = Path(path)
+    z = read_npz(path, "test predictions file", REMAKE_PROBE, PREDICTION_KEYS)
+    n = len(z["labels"])
+    ok = (z["top_class"].ndim == 2 and z["top_class"].shape == z["top_prob"].shape and z["top_class"].shape[1] >= 1
+          and len(z["top_class"]) == n and z["fp32"].shape == (n,) and z["record"].ndim == 0)
+    try:
+        record = json.loads(str(z["record"])) if ok else None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise FeatvizError(f"test predictions file {path} is not what featviz wrote (arrays of different lengths "
+                           f"or no record): {REMAKE_PROBE}")
+    return Predictions(z["top_class"], z["top_prob"], z["labels"], z["fp32"], record)
 
 
 # ---------------------------------------------------------------- transfer

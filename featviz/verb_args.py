@@ -64,7 +64,8 @@ def check_probe_args(a) -> None:
                                  "--histogram-images": ("histogram_images", a.histogram_images),
                                  "--prune-images": ("prune_images", a.prune_images),
                                  "--prune-passes": ("prune_passes", a.prune_passes),
-                                 "--prune-precision": ("prune_precision", a.prune_precision)})
+                                 "--prune-precision": ("prune_precision", a.prune_precision),
+                                 "--precision": ("precision", a.precision)})
     check_number("--corr-threshold", a.corr_threshold, -1, 1)
     check_number("--prune-tolerance", a.prune_tolerance, 0, 1)
 

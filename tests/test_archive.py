@@ -10,6 +10,7 @@ import pytest
 from featviz.archive import MANIFEST, make_archive, verify_archive
 from featviz.cli import main
 from featviz.errors import FeatvizError
+from featviz.results import NOT_ARCHIVED
 from featviz.report import render_run
 from tests.synthetic_run import make_run
 
@@ -42,6 +43,25 @@ def test_contents_and_manifest(archive):
     assert set(manifest) == set(files) - {f"{run}/{MANIFEST}"}
     assert verify_archive(archive) == len(manifest)
     assert main(["verify-archive", str(archive)]) == 0
+
+
+def test_the_full_resolution_bank_stays_out(archive, tmp_path):
+    """The probe's bank of full-resolution test images is left out, named in the manifest; the
+    report's pictures cut from it are in; a report rebuilt from the archive's results renders
+    without it."""
+    files = _members(archive)
+    run = archive.name[: -len(".tar.gz")]
+    results = archive.parent.parent / "results" / run
+    assert (results / "probe/bank.npz").is_file()  # the run keeps it: the report reads it
+    assert not [n for n in files if n.endswith("bank.npz")]
+    assert json.loads(files[f"{run}/{MANIFEST}"])["left_out"] == {
+        f"{run}/results/probe/bank.npz": NOT_ARCHIVED["probe/bank.npz"]}
+    assert f"{run}/results/probe/probe.npz" in files and f"{run}/results/probe/predictions.npz" in files
+    assert [n for n in files if n.startswith(f"{run}/report/top/")]  # the top images the report shows
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    render_run(tmp_path / run / "results", tmp_path / "site", {"name": "tiny", "seed": 0})
+    assert (tmp_path / "site" / "index.html").is_file() and not (tmp_path / "site" / "top").exists()
 
 
 def _rewrite(src, dst, change=None, add=None):

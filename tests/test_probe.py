@@ -55,7 +55,8 @@ def test_bank_rows_point_at_the_top_images(run):
     s = json.loads((run / "probe/probe.json").read_text())
     z = np.load(run / "probe/probe.npz")
     images = _test_set(run)["images"].numpy()
-    bank, index = z["topk_bank"], z["topk_bank_index"]
+    assert "topk_bank" not in z.files  # the full-resolution bank is a file of its own (archives leave it out)
+    bank, index = np.load(run / "probe/bank.npz")["topk_bank"], z["topk_bank_index"]
     assert bank.dtype == np.uint8 and index.dtype == np.int64 and z["topk_0"].dtype == np.int32
     everywhere = sorted({i for layer in s["layers"] for u in layer["per_unit"] for i in u["top_index"]})
     assert index.tolist() == everywhere  # each top image once, in test-set order
@@ -83,6 +84,7 @@ def test_a_chunked_array_is_written_as_numpy_writes_it_whole(tmp_path):
 def test_topk_and_crops_match_a_direct_forward(run):
     s = json.loads((run / "probe/probe.json").read_text())
     z = np.load(run / "probe/probe.npz")
+    bank = np.load(run / "probe/bank.npz")["topk_bank"]
     model = load_model(run / "model")
     test = _test_set(run)
     layer = s["layers"][1]  # conv2
@@ -99,7 +101,7 @@ def test_topk_and_crops_match_a_direct_forward(run):
     assert rf == {"size": 8, "stride": 2, "offset": -3, "method": "analytic"}
     # the crop is the input window around the argmax position, zero-padded at the borders
     for u in range(layer["units"]):
-        crops = top_crops(z["topk_bank"], z["topk_1"][u], layer["top_pos"][u], 6, rf)  # conv2's output is 6x6
+        crops = top_crops(bank, z["topk_1"][u], layer["top_pos"][u], 6, rf)  # conv2's output is 6x6
         assert crops.shape == (s["top_k"], 1, 8, 8) and crops.dtype == np.uint8
         for t, (idx, pos) in enumerate(zip(layer["per_unit"][u]["top_index"], layer["top_pos"][u])):
             py, px = divmod(pos, 6)
@@ -125,7 +127,7 @@ def test_top_crops_clip_a_receptive_field_larger_than_the_image():
 def test_histogram_subset_and_pruning_budget(run, tmp_path):
     model = load_model(run / "model")
     units = json.loads((run / "units.json").read_text())
-    # conv1 (4 units): the unpruned pass + curve_passes(4); conv2 and fc1 would need more
+    # conv1 (4 units): curve_passes(4) (+ 1: room for an unpruned pass); conv2 and fc1 would need more
     budget = 1 + curve_passes(4)
     assert curve_passes(6) > 0
     s = probe(model, units, run.parent / "data" / run.name, tmp_path / "p", "cpu", top_k=2, samples=1,
@@ -145,7 +147,9 @@ def test_histogram_subset_and_pruning_budget(run, tmp_path):
         assert by_name[name]["pruning"] is None
         assert by_name[name]["pruning_skipped"] == f"budget of {budget} passes spent"
     assert "pruning" not in by_name["classes"]
-    assert s["prune_passes"] == {"budget": budget, "used": len(by_name["conv1"]["pruning"]["removed"])}
+    # the unpruned accuracy is the activation pass's (same precision): no pass of its own
+    assert s["prune_mode"]["base_from_activation_pass"]
+    assert s["prune_passes"] == {"budget": budget, "used": len(by_name["conv1"]["pruning"]["removed"]) - 1}
     assert s["prune_passes"]["used"] <= budget
 
 
@@ -158,8 +162,9 @@ def test_pruning_passes_in_bf16_and_channels_last(run, tmp_path):
     kw = dict(top_k=2, samples=1, prune_images=100, histogram_images=50)
     fp32 = probe(model, units, run.parent / "data" / run.name, tmp_path / "a", "cpu", **kw)
     bf16 = probe(model, units, run.parent / "data" / run.name, tmp_path / "b", "cpu", prune_precision="bf16", **kw)
-    assert fp32["prune_mode"] == {"precision": "fp32", "channels_last": True}
-    assert bf16["prune_mode"] == {"precision": "bf16", "channels_last": True}
+    assert fp32["prune_mode"] == {"precision": "fp32", "channels_last": True, "base_from_activation_pass": True}
+    assert bf16["prune_mode"] == {"precision": "bf16", "channels_last": True, "base_from_activation_pass": False}
+    assert bf16["prune_passes"]["used"] == fp32["prune_passes"]["used"] + 1  # its own unpruned pass
     assert all(p.is_contiguous() for p in model.net.parameters())
     assert bf16["test_accuracy"] == fp32["test_accuracy"]  # the activation pass stays fp32
     for a, b in zip(fp32["layers"], bf16["layers"]):

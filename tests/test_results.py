@@ -9,6 +9,8 @@ from featviz.io import pack_images, write_json
 from featviz.results import (
     BANK,
     LAYER_ARRAYS,
+    NOT_ARCHIVED,
+    Predictions,
     ProbeArrays,
     RunFolder,
     ascent_chunks,
@@ -16,6 +18,7 @@ from featviz.results import (
     read_chunk_images,
     read_chunk_record,
     read_layer_ascent,
+    read_predictions,
     read_probe,
     read_transfer,
     write_chunk,
@@ -80,18 +83,28 @@ def test_a_broken_chunk_is_one_error_naming_it(tmp_path):
 
 
 def test_probe_arrays_contract(tmp_path):
-    assert layer_key("topk", 2) == "topk_2" and set(LAYER_ARRAYS) == {"act", "hist", "edges", "topk", "maps"}
+    assert layer_key("topk", 2) == "topk_2" and set(LAYER_ARRAYS) == {"act", "hist", "edges", "topk", "maps",
+                                                                                  "maps_range"}
     with pytest.raises(ValueError):
         layer_key("crops", 0)
     f = RunFolder(tmp_path)
     assert read_probe(f) == (None, {})
-    write_probe(f.probe_dir, {"layers": []}, {BANK: np.zeros((2, 1, 3, 3), np.uint8),
-                                              layer_key("hist", 0): np.ones((3, 4), np.int32)})
+    predictions = Predictions(np.zeros((2, 1), np.int32), np.ones((2, 1), np.float32), np.zeros(2, np.int64),
+                              np.ones(2, bool), {"precision": "fp32"})
+    write_probe(f.probe_dir, {"layers": []}, {layer_key("hist", 0): np.ones((3, 4), np.int32)},
+                np.zeros((2, 1, 3, 3), np.uint8), predictions)
     summary, arrays = read_probe(f)
     assert summary == {"layers": []} and isinstance(arrays, ProbeArrays)
     assert arrays.bank.shape == (2, 1, 3, 3) and arrays.layer("hist", 0).shape == (3, 4)
     assert arrays.layer("hist", 1) is None and arrays.layer("maps", 0) is None and arrays.layer("hist", None) is None
     assert arrays.sample_images is None
+    assert BANK not in np.load(f.probe_npz).files  # the bank is bank.npz, which an archive leaves out
+    assert f"probe/{f.probe_bank.name}" in NOT_ARCHIVED
+    back = read_predictions(f.predictions)
+    assert back.record == {"precision": "fp32"} and back.top_class.shape == (2, 1)
+    f.probe_bank.unlink()  # an archived run: the arrays without the bank
+    summary, arrays = read_probe(f)
+    assert arrays.bank is None and arrays.layer("hist", 0).shape == (3, 4)
 
 
 def test_transfer_reader(tmp_path):

@@ -53,6 +53,16 @@ def test_report_contents(finished):
     assert f'href="{run.name}/index.html"' in index and f'href="{run.name}.tar.gz"' in index
 
 
+def test_one_pass_over_the_test_set(finished):
+    """The evaluation reads the probe's test predictions (rule evaluate's input): the test images
+    go through the network once for both."""
+    results = next((finished / "results").glob("shapes-*"))
+    ev = json.loads((results / "eval" / "metrics.json").read_text())
+    probe = json.loads((results / "probe" / "probe.json").read_text())
+    assert ev["inference"]["pass"] == "probe" and ev["inference"] == probe["inference"]
+    assert ev["test_accuracy"] == probe["test_accuracy"] and ev["n_test"] == probe["n_test"]
+
+
 def test_comparison_with_the_transfer_model(finished):
     """runs[i].match.transfer (on by default): one match job, its page linked from the run page."""
     results = next((finished / "results").glob("shapes-*"))

@@ -109,12 +109,26 @@ def _unit_pictures(site: Path, folder: str, u: int, image: np.ndarray) -> tuple[
     return f"{folder}/{hero}", f"{folder}/{thumb}"
 
 
-def _bank_thumbnails(site: Path, arrays: ProbeArrays) -> list[str]:
-    """Each probe top-k test image once (`top/<row>`), shared by every unit page that shows it."""
-    bank = arrays.bank
-    if bank is None:
-        return []
-    return [f"top/{save_image(_inside(site, f'top/{r}'), _u8_to_float(img), TOP)}" for r, img in enumerate(bank)]
+class _BankThumbnails:
+    """The thumbnail (`top/<row>`) of each probe top-k test image a page shows, made the first time
+    one asks for it and shared by every page that shows it; none without the probe's bank (a run
+    rebuilt from its archive)."""
+
+    def __init__(self, site: Path, bank: np.ndarray | None):
+        self.site, self.bank, self.names = site, bank, {}
+
+    def __len__(self) -> int:
+        return 0 if self.bank is None else len(self.bank)
+
+    def __getitem__(self, row) -> str:
+        r = int(row)
+        if r not in self.names:
+            self.names[r] = f"top/{save_image(_inside(self.site, f'top/{r}'), _u8_to_float(self.bank[r]), TOP)}"
+        return self.names[r]
+
+
+def _bank_thumbnails(site: Path, arrays: ProbeArrays) -> _BankThumbnails:
+    return _BankThumbnails(site, arrays.bank)
 
 
 def _layer_cells(layer: dict, lslug: str, data: LayerAscent, pe: dict | None, classes: list[str]) -> list[dict]:
@@ -343,7 +357,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     write_json(site / "summary.json", _summary(ctx))
 
 
-def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: list[str], classes: list[str],
+def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: _BankThumbnails, classes: list[str],
                 run_id: str, generated: str) -> None:
     """Every picture and page of one layer's units; the layer's pixels are dropped when it returns."""
     images, snapshots = ascent_pixels(layer["data"])
@@ -368,7 +382,7 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
                                                       cell["stats"].get("convergence_ratio"))
         top = hist = None
         b = cell["base"]
-        if b and bank_rows is not None and u < len(bank_rows):
+        if b and bank_rows is not None and u < len(bank_rows) and len(bank_thumbs):
             rows = bank_rows[u]
             cell["top_thumbs"] = [bank_thumbs[r] for r in rows]
             crops = None

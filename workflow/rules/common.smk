@@ -205,7 +205,8 @@ def run_files(wildcards):
     files = [f"{r}/model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
     files += [f"{r}/units.json", f"{r}/transfer.json"]
     files += [f"{r}/eval/{n}" for n in ("metrics.json", "confusion.png", "misclassified.png", "misclassified.npz")]
-    files += [f"{r}/probe/{n}" for n in ("probe.json", "probe.npz", "pruning.png", "saliency.png")]
+    files += [f"{r}/probe/{n}" for n in ("probe.json", "probe.npz", "bank.npz", "predictions.npz",
+                                          "pruning.png", "saliency.png")]
     steps = [model_rule, "units", "evaluate", "probe", "transfer", "report"]
     if needs_spectrum(RUNS[run].ascent):
         files.append(f"{r}/spectrum.npz")

@@ -1,7 +1,9 @@
+# from the test predictions of the probe's one pass over the test set (no pass of its own)
 rule evaluate:
     input:
         model="results/{run}/model/model.json",
         weights="results/{run}/model/model.pt",
+        predictions="results/{run}/probe/predictions.npz",
         test=lambda wildcards: f"{data_dir(wildcards)}/test.pt",
         info=lambda wildcards: f"{data_dir(wildcards)}/info.json",
     output:
@@ -30,8 +32,8 @@ rule evaluate:
     benchmark:
         "results/{run}/benchmarks/evaluate.tsv"
     resources:
-        gpu=GPU,
         mem_mb=2000,
     shell:
         "featviz evaluate --model results/{wildcards.run}/model --data {params.data} "
-        "--device {params.device} {params.trust} --out results/{wildcards.run}/eval > {log} 2>&1"
+        "--predictions {input.predictions} --device {params.device} {params.trust} "
+        "--out results/{wildcards.run}/eval > {log} 2>&1"

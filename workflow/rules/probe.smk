@@ -8,6 +8,8 @@ rule probe:
     output:
         summary="results/{run}/probe/probe.json",
         arrays="results/{run}/probe/probe.npz",
+        bank="results/{run}/probe/bank.npz",
+        predictions="results/{run}/probe/predictions.npz",
         pruning=report(
             "results/{run}/probe/pruning.png",
             caption="../report/pruning.rst",
@@ -39,4 +41,5 @@ rule probe:
         "--top-k {params.probe[top_k]} --samples {params.probe[samples]} "
         "--histogram-images {params.probe[histogram_images]} --prune-images {params.probe[prune_images]} "
         "--prune-passes {params.probe[prune_passes]} --prune-precision {params.probe[prune_precision]} "
+        "--precision {params.probe[precision]} "
         "--device {params.device} {params.trust} --out results/{wildcards.run}/probe > {log} 2>&1"

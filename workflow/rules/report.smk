@@ -10,6 +10,7 @@ rule report_run:
         compare=compare_results,
         probe="results/{run}/probe/probe.json",
         probe_arrays="results/{run}/probe/probe.npz",
+        probe_bank="results/{run}/probe/bank.npz",
         pruning="results/{run}/probe/pruning.png",
         transfer="results/{run}/transfer.json",
         circuits=circuits_result,
