@@ -13,6 +13,7 @@ rule report_run:
         pruning="results/{run}/probe/pruning.png",
         transfer="results/{run}/transfer.json",
         circuits="results/{run}/circuits/circuits.json",
+        trust=trust_results,
         match=match_results,
     output:
         # the whole static site, so that Snakemake's --report embeds every page and picture
