@@ -12,8 +12,8 @@ The path is read in the layers just below the unit. For a unit u of layer L:
   image leaves silent contributes nothing, and so does one that u does not read, whatever the
   picture does there;
 * **the natural path** N_B(u): the mean path of u's top-k test images (probe.json);
-* r_B(x): the cosine similarity of image x's path with N_B(u); r(x) is its mean over the layers
-  below.
+* r_B(x): the cosine similarity of image x's path with N_B(u): 1 when x drives u through the
+  units of B in the same proportions as the top images do. r(x) is its mean over the layers below.
 
 Three values of r per unit: `picture` (its ascent picture), `random` (the mean over `images` random
 test images: the baseline), `top` (each top image against the mean of the other k - 1, averaged:
@@ -21,12 +21,13 @@ how alike the unit's own natural images are). The **score** puts the picture on 
 
     score = max(-1, 1 - max(0, r_top - r_picture) / max(r_top - r_random, MIN_SPREAD))
 
-1: the picture drives u through the units below as much the natural way as one of u's own top
-images does (or more); 0: no more than a random test image; below 0: less (-1 at the least: twice
-as far from the natural path as a random test image, or further). The unit is flagged
-**unnatural** when score < `threshold`. MIN_SPREAD sets the least scale: where every test image
-drives the unit much the same way (a unit reading few units below), r_top - r_random is small and
-the picture is judged against r_top alone: with the default threshold, flagged when its r is more
+that is (r_picture - r_random) / (r_top - r_random), at most 1 and at least -1. 1: the picture
+drives u through the units below as much the natural way as one of its own top images does (or
+more); 0: no more than a random test image; below 0: less (-1: twice as far from the natural path
+as a random test image, or further). The unit is flagged **unnatural** when score < `threshold`.
+MIN_SPREAD is the least scale: where every test image drives u much the same way (r_random near
+r_top: a unit that reads the same few units below whatever the image), being like a random test
+image is being natural, and a picture is flagged (at the default threshold) when its r falls more
 than 0.1 below r_top.
 `percentile`: the share of the random test images whose r is below the picture's. No score (null,
 with `why`): a unit with no layer below (or none it depends on), a dead unit (its top images are
@@ -42,12 +43,13 @@ import torch
 
 from .errors import FeatvizError
 
-MIN_SPREAD = 0.2  # the least r_top - r_random the score is scaled by (module docstring)
+MIN_SPREAD = 0.2  # the least scale of the score, in r (module docstring)
 PAIR_FLOATS = 2 ** 25  # contributions (pairs x units below) held at once, float64: 256 MiB
-MEASURE = ("score = max(-1, 1 - max(0, r_top - r_picture) / max(r_top - r_random, 0.2)), with r the cosine similarity between an image's "
-           "path to the unit (each unit of the layers below by its contribution, gradient × activation summed over "
-           "positions) and the mean path of the unit's top test images, averaged over the layers below: 1 = as much "
-           "the natural way as one of the unit's own top images, 0 = no more than a random test image")
+MEASURE = ("score = max(-1, 1 - max(0, r_top - r_picture) / max(r_top - r_random, 0.2)), with r the cosine "
+           "similarity between an image's path to the unit (each unit of the layers below by its contribution, "
+           "gradient × activation summed over positions) and the mean path of the unit's top test images, averaged "
+           "over the layers below: 1 = as much the natural way as one of the unit's own top images, 0 = no more than a "
+           "random test image")
 
 
 def trust_config(cfg: dict | None) -> dict | None:
@@ -197,7 +199,7 @@ def sample_indices(n: int, images: int, seed: int) -> np.ndarray:
 
 def layer_scores(model, target: dict, below: list[dict], units: list[int], pictures: np.ndarray, per_unit: list[dict],
                  test_images, rand_idx: np.ndarray, threshold: float, device) -> list[dict]:
-    """trust.json's unit entries of one layer: `pictures` (N, C, H, W) float in [0, 1] of `units`,
+    """trust.json's unit entries of one layer: `pictures` (N, C, H, W) of `units` (uint8, or float in [0, 1]),
     `per_unit` the probe's rows of the layer (top_index, dead), the random test images `rand_idx`."""
     if not below:
         return [unit_record(u, {}, threshold, False, 0) for u in units]
@@ -243,7 +245,8 @@ def trust_scores(model, units: dict, probe_summary: dict, test_images, pictures:
                  *, images: int, layers_below_n: int, threshold: float, seed: int = 0, device="cpu",
                  log=None) -> dict:
     """trust.json's record (module docstring). `pictures`: per layer name, its visualized units and
-    their pictures (N, C, H, W) float in [0, 1]; `test_images`: the test set (uint8, may be memory-mapped)."""
+    their pictures (N, C, H, W), uint8 or float in [0, 1], or a function returning them (called when
+    the layer's turn comes); `test_images`: the test set (uint8, may be memory-mapped)."""
     check_settings(images, layers_below_n, threshold)
     by_name = {layer["name"]: layer for layer in units["layers"]}
     probe_layers = {e["name"]: e for e in probe_summary["layers"]}
@@ -254,6 +257,7 @@ def trust_scores(model, units: dict, probe_summary: dict, test_images, pictures:
         if name not in probe_layers:
             raise FeatvizError(f"trust: probe.json has no layer '{name}' (re-run `featviz probe`)")
         us, imgs = pictures[name]
+        imgs = imgs() if callable(imgs) else imgs
         per_unit = probe_layers[name]["per_unit"]
         if any(u >= len(per_unit) for u in us):
             raise FeatvizError(f"trust: probe.json's layer '{name}' has {len(per_unit)} units, the pictures go up to "
@@ -270,9 +274,11 @@ def trust_scores(model, units: dict, probe_summary: dict, test_images, pictures:
                         "unnatural": sum(bool(r["unnatural"]) for r in scored)}}
 
 
-def read_pictures(folder, units: dict) -> dict[str, tuple[list[int], np.ndarray]]:
-    """Every layer's ascent pictures (final images, no snapshots), in unit order: {layer: (units,
-    images (N, C, H, W) float32 in [0, 1])}, checked against units.json's input shape."""
+def read_pictures(folder, units: dict) -> dict[str, tuple[list[int], object]]:
+    """Every layer's visualized units and a function reading their ascent pictures (final images,
+    no snapshots) when called: uint8 (N, C, H, W) in unit order, as the chunks store them, checked
+    against units.json's input shape. One layer's pictures are in memory at a time."""
+    from .io import pack_images
     from .results import read_chunk_images, read_layer_ascent
 
     out = {}
@@ -280,12 +286,16 @@ def read_pictures(folder, units: dict) -> dict[str, tuple[list[int], np.ndarray]
         data = read_layer_ascent(folder.ascent_dir(layer["name"]))
         if data is None:
             continue
-        parts = [read_chunk_images(chunk, (), count)[0] for chunk, count in zip(data.chunks, data.counts)]
-        images = np.concatenate(parts)
-        if list(images.shape[1:]) != list(units["input_shape"]):
-            raise FeatvizError(f"trust: the pictures of layer '{layer['name']}' are {list(images.shape[1:])}, the "
-                               f"network takes {units['input_shape']}: re-run its ascent jobs")
-        out[layer["name"]] = (data.units, images)
+
+        def pixels(data=data, name=layer["name"]) -> np.ndarray:
+            parts = [pack_images(read_chunk_images(chunk, (), count)[0]) for chunk, count in zip(data.chunks, data.counts)]
+            images = np.concatenate(parts)
+            if list(images.shape[1:]) != list(units["input_shape"]):
+                raise FeatvizError(f"trust: the pictures of layer '{name}' are {list(images.shape[1:])}, the "
+                                   f"network takes {units['input_shape']}: re-run its ascent jobs")
+            return images
+
+        out[layer["name"]] = (data.units, pixels)
     return out
 
 
