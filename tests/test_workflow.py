@@ -96,7 +96,8 @@ def test_trust_job_scores_every_picture(finished):
     results = next((finished / "results").glob("shapes-*"))
     rec = json.loads((results / "trust.json").read_text())
     assert [(e["name"], len(e["units"])) for e in rec["layers"]] == [("conv1", 4), ("conv2", 6), ("fc1", 8), ("classes", 3)]
-    assert rec["layers"][3]["below"] == ["fc1", "conv2", "conv1"] and rec["images"] == 32
+    n_test = json.loads((results / "probe" / "probe.json").read_text())["n_test"]
+    assert rec["layers"][3]["below"] == ["fc1", "conv2", "conv1"] and rec["images"] == min(32, n_test)
     assert (results / "logs" / "trust.log").is_file() and (results / "benchmarks" / "trust.tsv").is_file()
     site = finished / "reports" / results.name
     assert 'id="trust-score"' in (site / "units" / "fc1" / "1.html").read_text() or "No score" in (
