@@ -196,3 +196,101 @@ def magnitude_ceiling(pattern: np.ndarray, magnitude: np.ndarray) -> float:
     x = np.fft.irfft2(m * np.exp(1j * np.angle(np.fft.rfft2(pattern))), s=(h, w))
     x = (x - x.mean()) / (x.std() + 1e-5)
     return pearson(1.0 / (1.0 + np.exp(-x)), pattern)
+
+
+# ---------------------------------------------------------------------------------------------
+# two paths to one unit (docs/ascent.md, "How far to trust a picture")
+
+PATHS_SIZE = 20
+PATHS_CLASSES = ["vertical", "horizontal"]
+PATHS_GAIN = 4.0  # weight of the colour path into the units that can be reached through it
+
+
+def paths_filters(k: int = 5) -> np.ndarray:
+    """conv1 of the two-paths net, (7, 3, k, k): five grey detectors (a vertical, a horizontal and
+    two diagonal strokes, a centre-surround blob: the same kernel on R, G and B) and two colour
+    opponents (red - green, blue - yellow: a k x k box). On a grey image (R = G = B) the colour
+    opponents are exactly zero: a path no natural image of the planted data set uses."""
+    yy, xx = np.mgrid[0:k, 0:k]
+    m = k // 2
+    grey = [_binary(np.abs(xx - m) <= 0), _binary(np.abs(yy - m) <= 0), _binary(xx == yy),
+            _binary(xx + yy == k - 1), _unit(np.exp(-((xx - m) ** 2 + (yy - m) ** 2) / 2.0))]
+    box = np.ones((k, k), np.float32) / k
+    colour = [np.stack([box, -box, 0 * box]), np.stack([-box / 2, -box / 2, box])]
+    return np.stack([np.stack([f, f, f]) / np.sqrt(3) for f in grey] + colour).astype(np.float32)
+
+
+def paths_weights(gain: float = PATHS_GAIN) -> np.ndarray:
+    """conv2 of the two-paths net (6 units x 7 conv1 channels, 1 x 1): every unit reads a grey
+    stroke, the blob and a diagonal. Units 0 and 2 also read a colour opponent with `gain`: a
+    picture can reach them through colour, a path natural images never use. Units 1 and 3 are
+    inhibited by both: a picture cannot. Units 4 and 5 ignore colour: a picture may be coloured
+    (the colour units below then fire), but it reaches them through grey strokes only."""
+    w = np.zeros((6, 7), np.float32)
+    w[0, [0, 4, 2, 5]] = [1.0, 0.4, 0.3, gain]
+    w[1, [0, 4, 3]] = [1.0, 0.4, 0.3]
+    w[1, 5:] = -gain
+    w[2, [1, 4, 3, 6]] = [1.0, 0.4, 0.3, gain]
+    w[3, [1, 4, 2]] = [1.0, 0.4, 0.3]
+    w[3, 5:] = -gain
+    w[4, [2, 4, 0]] = [1.0, 0.4, 0.3]
+    w[5, [3, 4, 1]] = [1.0, 0.4, 0.3]
+    return w
+
+
+PATHS_UNNATURAL = [True, False, True, False, False, False]  # per conv2 unit: can a picture reach it through colour
+
+
+def paths_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n grey 3 x 20 x 20 uint8 images of one to three short blurred strokes (vertical, horizontal
+    or diagonal) on smooth noise; the label: whether the first stroke is vertical (0) or
+    horizontal (1)."""
+    from scipy.ndimage import gaussian_filter
+
+    g = np.random.default_rng(seed)
+    s = PATHS_SIZE
+    yy, xx = np.mgrid[0:s, 0:s]
+    x = np.zeros((n, s, s))
+    labels = g.integers(0, 2, n)
+    for i in range(n):
+        for b in range(g.integers(1, 4)):
+            o = labels[i] if b == 0 else g.integers(0, 4)
+            cy, cx = g.integers(4, s - 4, size=2)
+            dy, dx = yy - cy, xx - cx
+            across, along = [(dx, dy), (dy, dx), (dx - dy, dx + dy), (dx + dy, dx - dy)][o]
+            x[i] += (np.abs(across) <= (0.5 if o < 2 else 0.8)) & (np.abs(along) <= g.integers(3, 7))
+        x[i] = gaussian_filter(np.clip(x[i], 0, 1), 0.6) * (0.6 + 0.4 * g.random()) \
+            + gaussian_filter(g.random((s, s)), 2) * 0.3
+    x = np.repeat(np.clip(x * 255, 0, 255)[:, None], 3, 1).astype(np.uint8)
+    return torch.from_numpy(x), torch.from_numpy(labels)
+
+
+def build_planted_paths(out_dir: Path, data_dir: Path, n_test: int = 400, gain: float = PATHS_GAIN) -> dict:
+    """The two-paths net (conv1: paths_filters, relu, conv2: paths_weights, relu, global average,
+    fc: the vertical and horizontal classes read units 1 and 3) as a model folder in `out_dir`, and
+    its grey data set as a prepared data set in `data_dir` (train.pt, test.pt). Returns {"layer":
+    "conv2", "unnatural": PATHS_UNNATURAL}."""
+    layers = [{"type": "conv", "out": 7, "kernel": 5, "padding": "same"}, {"type": "relu"},
+              {"type": "conv", "out": 6, "kernel": 1, "padding": "same"}, {"type": "relu"},
+              {"type": "globalavgpool"}, {"type": "fc"}]
+    xtr, ytr = paths_images(100, 0)
+    xte, yte = paths_images(n_test, 1)
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"images": xtr, "labels": ytr, "classes": PATHS_CLASSES}, data_dir / "train.pt")
+    torch.save({"images": xte, "labels": yte, "classes": PATHS_CLASSES}, data_dir / "test.pt")
+    m, sd = float(xtr.float().mean() / 255), float(xtr.float().std() / 255)
+    net = build(layers, (3, PATHS_SIZE, PATHS_SIZE), len(PATHS_CLASSES))
+    with torch.no_grad():
+        net.conv1.weight.copy_(torch.from_numpy(paths_filters()))
+        net.conv2.weight.copy_(torch.from_numpy(paths_weights(gain))[:, :, None, None])
+        fc = torch.zeros(2, 6)
+        fc[0, 1] = fc[1, 3] = 1.0
+        net.fc1.weight.copy_(fc)
+        for mod in (net.conv1, net.conv2, net.fc1):
+            mod.bias.zero_()
+    meta = {"format": "featviz-spec", "layers": layers, "classes": PATHS_CLASSES,
+            "input_shape": [3, PATHS_SIZE, PATHS_SIZE], "mean": [m] * 3, "std": [sd] * 3, "run": "planted-paths",
+            "dataset": "planted", "model": {"layers": layers}, "seed": 0}
+    save_model(Path(out_dir), net, meta)
+    return {"layer": "conv2", "unnatural": list(PATHS_UNNATURAL)}

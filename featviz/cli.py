@@ -259,6 +259,14 @@ def cmd_transfer(a):
                  device=claim_device(a.device), trust=a.trust_checkpoint)
 
 
+def cmd_trust(a):
+    from .device import claim_device
+    from .trust import run_trust, trust_config
+
+    run_trust(Path(a.results), Path(a.data), Path(a.out), trust_config(a.config), seed=a.seed,
+              device=claim_device(a.device), trust_checkpoint=a.trust_checkpoint)
+
+
 def cmd_match(a):
     from .device import claim_device
     from .matching import TRANSFER, model_side, run_match, run_side, summary_lines
@@ -570,6 +578,19 @@ def _add_transfer(sub) -> None:
     _trust(s)
 
 
+def _add_trust(sub) -> None:
+    s = _verb(sub, "trust", cmd_trust, "how far to trust each picture: does it drive its unit through the units below "
+              "the way the unit's top test images do (writes trust.json)")
+    s.add_argument("--results", required=True, help="results/<run> (model/, units.json, probe/probe.json, ascent/)")
+    s.add_argument("--data", required=True, help="the prepared dataset folder (its test set)")
+    s.add_argument("--config", type=_json_object, default={},
+                   help='runs[i].trust: {"images": 32, "layers_below": 3, "threshold": 0.5} (missing keys: the schema\'s)')
+    s.add_argument("--seed", type=int, default=0, help="seed of the random test images (the baseline)")
+    s.add_argument("--out", required=True, help="results/<run>/trust.json")
+    _device(s)
+    _trust(s)
+
+
 def _add_match(sub) -> None:
     s = _verb(sub, "match", cmd_match, "cross-network comparison: correlate a run's units with another network's over the "
              "test set, match them one to one, and find each layer's best-matching layer")
@@ -647,8 +668,8 @@ def _add_recipes(sub) -> None:
 
 # one function per verb's subparser, in the order `featviz --help` lists them
 SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_select, _add_spectrum,
-              _add_ascend, _add_compare, _add_probe, _add_circuits, _add_transfer, _add_match, _add_search, _add_report,
-              _add_index, _add_archive,
+              _add_ascend, _add_compare, _add_probe, _add_circuits, _add_transfer, _add_trust, _add_match, _add_search,
+              _add_report, _add_index, _add_archive,
               _add_verify_archive, _add_check_config, _add_recipes)
 
 

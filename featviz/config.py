@@ -44,6 +44,7 @@ class Run:
     probe: dict = field(default_factory=dict)
     circuits: dict | None = field(default_factory=dict)  # None: `circuits: null`, no circuits stage
     match: dict = field(default_factory=dict)
+    trust: dict | None = field(default_factory=dict)  # None: not measured
 
     @property
     def imported(self) -> bool:
@@ -229,6 +230,7 @@ def resolve_runs(config: dict) -> list[Run]:
             probe=dict(r.get("probe") or {}),
             circuits=None if "circuits" in r and r["circuits"] is None else dict(r.get("circuits") or {}),
             match=dict(r.get("match") or {}),
+            trust=None if "trust" in r and r["trust"] is None else dict(r.get("trust") or {}),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")

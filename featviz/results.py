@@ -10,6 +10,7 @@ reader/writer per artifact, so that no two modules rediscover or parse the same 
     compare/<entry>/<layer>.npz + .json                        featviz compare
     transfer_model/  (as model/)                               featviz train (rule transfer_train)
     transfer.json                                              featviz transfer
+    trust.json                                                 featviz trust
 
 The readers here build on featviz.artifacts' checked readers (a missing or corrupt file is one
 FeatvizError naming it and the stage that remakes it).
@@ -123,6 +124,10 @@ class RunFolder:
     @property
     def transfer_json(self) -> Path:
         return self.root / "transfer.json"
+
+    @property
+    def trust_json(self) -> Path:
+        return self.root / "trust.json"
 
 
 # ---------------------------------------------------------------- small JSON artifacts
@@ -472,4 +477,32 @@ def read_transfer(path: str | Path) -> dict | None:
 
 
 def write_transfer(path: str | Path, record: dict) -> None:
+    write_json(path, record)
+
+
+# ---------------------------------------------------------------- trust
+
+REMAKE_TRUST = "re-run `featviz trust` (or the workflow)"
+TRUST_UNIT_KEYS = ("unit", "score", "unnatural", "picture", "random", "top", "percentile")
+
+
+def read_trust(path: str | Path) -> dict | None:
+    """trust.json (featviz trust: how far to trust each picture), checked: a list of layers, each
+    with its layers below and one entry per unit holding TRUST_UNIT_KEYS; None where there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    rec = read_json_object(path, "trust score file", REMAKE_TRUST, ("layers", "threshold"))
+    layers = rec["layers"]
+    ok = isinstance(layers, list) and all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("below"), list)
+        and isinstance(e.get("units"), list)
+        and all(isinstance(r, dict) and all(k in r for k in TRUST_UNIT_KEYS) for r in e["units"]) for e in layers)
+    if not ok:
+        raise FeatvizError(f"trust score file {path} is not what featviz wrote (each layer needs a name, its layers "
+                           f"below and per unit {', '.join(TRUST_UNIT_KEYS)}): {REMAKE_TRUST}")
+    return rec
+
+
+def write_trust(path: str | Path, record: dict) -> None:
     write_json(path, record)

@@ -76,7 +76,7 @@ def test_layers_grouped_by_stage_with_one_menu(imported):
     assert groups == ["layer1", "layer2", "layer3"]
     layer1 = html.split('data-group="layer1"')[1].split("</details>")[0]
     assert layer1.count('href="layer-layer1.') == 18 and "18 layers · 36 units" in layer1
-    assert '<tr class="section"><th class="l" colspan="10">layer1.4</th></tr>' in layer1
+    assert '<tr class="section"><th class="l" colspan="11">layer1.4</th></tr>' in layer1
     # a layer page: the same menu, the current layer marked, the previous and next layers linked
     page = _html(out, "layer-layer1.3.conv1.html")
     assert '<span aria-current="page">layer1.3.conv1</span>' in page

@@ -100,6 +100,24 @@ def test_circuits_job_and_unit_pages(finished):
             assert (site / "units" / rel).parent.joinpath(ref).resolve().is_file(), (rel, ref)
 
 
+def test_trust_job_scores_every_picture(finished):
+    """runs[i].trust (on by default): one job after the ascent and the probe; its scores on the unit
+    pages, its log and benchmark archived."""
+    results = next((finished / "results").glob("shapes-*"))
+    rec = json.loads((results / "trust.json").read_text())
+    assert [(e["name"], len(e["units"])) for e in rec["layers"]] == [("conv1", 4), ("conv2", 6), ("fc1", 8), ("classes", 3)]
+    n_test = json.loads((results / "probe" / "probe.json").read_text())["n_test"]
+    assert rec["layers"][3]["below"] == ["fc1", "conv2", "conv1"] and rec["images"] == min(32, n_test)
+    assert (results / "logs" / "trust.log").is_file() and (results / "benchmarks" / "trust.tsv").is_file()
+    site = finished / "reports" / results.name
+    assert 'id="trust-score"' in (site / "units" / "fc1" / "1.html").read_text() or "No score" in (
+        site / "units" / "fc1" / "1.html").read_text()
+    assert (site / "trust.html").is_file()
+    with tarfile.open(next((finished / "reports").glob("*.tar.gz"))) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("/results/trust.json") for n in names) and any(n.endswith("/logs/trust.log") for n in names)
+
+
 def test_archive_verifies(finished):
     from featviz.archive import verify_archive
 

@@ -57,7 +57,8 @@ def _totals(layers: list[dict]) -> dict:
     return {"units": sum(layer["units"] for layer in layers),
             "visualized": sum(len(layer["cells"]) for layer in layers),
             "dead": sum(layer["n_dead"] for layer in layers),
-            "weak": sum(layer["n_weak"] for layer in layers)}
+            "weak": sum(layer["n_weak"] for layer in layers),
+            "unnatural": sum(layer.get("n_unnatural") or 0 for layer in layers)}
 
 
 def group_layers(layers: list[dict]) -> list[dict]:

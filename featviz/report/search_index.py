@@ -8,9 +8,9 @@ Each row is an object with short keys (absent when the unit has no such value):
 
     l layer name, u unit, p unit page, t thumbnail (both relative to the run's report folder),
     n class label (class units only), f flags, one letter each: d dead, w weak, r near-duplicate
-    (redundant), u not converged, n non-finite;
+    (redundant), u not converged, n non-finite, p unnatural path (trust.json);
     scores rounded to 4 significant digits: o objective (ascent), m dataset_max, a frac_active,
-    c max_corr, s target_softmax, x transfer_softmax.
+    c max_corr, s target_softmax, x transfer_softmax, v trust_score (how far to trust the picture).
 
 The letters and keys are read by static/search.js (the run page's search and the all-runs page's).
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 from ..io import write_text
 
 INDEX_FILE = "units-index.js"
-FLAG_LETTERS = {"dead": "d", "weak": "w", "redundant": "r", "unconverged": "u", "nonfinite": "n"}
+FLAG_LETTERS = {"dead": "d", "weak": "w", "redundant": "r", "unconverged": "u", "nonfinite": "n", "unnatural": "p"}
 SCORE_KEYS = {"objective": "o", "dataset_max": "m", "frac_active": "a", "max_corr": "c",
-              "target_softmax": "s", "transfer_softmax": "x"}
+              "target_softmax": "s", "transfer_softmax": "x", "trust_score": "v"}
 
 
 def _round(v: float) -> float | int | None:

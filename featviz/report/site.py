@@ -29,6 +29,7 @@ from .templating import STATIC, environment, slug
 from .templating import inside as _inside
 from .trace import trace_svg
 from .transparency import transparency_pictures
+from .trust_view import attach_trust, write_trust_page
 
 # stats that are not metrics to sort by
 NOT_METRICS = {"unit", "predicted"}
@@ -333,6 +334,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     classes = units["classes"]
     layers = layer_views(units, ascent, probe)
+    trust = attach_trust(layers, results)  # the cells' trust scores and `unnatural` flags (trust.json)
     ctx = _run_context(run_id, model_meta, train_metrics, ev, layers, config, generated, probe, folder)
     _copy_run_files(site, folder, train_metrics, probe, ctx["evaluation"]["picture"])
     write_json(site / "config.json", config)
@@ -348,6 +350,7 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         if layer["cells"]:
             _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)
     write_units_index(site, layers)  # units-index.js: the run page's search (static/search.js)
+    ctx["trust_page"] = write_trust_page(env, site, trust, layers, ctx)  # after the unit pages (their thumbnails)
     ctx["methods_page"] = write_methods(env, site, results, units, probe, config, run_id, generated)
     ctx["match_pages"] = write_matches(env, site, results, layers, run_id, generated, matches,  # after the unit pages
                                        leave_out=(TRANSFER,) if ctx["transfer_invalid"] else ())

@@ -217,6 +217,9 @@ def run_files(wildcards):
     if TRANSFER[run]:
         files += [f"{r}/transfer_model/{n}" for n in ("model.pt", "model.json", "metrics.json")]
         steps.append("transfer_train")
+    if RUNS[run].trust is not None:
+        files.append(f"{r}/trust.json")
+        steps.append("trust")
     files += [f"{r}/logs/{step}.log" for step in steps] + [f"{r}/benchmarks/{step}.tsv" for step in steps]
     if ascent_refused(run):  # the select job, which stops the run
         return files + [f"{r}/selection.json"]

@@ -14,6 +14,7 @@ rule report_run:
         pruning="results/{run}/probe/pruning.png",
         transfer="results/{run}/transfer.json",
         circuits=circuits_result,
+        trust=trust_results,
         match=match_results,
     output:
         # the whole static site, so that Snakemake's --report embeds every page and picture

@@ -12,10 +12,10 @@
  */
 (function () {
   "use strict";
-  var FLAGS = {d: "dead", w: "weak", r: "near-duplicate", u: "not converged", n: "non-finite"};
-  var FLAG_CLASS = {d: "dead", w: "weak", r: "redundant", u: "unconverged", n: "nonfinite"};
+  var FLAGS = {d: "dead", w: "weak", r: "near-duplicate", u: "not converged", n: "non-finite", p: "unnatural path"};
+  var FLAG_CLASS = {d: "dead", w: "weak", r: "redundant", u: "unconverged", n: "nonfinite", p: "unnatural"};
   var SCORES = [["objective", "o"], ["dataset_max", "m"], ["frac_active", "a"], ["max_corr", "c"],
-                ["target_softmax", "s"], ["transfer_softmax", "x"]];
+                ["target_softmax", "s"], ["transfer_softmax", "x"], ["trust_score", "v"]];
   var SHOWN = 200;
 
   function words(q) { return String(q || "").toLowerCase().split(/[\s,]+/).filter(Boolean); }
