@@ -248,7 +248,9 @@ def shown_selection(ascent: dict) -> dict:
     """What circuits measures of a run's ascent settings: the visualized layers (ascent.layers) and,
     for those, the units ascent.units lists; nothing else of the ascent (its steps, recipes) counts."""
     layers = ascent.get("layers") or None
-    units = {k: sorted(set(v)) for k, v in (ascent.get("units") or {}).items() if layers is None or k in layers}
+    # units by number or (classes) by name, as given (a layer's name or an alias: featviz resolves both)
+    units = {k: sorted({u for u in v if isinstance(u, int)}) + list(dict.fromkeys(u for u in v if isinstance(u, str)))
+             for k, v in (ascent.get("units") or {}).items()}
     return {"layers": layers, "units": units}
 
 

@@ -78,13 +78,25 @@ def cmd_import_model(a):
           f"{check['images']} of {check['of']} test images (evaluate measures all of them)")
 
 
-def cmd_evaluate(a):
+def _evaluate_alone(a) -> dict:
+    """evaluate with a pass of its own over the test set (no --predictions): it claims a device."""
     from .device import claim_device
     from .evaluate import evaluate
     from .model import load_model
 
-    m = evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), claim_device(a.device),
-                 predictions=Path(a.predictions) if a.predictions else None)
+    return evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), claim_device(a.device))
+
+
+def cmd_evaluate(a):
+    # the workflow's way: from the probe's predictions, no network pass and no device (the rule has no gpu)
+    from .evaluate import evaluate
+    from .model import load_model
+
+    if not a.predictions:
+        m = _evaluate_alone(a)
+    else:
+        m = evaluate(load_model(Path(a.model), a.trust_checkpoint), Path(a.data), Path(a.out), "cpu",
+                     predictions=Path(a.predictions))
     print(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images")
 
 

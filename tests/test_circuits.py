@@ -400,8 +400,10 @@ def test_selection_settings_for_the_workflow():
     assert resolve_circuits({"images": 9}) == {"images": 9, "top": 6, "measure": "auto", "memory_mb": 1536}
     ascent = {"layers": ["conv2", "classes"], "units": {"conv2": [3, 1, 3], "fc1": [0]}, "steps": 5,
               "recipe": {"conv": "hvass"}}
-    assert shown_selection(ascent) == {"layers": ["conv2", "classes"], "units": {"conv2": [1, 3]}}
-    assert selection_args(ascent) == "--layers conv2 classes --shown '{\"conv2\": [1, 3]}'"
+    assert shown_selection(ascent) == {"layers": ["conv2", "classes"], "units": {"conv2": [1, 3], "fc1": [0]}}
+    assert selection_args(ascent) == "--layers conv2 classes --shown '{\"conv2\": [1, 3], \"fc1\": [0]}'"
+    named = {"layers": ["layer4", "classes"], "units": {"classes": ["goldfish", 130, 7, "goldfish"]}}
+    assert shown_selection(named)["units"] == {"classes": [7, 130, "goldfish"]}  # names resolved by the job
     assert selection_args({"layers": None, "units": {}}) == ""
     model = _model(_conv_net())
     with pytest.raises(FeatvizError, match=r"circuits.units.conv2: unit 7 is out of range"):

@@ -45,7 +45,10 @@ def refused_global(exc: BaseException) -> str | None:
 
 
 def _is_zip(path: Path) -> bool:
-    return zipfile.is_zipfile(path)
+    try:
+        return zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, OSError, ValueError):  # a corrupt file can look like a broken archive
+        return False
 
 
 def _is_safetensors(path: Path) -> bool:
