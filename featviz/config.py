@@ -180,6 +180,25 @@ def _check_run(i: int, r: dict) -> None:
     _check_selection(where, r, model)  # then what depends on the network (layers, units, recipe values)
 
 
+def _zoo_input_size(r: dict) -> dict:
+    """A run importing a timm network on an image folder whose config gives no `data.image_size`:
+    timm's pretrained config's input size and crop (`resize` = size / crop_pct, as timm evaluates)."""
+    model, data = r.get("model") or {}, dict(r.get("data") or {})
+    if not (model.get("timm") and (model.get("import") or model.get("weights"))) or r["dataset"] != "imagefolder" \
+            or data.get("image_size"):
+        return r
+    from .model.timm_archs import pretrained_config
+
+    cfg = pretrained_config(model["timm"])
+    if not cfg.get("input_size"):
+        return r
+    h, w = (int(v) for v in cfg["input_size"][1:])
+    data["image_size"] = [h, w]
+    if data.get("resize") is None:
+        data["resize"] = int(round(max(h, w) / float(cfg.get("crop_pct") or 1.0)))
+    return {**r, "data": data}
+
+
 def resolve_runs(config: dict) -> list[Run]:
     """The runs of a validated config, checked, with their ids. Raises FeatvizError."""
     root = data_root(config)
@@ -190,6 +209,7 @@ def resolve_runs(config: dict) -> list[Run]:
     runs, seen = [], {}
     for i, r in enumerate(config.get("runs") or []):
         _check_run(i, r)
+        r = _zoo_input_size(r)
         name = r.get("name") or r["dataset"]
         if name in seen:
             raise FeatvizError(f"runs[{i}].name: duplicate run name '{name}' (also runs[{seen[name]}]); give each run its own name")

@@ -73,3 +73,18 @@ def test_pretrained_weights_offline_fail_with_one_message(prepared, tmp_path, mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FeatvizError, match=r"model.weights: cannot get timm's pretrained resnet18 .*import: \{path: <file>\}"):
         import_model({"timm": "resnet18", "weights": "pretrained"}, prepared, tmp_path / "m", device="cpu")
+
+
+def test_an_imported_timm_network_takes_timms_input_size_where_the_data_gives_none(tmp_path):
+    from featviz.config import resolve_runs
+
+    root = image_folder(tmp_path / "imgs", classes=("a", "b"), size=(40, 30), n_train=1, n_test=1)
+    (tmp_path / "w.pt").write_bytes(b"")
+    run = {"name": "t", "dataset": "imagefolder", "data": {"path": str(root)},
+           "model": {"timm": "resnet18", "import": {"path": str(tmp_path / "w.pt")}}}
+    (resolved,) = resolve_runs({"data_root": str(tmp_path), "runs": [run]})
+    cfg = timm.models.get_pretrained_cfg("resnet18").to_dict()
+    size = list(cfg["input_size"][1:])
+    assert resolved.data["image_size"] == size and resolved.data["resize"] == round(size[0] / cfg["crop_pct"])
+    run["data"]["image_size"] = [32, 32]  # the config's own size wins
+    assert resolve_runs({"data_root": str(tmp_path), "runs": [run]})[0].data["image_size"] == [32, 32]
