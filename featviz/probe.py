@@ -63,6 +63,8 @@ ELEMENTWISE = (torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.fun
                nn.functional.elu, nn.functional.gelu, nn.functional.silu, nn.functional.dropout)
 # the images of the top-k bank read from the test set at a time, in bytes
 BANK_BYTES = 2 ** 26
+SAMPLE_MAPS_KEPT = 64  # activation maps per conv layer and sample image kept for the run page
+SAMPLE_MAP_PX = 56  # larger sample maps are averaged down to about this side (the page shows them at 28)
 
 
 def module_of(net: nn.Module, layer: dict) -> nn.Module:
@@ -330,7 +332,12 @@ def _bank(stats: list[Stats], images) -> tuple[torch.Tensor, Chunks]:
 
 def _map_bytes(maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Activation maps (S, U, h, w) as uint8, each scaled to its own min..max (as the report draws
-    them), and those ranges (S, U, 2) float32: value = lo + byte / 255 * (hi - lo)."""
+    them), and those ranges (S, U, 2) float32: value = lo + byte / 255 * (hi - lo). Only what the run
+    page can show is kept: the first SAMPLE_MAPS_KEPT units, averaged down to about SAMPLE_MAP_PX."""
+    maps = maps[:, :SAMPLE_MAPS_KEPT].float()
+    f = -(-max(maps.shape[-2:]) // SAMPLE_MAP_PX)
+    if f > 1:
+        maps = torch.nn.functional.avg_pool2d(maps, f, ceil_mode=True)
     lo, hi = maps.amin((-2, -1), keepdim=True), maps.amax((-2, -1), keepdim=True)
     q = ((maps - lo) / (hi - lo).clamp(min=1e-12) * 255).round().clamp(0, 255).to(torch.uint8)
     return q.numpy(), torch.cat([lo, hi], -1)[..., 0, :].float().numpy()

@@ -360,7 +360,7 @@ LAYER_ARRAYS = {
     "hist": "(U, bins) int32: histogram counts per unit",
     "edges": "(U, bins + 1) float32: histogram bin edges per unit",
     "topk": "(U, k) int32: each unit's top-k test images, as rows of topk_bank",
-    "maps": "(S, U, h, w) uint8: activation maps of the sample images (conv layers), each scaled to its own range",
+    "maps": "(S, U, h, w) uint8: activation maps of the sample images (conv layers; the first 64 units, averaged down to about 56 px), each scaled to its own range",
     "maps_range": "(S, U, 2) float32: each map's (min, max): value = min + byte / 255 * (max - min)",
 }
 

@@ -24,6 +24,7 @@ from .inputs import ascent_pixels
 from .matching import TRANSFER, write_matches
 from .methods import write_methods
 from .probe_view import layer_samples, probe_rows
+from .samples import samples as _samples
 from .search_index import write_units_index
 from .templating import STATIC, environment, slug
 from .templating import inside as _inside
@@ -45,14 +46,6 @@ def unique_slugs(names: list[str]) -> list[str]:
         seen.add(s.lower())
         out.append(s)
     return out
-
-
-def _colormap(maps01: np.ndarray) -> np.ndarray:
-    """(N, H, W) in [0, 1] -> (N, 3, H, W) viridis."""
-    from matplotlib import colormaps
-
-    rgb = colormaps["viridis"](np.clip(maps01, 0, 1))[..., :3].astype(np.float32)
-    return np.transpose(rgb, (0, 3, 1, 2))
 
 
 def _u8_to_float(images: np.ndarray) -> np.ndarray:
@@ -99,7 +92,6 @@ RUN_PAGE_CELLS = 64  # per conv layer on the run page (the layer page has them a
 RUN_PAGE_CLASSES = 100
 TABLE_PAGE = 100  # rows per page of the long tables (per-class accuracy, a layer's probe results)
 LAYER_PAGE = 256  # cells per page of a layer page's grid
-SAMPLE_MAPS = 64  # activation maps per layer and sample on the run page
 HERO, THUMB, TOP = 224, 112, 64  # display heights: unit page, grids, top test images and crops
 
 
@@ -199,40 +191,6 @@ def _copy_run_files(site: Path, folder: RunFolder, train_metrics: dict | None, p
         curves_png(site / "curves.png", train_metrics["epochs"])
     if probe is not None and folder.pruning_png.exists():
         shutil.copyfile(folder.pruning_png, site / "pruning.png")
-
-
-def _sample_maps(site: Path, s: int, arrays: ProbeArrays, layers: list[dict]) -> list[dict]:
-    """Sample s's activation maps of every conv layer, one montage per layer."""
-    out = []
-    for layer in layers:
-        maps_j = arrays.layer("maps", layer["pj"])
-        if layer["kind"] != "conv" or maps_j is None:
-            continue
-        shown = maps_j[s][:SAMPLE_MAPS].astype(np.float32)
-        maps = _colormap(normalize_maps(shown))
-        h = maps.shape[-2]
-        rel = f"samples/{s}-{layer['slug']}.png"
-        save_png(_inside(site, rel), montage(maps, cols=min(len(maps), 16), gap=1, scale=max(1, 28 // h)))
-        out.append({"layer": layer["name"], "image": rel, "units": len(maps), "of": layer["units"]})
-    return out
-
-
-def _samples(site: Path, probe: dict | None, arrays: ProbeArrays, layers: list[dict]) -> list[dict]:
-    """The probe's sample inputs: picture, saliency and activation maps of each."""
-    if probe is None or arrays.sample_images is None:
-        return []
-    imgs = _u8_to_float(arrays.sample_images)
-    sal = arrays.saliency
-    samples = []
-    for s, meta in enumerate(probe["samples"]):
-        row = dict(meta, image=f"samples/{save_image(_inside(site, f'samples/{s}'), imgs[s], 84)}", maps=[],
-                   saliency=None)
-        if sal is not None:
-            name = save_image(_inside(site, f"samples/{s}-saliency"), _colormap(sal[s][None])[0], 84)
-            row["saliency"] = f"samples/{name}"
-        row["maps"] = _sample_maps(site, s, arrays, layers)
-        samples.append(row)
-    return samples
 
 
 def _first_layer(site: Path, probe: dict | None, arrays: ProbeArrays, layers: list[dict]) -> dict | None:
