@@ -109,9 +109,10 @@ def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", prec
         others = {k: v for k, v in nets.items() if k != maker}
         for entry in recipes:
             name, _, given = entry.partition(":")  # "maco" or 'maco:{"transforms_fade": 0.5}'
-            over = {"robustness_samples": 4, "snapshots": 0, **(json.loads(given) if given else {})}
+            over = {"robustness_samples": 4, "snapshots": 0}
             if steps:
                 over.update(steps=steps, class_steps=steps)
+            over.update(json.loads(given) if given else {})  # the entry's own overrides win over --steps
             if crops and get_recipe(name, over)["transforms"] == "maco" and "crops" not in over:
                 over["crops"] = crops
             over.update(extra or {})
@@ -175,7 +176,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--classes", type=int, default=len(CLASSES), help=f"the first N of the {len(CLASSES)} fixed classes")
-    p.add_argument("--steps", type=int, default=None, help="steps for every recipe (default: each recipe's own)")
+    p.add_argument("--steps", type=int, default=None, help="steps for every recipe (default: each recipe's own; steps in an entry's JSON win)")
     p.add_argument("--crops", type=int, default=None, help="maco's crops per step (default: the recipe's 32)")
     p.add_argument("--recipes", nargs="*", default=RECIPES,
                    help='recipe names, or NAME:JSON for a recipe with overrides, e.g. \'maco:{"canvas_view": 0.5}\'')
