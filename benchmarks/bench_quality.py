@@ -99,9 +99,11 @@ def scores(net, images: np.ndarray, targets: list[int], device) -> list[dict]:
 
 
 def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", precision="fp32",
-        extra: dict | None = None, channels_last: bool = False, makers=None, save: Path | None = None) -> list[dict]:
+        extra: dict | None = None, channels_last: bool = False, makers=None, save: Path | None = None,
+        json_path: Path | None = None) -> list[dict]:
     """One row per (maker, recipe): the maker's own and the other network's scores of its class images.
-    `extra`: more overrides for every recipe (e.g. a test's `dead_retries: 0`)."""
+    `extra`: more overrides for every recipe (e.g. a test's `dead_retries: 0`); `json_path`: the rows so
+    far are written there after each (maker, recipe), so that a long run stopped early keeps them."""
     rows = []
     for maker, net in nets.items():
         if makers and maker not in makers:
@@ -143,6 +145,8 @@ def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", prec
                                f"softmax {np.mean([x['softmax'] for x in sc]):.3f}" for j, sc in row["judges"].items())
             print(f"  {maker} / {entry}: {len(classes)} images in {wall:.1f} s, own softmax {np.mean(own):.3f}"
                   f"{'; ' + judged if judged else ''}", flush=True)
+            if json_path:
+                json_path.write_text(json.dumps(rows, indent=1))
     return rows
 
 
@@ -214,7 +218,8 @@ def main(argv=None):
           f"maco's magnitude: {source}; load average {os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.perf_counter()
     rows = run(nets, a.recipes, classes, a.steps, a.crops, a.seed, spectrum, a.device, a.precision,
-               channels_last=a.channels_last, makers=a.makers, save=Path(a.save_images) if a.save_images else None)
+               channels_last=a.channels_last, makers=a.makers, save=Path(a.save_images) if a.save_images else None,
+               json_path=Path(a.json) if a.json else None)
     print()
     print(table(rows))
     print(f"\n{time.perf_counter() - t0:.0f} s in all; load average {os.getloadavg()[0]:.2f}")

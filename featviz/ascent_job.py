@@ -12,6 +12,7 @@ import torch
 from .artifacts import read_units
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
+from .ascent.recipes import AUTO, auto_recipe
 from .checks import check_sections
 from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
@@ -51,10 +52,11 @@ def channels_last_works(model, dev, wanted: bool) -> bool:
     return why_not is None
 
 
-def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None) -> tuple[str, dict]:
+def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None, input_size=None) -> tuple[str, dict]:
     """The recipe and overrides of a layer's units: `recipe.layers.<layer>` where given, else
     `recipe.<kind>`; `overrides.<kind>` with `overrides.layers.<layer>` applied over it (seed 003's
-    table: lr and median settings differ per layer)."""
+    table: lr and median settings differ per layer). `auto` becomes the kind's recipe for an input of
+    `input_size` (H, W) pixels (without one: `auto` itself, overrides unchecked)."""
     recipes = ascent_cfg.get("recipe") or {}
     all_overrides = ascent_cfg.get("overrides") or {}
     per_layer = (recipes.get("layers") or {}).get(layer) if layer is not None else None
@@ -62,6 +64,11 @@ def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None) -> tuple[s
     # the schema's default where the config leaves the kind out (no default of our own)
     name = per_layer or recipes.get(kind) or with_defaults("ascent", {})["recipe"][kind]
     overrides = {**(all_overrides.get(kind) or {}), **(layer_overrides or {})}
+    if name == AUTO:
+        if input_size is None:
+            return name, overrides
+        name, settings = auto_recipe(kind, input_size)
+        overrides = {**settings, **overrides}
     try:
         get_recipe(name, overrides)
     except RecipeError as exc:
@@ -122,7 +129,7 @@ def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent
         if kind not in KINDS or not selected_units(layer, ascent_cfg):
             continue
         try:
-            name, overrides = recipe_for(kind, ascent_cfg, layer["name"])
+            name, overrides = recipe_for(kind, ascent_cfg, layer["name"], (h, w))
         except FeatvizError as exc:
             raise FeatvizError(f"{where}{str(exc).removeprefix('ascent')}") from None
         recipe = get_recipe(name, overrides)
@@ -205,7 +212,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     if not 0 <= chunk < len(all_chunks):
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
-    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name)
+    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name, units_info["input_shape"][1:])
     magnitude = spectrum_for(spectrum, get_recipe(recipe, overrides), int(units_info["input_shape"][0]), "ascend")
     dev = resolve_device(device)
     precision = resolve_precision(ascent_cfg["precision"], dev, "ascent.precision")

@@ -45,6 +45,7 @@ class Run:
     circuits: dict | None = field(default_factory=dict)  # None: `circuits: null`, no circuits stage
     match: dict = field(default_factory=dict)
     trust: dict | None = field(default_factory=dict)  # None: not measured
+    input_size: tuple[int, int] | None = None  # (H, W) the network will see, where known before the data is
 
     @property
     def imported(self) -> bool:
@@ -117,7 +118,7 @@ def _check_selection(where: str, r: dict, model_cfg: dict) -> None:
 
 def _check_run(i: int, r: dict) -> None:
     from .ascent import RecipeError, get_recipe
-    from .ascent.recipes import check_overrides
+    from .ascent.recipes import AUTO, AUTO_RECIPES, check_overrides
     from .data import DATASET_NAMES
 
     where = f"runs[{i}]"
@@ -158,7 +159,8 @@ def _check_run(i: int, r: dict) -> None:
         if kind == "layers":
             continue
         try:
-            get_recipe(name, overrides.get(kind))
+            for choice, settings in AUTO_RECIPES[kind] if name == AUTO else [(name, {})]:  # auto: each it may be
+                get_recipe(choice, {**settings, **(overrides.get(kind) or {})})
         except RecipeError as exc:
             section = "recipe" if str(exc).startswith("unknown recipe '") else "overrides"
             raise FeatvizError(f"{where}.ascent.{section}.{kind}: {exc}") from None
@@ -166,7 +168,8 @@ def _check_run(i: int, r: dict) -> None:
     # the layer they apply to, against the network (_check_selection, or the workflow's units.json)
     for layer, name in (recipes.get("layers") or {}).items():
         try:
-            get_recipe(name, None)
+            if name != AUTO:
+                get_recipe(name, None)
         except RecipeError as exc:
             raise FeatvizError(f"{where}.ascent.recipe.layers.{layer}: {exc}") from None
     for layer, values in (overrides.get("layers") or {}).items():  # values and ranges, whatever the recipe
@@ -197,6 +200,15 @@ def _zoo_input_size(r: dict) -> dict:
     if data.get("resize") is None:
         data["resize"] = int(round(max(h, w) / float(cfg.get("crop_pct") or 1.0)))
     return {**r, "data": data}
+
+
+def _input_size(r: dict) -> tuple[int, int] | None:
+    """(H, W) of the run's inputs where known before its data is prepared (expected_input)."""
+    try:
+        shape = expected_input(r)
+    except (OSError, KeyError, TypeError):
+        return None
+    return None if shape is None else (int(shape[0][1]), int(shape[0][2]))
 
 
 def resolve_runs(config: dict) -> list[Run]:
@@ -251,6 +263,7 @@ def resolve_runs(config: dict) -> list[Run]:
             circuits=None if "circuits" in r and r["circuits"] is None else dict(r.get("circuits") or {}),
             match=dict(r.get("match") or {}),
             trust=None if "trust" in r and r["trust"] is None else dict(r.get("trust") or {}),
+            input_size=_input_size(r),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")

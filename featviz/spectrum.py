@@ -29,11 +29,13 @@ def run_spectrum(data_dir: Path, out: Path, split: str = "auto") -> dict:
     return {"shape": list(magnitude.shape), "n_images": n, "split": split}
 
 
-def needs_spectrum(ascent_cfg: dict) -> bool:
+def needs_spectrum(ascent_cfg: dict, input_size=None) -> bool:
     """Whether any recipe a run's ascent or its comparison uses is MACO's (`param: maco`): then its
     jobs read results/<run>/spectrum.npz (`featviz spectrum`). Every kind's recipe and each layer's
-    own (`recipe.layers`, `overrides.layers`), resolved with their overrides."""
+    own (`recipe.layers`, `overrides.layers`), resolved with their overrides; `auto` at `input_size`
+    (H, W), or as any of its choices where the size is not known."""
     from .ascent import get_recipe
+    from .ascent.recipes import AUTO, AUTO_RECIPES
     from .ascent_job import KINDS, recipe_for
     from .compare import resolve_compare
     from .schema import with_defaults
@@ -41,7 +43,13 @@ def needs_spectrum(ascent_cfg: dict) -> bool:
     ascent_cfg = with_defaults("ascent", ascent_cfg)
     named = set((ascent_cfg.get("recipe") or {}).get("layers") or {}) | set(
         (ascent_cfg.get("overrides") or {}).get("layers") or {})
-    recipes = [recipe_for(kind, ascent_cfg, layer) for kind in KINDS for layer in [None, *sorted(named)]]
+    recipes = []
+    for kind in KINDS:
+        for layer in [None, *sorted(named)]:
+            name, overrides = recipe_for(kind, ascent_cfg, layer, input_size)
+            # `auto` at an input size not known yet: maco if any of its choices is
+            recipes += [(choice, {**settings, **overrides})
+                        for choice, settings in (AUTO_RECIPES[kind] if name == AUTO else [(name, {})])]
     compare = resolve_compare(ascent_cfg.get("compare"), check=False)
     recipes += [(e["recipe"], e["overrides"]) for e in (compare or {}).get("entries", [])]
     return any(get_recipe(name, overrides)["param"] == "maco" for name, overrides in recipes)

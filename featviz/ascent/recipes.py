@@ -294,6 +294,26 @@ SOURCES: dict[str, str] = {
 }
 
 
+# `auto`, ascent.recipe.<kind>'s default: per kind, the recipe and settings the benchmarks rank first
+# for inputs below AUTO_LARGE px on their shorter side (MNIST, CIFAR: the planted-feature and transfer
+# tables) and for larger ones (ImageNet-sized: benchmarks/bench_quality.py and bench_peer.py); the
+# config's overrides apply over these settings (docs/ascent.md, "Default recipes")
+AUTO = "auto"
+AUTO_LARGE = 128
+AUTO_RECIPES: dict[str, tuple[tuple[str, dict], tuple[str, dict]]] = {
+    "conv": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 128})),
+    "dense": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 128})),
+    "class": (("lucid-scaled", {}), ("maco", {"class_steps": 64, "crops": 8})),
+}
+
+
+def auto_recipe(kind: str, input_size) -> tuple[str, dict]:
+    """The recipe and settings `auto` stands for: a unit kind's, at an input of `input_size` (H, W) px."""
+    small, large = AUTO_RECIPES[kind]
+    name, settings = large if min(int(v) for v in input_size) >= AUTO_LARGE else small
+    return name, dict(settings)
+
+
 def list_recipes() -> list[str]:
     """Names of the available recipes."""
     return sorted(RECIPES)
