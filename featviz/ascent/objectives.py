@@ -129,6 +129,53 @@ def diversity(layer_name) -> Objective:
     return Objective(fn, [layer_name], f"diversity({layer_name})")
 
 
+def group_diversity(layer_name, groups) -> Objective:
+    """Lucid's diversity term inside groups of the batch: per element ``i``, the summed cosine
+    similarity of its Gram matrix with those of the other elements of its group (``groups[i]``: the
+    group of full-batch element ``i``); elements of different groups never meet. Summed over one
+    group this is B times Lucid's ``diversity`` of that group as a batch (Lucid divides by B, and
+    averages its channel objective over the batch too), so ``channel - w * group_diversity`` per
+    element is Lucid's ``channel - w * diversity`` with the same weight ``w``. Crops of one element
+    (repeated ``idx``) are not compared with each other."""
+    g_all = torch.as_tensor(groups, dtype=torch.long).reshape(-1)
+
+    def fn(acts, idx):
+        a = acts[layer_name]
+        f = (a.flatten(2) if a.dim() > 2 else a.unsqueeze(2)).float()   # (n, C, S)
+        grams = torch.bmm(f, f.transpose(1, 2)).flatten(1)
+        grams = grams / grams.norm(dim=1, keepdim=True).clamp_min(1e-10)
+        sim = grams @ grams.T
+        i = idx.cpu()
+        same = (g_all[i][:, None] == g_all[i][None, :]) & (i[:, None] != i[None, :])
+        return (sim * same.to(sim.device, sim.dtype)).sum(1)
+    return Objective(fn, [layer_name], f"group_diversity({layer_name})")
+
+
+def by_element(parts, which) -> Objective:
+    """Element ``i`` of the full batch maximizes ``parts[which[i]]``: each part sees only the
+    activations and positions of its own elements (a part that couples its elements, like a
+    diversity term, couples only those)."""
+    which_all = torch.as_tensor(which, dtype=torch.long).reshape(-1)
+
+    def fn(acts, idx):
+        w = which_all[idx.cpu()]
+        pieces = []
+        for k, part in enumerate(parts):
+            sel = (w == k).nonzero().squeeze(1)
+            if sel.numel():
+                sub = {name: a[sel.to(a.device)] for name, a in acts.items()}
+                pieces.append((sel, part(sub, idx.cpu()[sel])))
+        if len(pieces) == 1 and pieces[0][0].numel() == len(idx):
+            return pieces[0][1]
+        value = pieces[0][1]
+        out = value.new_zeros(len(idx))
+        for sel, v in pieces:
+            out = out.index_put((sel.to(out.device),), v.to(out.dtype))
+        return out
+    layers = set().union(*(p.layers for p in parts))
+    return Objective(fn, layers, f"by_element({', '.join(p.name for p in parts)})")
+
+
 def rectified(obj: Objective) -> Objective:
     """``obj`` read after a ReLU: the layer's activations go through max(0, .) first (seed 003's
     Keras layers output after their ReLU; for a conv followed by a ReLU this is that ReLU's output)."""
