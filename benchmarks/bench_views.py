@@ -1,0 +1,76 @@
+"""What each extra view of a conv unit (featviz.ascent.views: neuron, negative, a diversity set)
+costs, on the quick MNIST net (seed 000's architecture, random weights: the cost does not depend on
+them) with the quick report's recipe and execution mode.
+
+    python benchmarks/bench_views.py [--layers conv1 conv2] [--units 2] [--steps 512] [--threads 1] [--repeats 2]
+
+For each layer, one job's batch as the quick report runs it (every unit of the layer), timed without
+views, with each view alone for the first `--units` units, and with all of them; prints the wall
+time (best of `--repeats`), the time each view adds per unit, and that per image.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from benchmarks.bench_ascent import mnist_net  # noqa: E402
+from featviz.ascent import visualize  # noqa: E402
+from featviz.ascent.views import VIEWS, Views  # noqa: E402
+from featviz.device import resolve_precision  # noqa: E402
+from featviz.schema import with_defaults  # noqa: E402
+
+CHANNELS = {"conv1": 16, "conv2": 36}
+
+
+def timed(net, layer, views, steps, recipe, precision, repeats) -> float:
+    ov = {"steps": steps}
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        visualize(net, layer, list(range(CHANNELS[layer])), "conv", (1, 28, 28), recipe=recipe, overrides=ov,
+                  precision=precision, channels_last=True, views=views)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--layers", nargs="+", default=["conv1", "conv2"], choices=sorted(CHANNELS))
+    ap.add_argument("--units", type=int, default=2, help="units per layer that get the views")
+    ap.add_argument("--steps", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = with_defaults("ascent", {})
+    recipe, k = cfg["recipe"]["conv"], cfg["views"]["diversity_images"]
+    precision = resolve_precision(cfg["precision"], torch.device("cpu"), "ascent.precision")
+    net = mnist_net()
+    timed(net, args.layers[0], Views({v: [0] for v in VIEWS}, k), 8, recipe, precision, 1)  # warm-up, not counted
+    print(f"recipe {recipe}, {args.steps} steps, {precision} + channels_last, {args.threads} thread(s), "
+          f"views for units 0..{args.units - 1}, diversity sets of {k}, best of {args.repeats}")
+    print("| layer | views | images in the batch | wall s | added s | added s per unit | per image |")
+    print("|---|---|---|---|---|---|---|")
+    for layer in args.layers:
+        first = list(range(args.units))
+        n = CHANNELS[layer]
+        base = timed(net, layer, None, args.steps, recipe, precision, args.repeats)
+        print(f"| {layer} | none | {n} | {base:.2f} | | | |", flush=True)
+        for label, views in [*((v, Views({v: first}, k)) for v in VIEWS),
+                             ("all three", Views({v: first for v in VIEWS}, k))]:
+            images = sum(len(views.of(u)) for u in first)
+            t = timed(net, layer, views, args.steps, recipe, precision, args.repeats)
+            print(f"| {layer} | {label} | {n + images} | {t:.2f} | {t - base:+.2f} | {(t - base) / args.units:+.3f} "
+                  f"| {(t - base) / (args.units * images / len(first)):+.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
