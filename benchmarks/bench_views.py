@@ -5,8 +5,11 @@ them) with the quick report's recipe and execution mode.
     python benchmarks/bench_views.py [--layers conv1 conv2] [--units 2] [--steps 512] [--threads 1] [--repeats 2]
 
 For each layer, one job's batch as the quick report runs it (every unit of the layer), timed without
-views, with each view alone for the first `--units` units, and with all of them; prints the wall
-time (best of `--repeats`), the time each view adds per unit, and that per image.
+views, with each view alone for the first `--units` units, and with all of them; prints the CPU
+time of this process (best of `--repeats` rounds, each round timing every variant once, so that a
+burst of load from elsewhere hits one round rather than one variant; on one thread CPU time is the
+work, which the load of other processes changes far less than wall time), the time each view adds
+per unit, and that per image.
 """
 from __future__ import annotations
 
@@ -30,15 +33,12 @@ from featviz.schema import with_defaults  # noqa: E402
 CHANNELS = {"conv1": 16, "conv2": 36}
 
 
-def timed(net, layer, views, steps, recipe, precision, repeats) -> float:
-    ov = {"steps": steps}
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        visualize(net, layer, list(range(CHANNELS[layer])), "conv", (1, 28, 28), recipe=recipe, overrides=ov,
-                  precision=precision, channels_last=True, views=views)
-        best = min(best, time.perf_counter() - t)
-    return best
+def timed(net, layer, views, steps, recipe, precision) -> float:
+    """CPU seconds of one job's batch of the whole layer."""
+    t = time.process_time()
+    visualize(net, layer, list(range(CHANNELS[layer])), "conv", (1, 28, 28), recipe=recipe, overrides={"steps": steps},
+              precision=precision, channels_last=True, views=views)
+    return time.process_time() - t
 
 
 def main(argv=None) -> None:
@@ -54,22 +54,26 @@ def main(argv=None) -> None:
     recipe, k = cfg["recipe"]["conv"], cfg["views"]["diversity_images"]
     precision = resolve_precision(cfg["precision"], torch.device("cpu"), "ascent.precision")
     net = mnist_net()
-    timed(net, args.layers[0], Views({v: [0] for v in VIEWS}, k), 8, recipe, precision, 1)  # warm-up, not counted
+    timed(net, args.layers[0], Views({v: [0] for v in VIEWS}, k), 8, recipe, precision)  # warm-up, not counted
     print(f"recipe {recipe}, {args.steps} steps, {precision} + channels_last, {args.threads} thread(s), "
           f"views for units 0..{args.units - 1}, diversity sets of {k}, best of {args.repeats}")
-    print("| layer | views | images in the batch | wall s | added s | added s per unit | per image |")
+    print("| layer | views | images in the batch | CPU s | added s | added s per unit | per image |")
     print("|---|---|---|---|---|---|---|")
+    first = list(range(args.units))
+    variants = [("none", None), *((v, Views({v: first}, k)) for v in VIEWS),
+                ("all three", Views({v: first for v in VIEWS}, k))]
     for layer in args.layers:
-        first = list(range(args.units))
-        n = CHANNELS[layer]
-        base = timed(net, layer, None, args.steps, recipe, precision, args.repeats)
-        print(f"| {layer} | none | {n} | {base:.2f} | | | |", flush=True)
-        for label, views in [*((v, Views({v: first}, k)) for v in VIEWS),
-                             ("all three", Views({v: first for v in VIEWS}, k))]:
+        best = {label: float("inf") for label, _ in variants}
+        for _ in range(args.repeats):
+            for label, views in variants:
+                best[label] = min(best[label], timed(net, layer, views, args.steps, recipe, precision))
+        base, n = best["none"], CHANNELS[layer]
+        print(f"| {layer} | none | {n} | {base:.2f} | | | |")
+        for label, views in variants[1:]:
             images = sum(len(views.of(u)) for u in first)
-            t = timed(net, layer, views, args.steps, recipe, precision, args.repeats)
+            t = best[label]
             print(f"| {layer} | {label} | {n + images} | {t:.2f} | {t - base:+.2f} | {(t - base) / args.units:+.3f} "
-                  f"| {(t - base) / (args.units * images / len(first)):+.3f} |", flush=True)
+                  f"| {(t - base) / images:+.3f} |", flush=True)
 
 
 if __name__ == "__main__":
