@@ -123,6 +123,22 @@ def test_a_batch_cap_keeps_a_unit_with_its_views(net):
     assert dense.views is None and dense.view_images is None  # conv units only
 
 
+def test_views_with_macos_crops(net):
+    """MACO sends `crops` images per element: a diversity set's similarities average over the other
+    images' crops, so the term weighs what it weighs with one crop."""
+    x = torch.rand(2, *SHAPE)
+    acts = {"conv1": _acts(net, x)}
+    one = O.group_diversity("conv1", [0, 0])(acts, torch.arange(2))
+    crops = {"conv1": acts["conv1"][[0, 0, 0, 1, 1, 1]]}
+    three = O.group_diversity("conv1", [0, 0])(crops, torch.arange(2).repeat_interleave(3))
+    assert torch.allclose(three, one.repeat_interleave(3), atol=1e-6)
+    ov = {"steps": 4, "crops": 3, "robustness_samples": 0, "snapshots": 0, "dead_retries": 0}
+    r = visualize(net, "conv1", [0, 1], "conv", SHAPE, recipe="maco", overrides=ov,
+                  views=Views({"neuron": [0], "diversity": [1]}, diversity_images=2))
+    assert r.view_images.shape == (3, 1, 12, 12) and np.isfinite(r.view_images).all()
+    assert r.transparency.shape == (2, 12, 12)  # the positive pictures' maps only
+
+
 @pytest.mark.parametrize("bad,message", [
     ({"show": ["neuron", "sideways"]}, "ascent.views.show[1]: 'sideways' is not one of ['neuron', 'negative', 'diversity']"),
     ({"diversity_images": 1}, "ascent.views.diversity_images: 1 is less than the minimum of 2"),

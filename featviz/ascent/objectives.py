@@ -141,7 +141,8 @@ def group_diversity(layer_name, groups) -> Objective:
     group this is B times Lucid's ``diversity`` of that group as a batch (Lucid divides by B, and
     averages its channel objective over the batch too), so ``channel - w * group_diversity`` per
     element is Lucid's ``channel - w * diversity`` with the same weight ``w``. Crops of one element
-    (repeated ``idx``) are not compared with each other."""
+    (repeated ``idx``: MACO's transforms) are not compared with each other, and another element's
+    crops count as one element (their similarities averaged)."""
     g_all = torch.as_tensor(groups, dtype=torch.long).reshape(-1)
 
     def fn(acts, idx):
@@ -151,8 +152,10 @@ def group_diversity(layer_name, groups) -> Objective:
         grams = grams / grams.norm(dim=1, keepdim=True).clamp_min(1e-10)
         sim = grams @ grams.T
         i = idx.cpu()
-        same = (g_all[i][:, None] == g_all[i][None, :]) & (i[:, None] != i[None, :])
-        return (sim * same.to(sim.device, sim.dtype)).sum(1)
+        twins = i[:, None] == i[None, :]
+        same = (g_all[i][:, None] == g_all[i][None, :]) & ~twins
+        weight = same.to(sim.dtype) / twins.sum(1).to(sim.dtype)[None, :]   # 1 / crops of the other element
+        return (sim * weight.to(sim.device)).sum(1)
     return Objective(fn, [layer_name], f"group_diversity({layer_name})", coupled=True)
 
 
