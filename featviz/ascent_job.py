@@ -20,7 +20,7 @@ from .io import pack_images
 from .model import load_model
 from .results import read_spectrum, write_chunk
 from .schema import with_defaults
-from .units import check_selection, chunks, find_layer, selected_units
+from .units import check_selection, chunks, find_layer, layer_names, selected_units
 
 SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
 
@@ -108,8 +108,10 @@ def _transform_problem(spec, size: int | None = None) -> str | None:
 def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> None:
     """Recipe parameters whose validity depends on the network, checked against units.json (or the
     network built on paper) before any ascent job: the transforms (presets and each transform's
-    keys) and `neuron_pos` inside every selected conv layer."""
+    keys) and `neuron_pos` inside every selected conv layer, and `views.units` (check_views)."""
     from .ascent.transforms import build as build_transforms
+
+    check_views(units_info, ascent_cfg, where)
 
     h, w = units_info["input_shape"][1:]
     for section in ("recipe", "overrides"):
@@ -153,17 +155,38 @@ def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent
 
 def views_for(layer: dict, units: list[int], ascent_cfg: dict) -> Views | None:
     """The extra views (`ascent.views`, defaults filled) of one chunk's units: for a conv layer, the
-    views in `show` for the first `units_per_layer` of the layer's visualized units (all of them
-    with null) that are in this chunk; None where there are none."""
+    views in `show` for the units `views.units` names for the layer, else for the first
+    `units_per_layer` of the layer's visualized units (all of them with null), those in this chunk;
+    None where there are none."""
     cfg = ascent_cfg["views"]
     if layer["kind"] != "conv" or not cfg["show"]:
         return None
+    named = next((us for key, us in (cfg.get("units") or {}).items() if key in layer_names(layer)), None)
     first = selected_units(layer, ascent_cfg)
-    first = set(first if cfg["units_per_layer"] is None else first[:cfg["units_per_layer"]])
+    first = set(named if named is not None else first if cfg["units_per_layer"] is None
+                else first[:cfg["units_per_layer"]])
     mine = [u for u in units if u in first]
     if not mine:
         return None
     return Views({view: mine for view in cfg["show"]}, int(cfg["diversity_images"]), float(cfg["diversity_weight"]))
+
+
+def check_views(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> None:
+    """`ascent.views.units` names conv layers of units.json and units of them that are visualized."""
+    for name, ids in ((ascent_cfg.get("views") or {}).get("units") or {}).items():
+        try:
+            layer = find_layer(units_info, name)
+        except FeatvizError as exc:
+            raise FeatvizError(f"{where}.views.units: {exc}") from None
+        if layer["kind"] != "conv":
+            raise FeatvizError(f"{where}.views.units.{name}: layer '{name}' is not a conv layer (its kind is "
+                               f"{layer['kind']}): only conv channels have views")
+        shown = set(selected_units(layer, ascent_cfg))
+        bad = [u for u in ids if u not in shown]
+        if bad:
+            why = f"'{name}' has {layer['units']} units" if bad[0] >= layer["units"] else \
+                "ascent.layers or ascent.units leave it out"
+            raise FeatvizError(f"{where}.views.units.{name}: unit {bad[0]} is not visualized ({why})")
 
 
 def check_units_match(model, units_info: dict, layer: dict, units_json: Path) -> None:

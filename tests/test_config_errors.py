@@ -70,6 +70,8 @@ CASES = {
                                       "runs[0].ascent.compare.recipes[0].overrides: recipe parameter 'decay' must be >= 0 and < 1"),
     "unknown view of a unit": ("runs.0.ascent.views", {"show": ["neuron", "sideways"]},
                                "runs[0].ascent.views.show[1]: 'sideways' is not one of ['neuron', 'negative', 'diversity']"),
+    "views for a unit not visualized": ("runs.0.ascent.views", {"units": {"conv1": [9]}},
+                                        "runs[0].ascent.views.units.conv1: unit 9 is not visualized"),
     "trust with one baseline image": ("runs.0.trust", {"images": 1}, "runs[0].trust.images: 1 is less than the minimum of 2"),
     "network does not fit input": ("runs.0.model.layers.0", {"type": "conv", "out": 4, "kernel": 30, "padding": "valid"},
                                    "runs[0].model.layers[0] (conv): does not fit"),

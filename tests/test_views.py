@@ -151,6 +151,44 @@ def test_bad_views_config_names_the_key(bad, message):
     assert str(exc.value).startswith(message)
 
 
+UNITS_INFO = {"input_shape": [1, 12, 12], "classes": ["a", "b"], "layers": [
+    {"name": "conv1", "kind": "conv", "units": 4, "output_shape": [4, 10, 10]},
+    {"name": "fc1", "kind": "dense", "units": 8, "output_shape": [8]}]}
+
+
+def test_which_units_get_the_views():
+    from featviz.ascent_job import views_for
+    from featviz.schema import with_defaults
+
+    conv, dense = UNITS_INFO["layers"]
+    cfg = with_defaults("ascent", {})
+    v = views_for(conv, [0, 1, 2, 3], cfg)
+    assert v.units == {"neuron": (0, 1), "negative": (0, 1), "diversity": (0, 1)} and v.diversity_weight == 100
+    assert views_for(conv, [2, 3], cfg) is None and views_for(dense, [0, 1], cfg) is None
+    cfg = with_defaults("ascent", {"units": {"conv1": [1, 2, 3]}, "views": {"units_per_layer": None, "show": ["negative"]}})
+    assert views_for(conv, [1, 2, 3], cfg).units == {"negative": (1, 2, 3)}
+    cfg = with_defaults("ascent", {"views": {"units": {"conv1": [3]}, "show": []}})
+    assert views_for(conv, [0, 1, 2, 3], cfg) is None
+    cfg = with_defaults("ascent", {"views": {"units": {"conv1": [3]}}})
+    assert views_for(conv, [0, 1, 2, 3], cfg).units["neuron"] == (3,)
+
+
+@pytest.mark.parametrize("views,ascent,message", [
+    ({"units": {"conv9": [0]}}, {}, "ascent.views.units: unknown layer 'conv9'"),
+    ({"units": {"fc1": [0]}}, {}, "ascent.views.units.fc1: layer 'fc1' is not a conv layer"),
+    ({"units": {"conv1": [4]}}, {}, "ascent.views.units.conv1: unit 4 is not visualized ('conv1' has 4 units)"),
+    ({"units": {"conv1": [2]}}, {"units": {"conv1": [0, 1]}},
+     "ascent.views.units.conv1: unit 2 is not visualized (ascent.layers or ascent.units leave it out)"),
+])
+def test_views_units_are_checked_against_the_network(views, ascent, message):
+    from featviz.ascent_job import check_recipe_values
+
+    with pytest.raises(FeatvizError) as exc:
+        check_recipe_values(UNITS_INFO, {**ascent, "views": views})
+    assert str(exc.value).startswith(message)
+    check_recipe_values(UNITS_INFO, {"views": {"units": {"conv1": [3]}}})
+
+
 def test_the_job_stores_the_views_and_the_unit_page_shows_them(tmp_path):
     from featviz.archive import make_archive, verify_archive
     from featviz.ascent_job import run_chunk
