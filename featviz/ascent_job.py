@@ -13,6 +13,7 @@ from .artifacts import read_units
 from .ascent import RecipeError, auto_chunk_size, get_recipe, visualize
 from .ascent.render import batch_size as batch_used
 from .ascent.recipes import AUTO, auto_recipe
+from .ascent.views import Views
 from .checks import check_sections
 from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
@@ -20,7 +21,7 @@ from .io import pack_images
 from .model import load_model
 from .results import read_spectrum, write_chunk
 from .schema import with_defaults
-from .units import check_selection, chunks, find_layer, selected_units
+from .units import check_selection, chunks, find_layer, layer_names, selected_units
 
 SNAPSHOT_SIZE = 64  # evolution snapshots are stored (and shown) at most this many pixels high
 
@@ -114,8 +115,10 @@ def _transform_problem(spec, size: int | None = None) -> str | None:
 def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> None:
     """Recipe parameters whose validity depends on the network, checked against units.json (or the
     network built on paper) before any ascent job: the transforms (presets and each transform's
-    keys) and `neuron_pos` inside every selected conv layer."""
+    keys) and `neuron_pos` inside every selected conv layer, and `views.units` (check_views)."""
     from .ascent.transforms import build as build_transforms
+
+    check_views(units_info, ascent_cfg, where)
 
     h, w = units_info["input_shape"][1:]
     for section in ("recipe", "overrides"):
@@ -155,6 +158,42 @@ def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent
             if len(shape) == 3 and not (pos[0] < shape[1] and pos[1] < shape[2]):
                 raise FeatvizError(f"{key}.neuron_pos: {list(pos)} is outside layer {layer['name']}, whose "
                                    f"maps are {shape[1]}x{shape[2]} (y 0..{shape[1] - 1}, x 0..{shape[2] - 1})")
+
+
+def views_for(layer: dict, units: list[int], ascent_cfg: dict) -> Views | None:
+    """The extra views (`ascent.views`, defaults filled) of one chunk's units: for a conv layer, the
+    views in `show` for the units `views.units` names for the layer, else for the first
+    `units_per_layer` of the layer's visualized units (all of them with null), those in this chunk;
+    None where there are none."""
+    cfg = ascent_cfg["views"]
+    if layer["kind"] != "conv" or not cfg["show"]:
+        return None
+    named = next((us for key, us in (cfg.get("units") or {}).items() if key in layer_names(layer)), None)
+    first = selected_units(layer, ascent_cfg)
+    first = set(named if named is not None else first if cfg["units_per_layer"] is None
+                else first[:cfg["units_per_layer"]])
+    mine = [u for u in units if u in first]
+    if not mine:
+        return None
+    return Views({view: mine for view in cfg["show"]}, int(cfg["diversity_images"]), float(cfg["diversity_weight"]))
+
+
+def check_views(units_info: dict, ascent_cfg: dict, where: str = "ascent") -> None:
+    """`ascent.views.units` names conv layers of units.json and units of them that are visualized."""
+    for name, ids in ((ascent_cfg.get("views") or {}).get("units") or {}).items():
+        try:
+            layer = find_layer(units_info, name)
+        except FeatvizError as exc:
+            raise FeatvizError(f"{where}.views.units: {exc}") from None
+        if layer["kind"] != "conv":
+            raise FeatvizError(f"{where}.views.units.{name}: layer '{name}' is not a conv layer (its kind is "
+                               f"{layer['kind']}): only conv channels have views")
+        shown = set(selected_units(layer, ascent_cfg))
+        bad = [u for u in ids if u not in shown]
+        if bad:
+            why = f"'{name}' has {layer['units']} units" if bad[0] >= layer["units"] else \
+                "ascent.layers or ascent.units leave it out"
+            raise FeatvizError(f"{where}.views.units.{name}: unit {bad[0]} is not visualized ({why})")
 
 
 def check_units_match(model, units_info: dict, layer: dict, units_json: Path) -> None:
@@ -224,13 +263,14 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     target = None if layer["kind"] == "class" else layer_name
     # units per batch: the config's ascent.batch_size, else as many as fit this device's memory
     batch = batch_size or auto_chunk_size(model.net, target, tuple(model.input_shape), dev)
+    views = views_for(layer, units, ascent_cfg)
     torch.manual_seed(seed)
     started = time.perf_counter()
     result = visualize(
         model.net, target, units, layer["kind"],
         tuple(model.input_shape), normalize=model.normalize, recipe=recipe, overrides=overrides,
         seed=seed, device=str(dev), progress=False, max_batch=batch,
-        precision=precision, channels_last=channels_last, spectrum=magnitude)
+        precision=precision, channels_last=channels_last, spectrum=magnitude, views=views)
     wall = time.perf_counter() - started
     record = {
         "layer": layer_name,
@@ -245,13 +285,19 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
         "channels_last": channels_last,
         "stats": result.stats,
     }
+    if views is not None:  # one record per extra view image, in the order of the npz's view_images
+        record["views"] = result.views
+        record["view_settings"] = {"diversity_images": views.diversity_images,
+                                   "diversity_weight": views.diversity_weight}
     write_chunk(out_npz, out_json, images=pack_images(result.images), objective=result.objective.astype(np.float32),
                 units=units, snapshots={step: small_snapshot(arr) for step, arr in result.snapshots.items()},
-                trace=result.trace.astype(np.float32), record=record, transparency=result.transparency)
+                trace=result.trace.astype(np.float32), record=record, transparency=result.transparency,
+                view_images=None if views is None else pack_images(result.view_images))
     # throughput goes to the log (and Snakemake's benchmark TSV), not the chunk JSON: results stay
     # byte-identical between runs. unit-steps: units x optimization steps actually taken
-    unit_steps = sum(int(s.get("steps", 0)) for s in result.stats)
-    print(f"ascent {layer_name} chunk {chunk}: {len(units)} units with recipe {recipe} in {wall:.2f} s "
+    unit_steps = sum(int(s.get("steps", 0)) for s in result.stats + (result.views or []))
+    extra = f" (+{len(result.views)} view images)" if result.views else ""
+    print(f"ascent {layer_name} chunk {chunk}: {len(units)} units{extra} with recipe {recipe} in {wall:.2f} s "
           f"on {dev}, batches of at most {record['batch_size']} units, {unit_steps / max(wall, 1e-9):.1f} unit-steps/s "
           f"({precision}{', channels_last' if channels_last else ''})", flush=True)
     # where the job ran: read by the Slurm CI check, useful to anyone reading the log

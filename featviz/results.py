@@ -211,6 +211,22 @@ def read_chunk_images(chunk: AscentChunk, snapshot_steps=(), count: int | None =
 
 
 TRACE = "trace"  # a chunk's (units, steps) float32 objective per step
+VIEW_IMAGES = "view_images"  # a chunk's (M, C, H, W) uint8 extra views, one per entry of its record's `views`
+
+
+def read_chunk_views(chunk: AscentChunk, views: list | None) -> tuple[list[dict], np.ndarray | None]:
+    """A chunk's extra views (featviz.ascent.views), given its record's `views` (unit, view, member,
+    objective, channel... per image): those and their images (M, C, H, W) float32 in [0, 1]; ([],
+    None) where it has none."""
+    if not views:
+        return [], None
+    if not isinstance(views, list) or not all(isinstance(v, dict) and "unit" in v and "view" in v for v in views):
+        raise FeatvizError(f"ascent chunk record {chunk.record}: its `views` are not what featviz wrote: {REMAKE_ASCENT}")
+    images = read_npz(chunk.images, "ascent chunk images", REMAKE_ASCENT, (VIEW_IMAGES,))[VIEW_IMAGES]
+    if images.ndim != 4 or len(images) != len(views):
+        raise FeatvizError(f"ascent chunk images {chunk.images}: {len(images)} view images for {len(views)} views in "
+                           f"its record: {REMAKE_ASCENT}")
+    return views, unpack_images(images)
 TRANSPARENCY = "transparency"  # a chunk's (units, H, W) float16 transparency map (MACO), each unit's max 1
 
 
@@ -247,12 +263,16 @@ def snapshot_key(step: int) -> str:
 
 def write_chunk(chunk_npz: str | Path, chunk_json: str | Path, *, images: np.ndarray, objective: np.ndarray,
                 units: list[int], snapshots: dict[int, np.ndarray], record: dict,
-                trace: np.ndarray | None = None, transparency: np.ndarray | None = None) -> None:
+                trace: np.ndarray | None = None, transparency: np.ndarray | None = None,
+                view_images: np.ndarray | None = None) -> None:
     """One ascent job's two files: packed uint8 images (and snapshots, packed by the caller), the
-    trace (units, steps) float32 (each unit's objective before every step, nan once it stopped) and,
-    where the recipe keeps one, the transparency maps (units, H, W) (`pack_transparency`), then the
+    trace (units, steps) float32 (each unit's objective before every step, nan once it stopped),
+    where the recipe keeps one, the transparency maps (units, H, W) (`pack_transparency`) and, where
+    the chunk has extra views, their packed images (one per entry of the record's `views`), then the
     record."""
     extra = {} if trace is None else {TRACE: trace}
+    if view_images is not None:
+        extra[VIEW_IMAGES] = view_images
     if transparency is not None:
         extra[TRANSPARENCY] = pack_transparency(transparency)
     write_npz(chunk_npz, images=images, objective=objective, units=np.asarray(units, dtype=np.int64), **extra,
@@ -272,6 +292,18 @@ class LayerAscent:
     snapshot_steps: list[int]
     recipe: dict
     counts: list[int]  # units per chunk, as their records have them
+    chunk_views: list = None  # per chunk, its record's `views` (extra view images; [] where none)
+
+    def views(self) -> tuple[list[dict], np.ndarray | None]:
+        """The layer's extra views (featviz.ascent.views): one record per image (unit, view, member,
+        objective, channel...) and the images (M, C, H, W), chunk by chunk; ([], None) without any."""
+        records, images = [], []
+        for chunk, views in zip(self.chunks, self.chunk_views or []):
+            recs, imgs = read_chunk_views(chunk, views)
+            if imgs is not None:
+                records += recs
+                images.append(imgs)
+        return records, (np.concatenate(images) if images else None)
 
     def pixels(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """The layer's final images and snapshots {step: images}, in unit order."""
@@ -307,17 +339,18 @@ def read_layer_ascent(folder: str | Path) -> LayerAscent | None:
     chunks = ascent_chunks(folder)
     if not chunks:
         return None
-    units, stats, jobs, counts, steps = [], [], [], [], None
+    units, stats, jobs, counts, steps, views = [], [], [], [], None, []
     for chunk in chunks:
         rec = read_chunk_record(chunk)
         counts.append(len(rec["stats"]))
+        views.append(rec.get("views") or [])
         have = chunk_snapshot_steps(chunk)
         steps = have if steps is None else steps & have
         units += [int(u) for u in rec["units"]]
         stats.extend(rec["stats"])
         job = {k: rec.get(k) for k in JOB_KEYS}
         jobs.extend([job] * len(rec["stats"]))
-    return LayerAscent(chunks, units, stats, jobs, sorted(steps or ()), jobs[0]["recipe"], counts)
+    return LayerAscent(chunks, units, stats, jobs, sorted(steps or ()), jobs[0]["recipe"], counts, views)
 
 
 # ---------------------------------------------------------------- MACO's magnitude spectrum

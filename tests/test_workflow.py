@@ -53,6 +53,20 @@ def test_report_contents(finished):
     assert f'href="{run.name}/index.html"' in index and f'href="{run.name}.tar.gz"' in index
 
 
+def test_unit_pages_show_the_four_sides(finished):
+    """`ascent.views` at its defaults: the first 2 units of each conv layer get their neuron,
+    negative and diversity views in their ascent job, stored in the chunk and shown on the unit page;
+    the other units and the dense layers get none."""
+    run = next(p for p in (finished / "reports").iterdir() if p.is_dir())
+    results = finished / "results" / run.name
+    rec = json.loads((results / "ascent" / "conv1" / "0.json").read_text())
+    assert sorted({v["unit"] for v in rec["views"]}) == [0, 1] and len(rec["views"]) == 2 * (1 + 1 + 4)
+    page = (run / "units" / "conv1" / "1.html").read_text()
+    assert page.count('class="card side-') == 7 and "1-diversity3.png" in page
+    assert 'id="sides"' not in (run / "units" / "conv1" / "2.html").read_text()
+    assert "views" not in json.loads((results / "ascent" / "fc1" / "0.json").read_text())
+
+
 def test_one_pass_over_the_test_set(finished):
     """The evaluation reads the probe's test predictions (rule evaluate's input): the test images
     go through the network once for both."""

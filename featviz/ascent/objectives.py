@@ -17,10 +17,13 @@ from .hooks import OUTPUT
 
 
 class Objective:
-    def __init__(self, fn, layers, name: str = "objective"):
+    """``coupled``: an element's value depends on other elements of the batch (a diversity term)."""
+
+    def __init__(self, fn, layers, name: str = "objective", coupled: bool = False):
         self.fn = fn
         self.layers = frozenset(layers)
         self.name = name
+        self.coupled = bool(coupled)
 
     def __call__(self, acts: dict, idx: torch.Tensor) -> torch.Tensor:
         return self.fn(acts, idx)
@@ -28,9 +31,11 @@ class Objective:
     def _combine(self, other, op, sym):
         if isinstance(other, Objective):
             return Objective(lambda a, i: op(self(a, i), other(a, i)),
-                             self.layers | other.layers, f"({self.name} {sym} {other.name})")
+                             self.layers | other.layers, f"({self.name} {sym} {other.name})",
+                             self.coupled or other.coupled)
         if isinstance(other, numbers.Number):
-            return Objective(lambda a, i: op(self(a, i), other), self.layers, f"({self.name} {sym} {other})")
+            return Objective(lambda a, i: op(self(a, i), other), self.layers, f"({self.name} {sym} {other})",
+                             self.coupled)
         return NotImplemented
 
     def __add__(self, other):
@@ -45,12 +50,12 @@ class Objective:
         return (-self) + other
 
     def __neg__(self):
-        return Objective(lambda a, i: -self(a, i), self.layers, f"-{self.name}")
+        return Objective(lambda a, i: -self(a, i), self.layers, f"-{self.name}", self.coupled)
 
     def __mul__(self, other):
         if not isinstance(other, numbers.Number):
             return NotImplemented
-        return Objective(lambda a, i: other * self(a, i), self.layers, f"{other}*{self.name}")
+        return Objective(lambda a, i: other * self(a, i), self.layers, f"{other}*{self.name}", self.coupled)
 
     __rmul__ = __mul__
 
@@ -126,14 +131,70 @@ def diversity(layer_name) -> Objective:
         grams = grams / grams.norm(dim=1, keepdim=True).clamp_min(1e-10)
         sim = grams @ grams.T
         return (sim.sum(1) - sim.diagonal()) / n
-    return Objective(fn, [layer_name], f"diversity({layer_name})")
+    return Objective(fn, [layer_name], f"diversity({layer_name})", coupled=True)
+
+
+def group_diversity(layer_name, groups) -> Objective:
+    """Lucid's diversity term inside groups of the batch: per element ``i``, the summed cosine
+    similarity of its Gram matrix with those of the other elements of its group (``groups[i]``: the
+    group of full-batch element ``i``); elements of different groups never meet. Summed over one
+    group this is B times Lucid's ``diversity`` of that group as a batch (Lucid divides by B, and
+    averages its channel objective over the batch too), so ``channel - w * group_diversity`` per
+    element is Lucid's ``channel - w * diversity`` with the same weight ``w``. Crops of one element
+    (repeated ``idx``: MACO's transforms) are not compared with each other, and another element's
+    crops count as one element (their similarities averaged)."""
+    g_all = torch.as_tensor(groups, dtype=torch.long).reshape(-1)
+
+    def fn(acts, idx):
+        a = acts[layer_name]
+        f = (a.flatten(2) if a.dim() > 2 else a.unsqueeze(2)).float()   # (n, C, S)
+        grams = torch.bmm(f, f.transpose(1, 2)).flatten(1)
+        grams = grams / grams.norm(dim=1, keepdim=True).clamp_min(1e-10)
+        sim = grams @ grams.T
+        i = idx.cpu()
+        twins = i[:, None] == i[None, :]
+        same = (g_all[i][:, None] == g_all[i][None, :]) & ~twins
+        weight = same.to(sim.dtype) / twins.sum(1).to(sim.dtype)[None, :]   # 1 / crops of the other element
+        return (sim * weight.to(sim.device)).sum(1)
+    return Objective(fn, [layer_name], f"group_diversity({layer_name})", coupled=True)
+
+
+def by_element(parts, which) -> Objective:
+    """Element ``i`` of the full batch maximizes ``parts[which[i]]``. A part that couples its
+    elements (a diversity term) sees only the activations and positions of its own elements, so it
+    couples only those; the others are computed over the whole batch (cheaper than slicing it) and
+    each element keeps its own part's value."""
+    which_all = torch.as_tensor(which, dtype=torch.long).reshape(-1)
+
+    def fn(acts, idx):
+        i = idx.cpu()
+        w = which_all[i]
+        out = None
+        for k, part in enumerate(parts):
+            mask = w == k
+            if not bool(mask.any()):
+                continue
+            if part.coupled:
+                sel = mask.nonzero().squeeze(1)
+                v = part({name: a[sel.to(a.device)] for name, a in acts.items()}, i[sel])
+                value = v.new_zeros(len(i)).index_put((sel.to(v.device),), v)
+            else:
+                value = part(acts, idx)
+            if out is None:
+                out = value
+            else:
+                out = torch.where(mask.to(value.device), value.to(out.dtype), out)
+        return out
+    layers = set().union(*(p.layers for p in parts))
+    return Objective(fn, layers, f"by_element({', '.join(p.name for p in parts)})",
+                     any(p.coupled for p in parts))
 
 
 def rectified(obj: Objective) -> Objective:
     """``obj`` read after a ReLU: the layer's activations go through max(0, .) first (seed 003's
     Keras layers output after their ReLU; for a conv followed by a ReLU this is that ReLU's output)."""
     return Objective(lambda acts, idx: obj({k: torch.relu(v) for k, v in acts.items()}, idx), obj.layers,
-                     f"relu({obj.name})")
+                     f"relu({obj.name})", obj.coupled)
 
 
 def for_kind(kind: str, layer_name, units, recipe: dict) -> Objective:

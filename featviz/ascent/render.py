@@ -11,6 +11,7 @@ import torch
 
 from . import metrics, objectives, optimize
 from . import transforms as T
+from . import views as V
 from .hooks import OUTPUT, ActivationReader
 from .param import make_param
 from .recipes import get_recipe
@@ -31,16 +32,21 @@ class AscentResult:
     trace: np.ndarray | None = None    # float32 (N, steps): objective before each step, nan once stopped
     transparency: np.ndarray | None = None  # float32 (N, H, W): accumulated |image gradient| (recipe's
     #                                         `transparency`, MACO), channel mean, at the images' size
+    view_images: np.ndarray | None = None  # float32 (M, C, H, W): the extra views (featviz.ascent.views)
+    views: list | None = None              # one record per extra view image: unit, view, member, objective...
 
 
-def unit_seed(seed: int, unit: int, attempt: int = 0) -> int:
-    """Seed of one unit's generator: depends only on (seed, unit, attempt)."""
-    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(unit) & 0xFFFFFFFF, int(attempt)])
+def unit_seed(seed: int, unit: int, attempt: int = 0, *salt: int) -> int:
+    """Seed of one unit's generator: depends only on (seed, unit, attempt) and, for a unit's extra
+    views (featviz.ascent.views), the view and its place in a diversity set (`salt`)."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(unit) & 0xFFFFFFFF, int(attempt), *map(int, salt)])
     return int(ss.generate_state(1, dtype=np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
 
 
-def _gens(seed, units, attempt):
-    return [torch.Generator().manual_seed(unit_seed(seed, u, attempt)) for u in units]
+def _gens(seed, keys, attempt):
+    """One generator per batch element; `keys`: units, or (unit, *salt) tuples (Plan.keys)."""
+    keys = [k if isinstance(k, tuple) else (k,) for k in keys]
+    return [torch.Generator().manual_seed(unit_seed(seed, k[0], attempt, *k[1:])) for k in keys]
 
 
 def deprocess(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -60,7 +66,7 @@ def _finite_or_none(v):
 
 def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvass",
               overrides=None, seed=0, device="cpu", progress=False, max_batch=None, precision="fp32",
-              channels_last=False, spectrum=None) -> AscentResult:
+              channels_last=False, spectrum=None, views: V.Views | None = None) -> AscentResult:
     """Activation maximization of ``units`` of ``layer`` (see docs/ascent.md).
 
     Batch element ``i`` maximizes unit ``units[i]``; images are optimized in
@@ -71,10 +77,20 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
     fp32); ``channels_last`` converts the network and its inputs to NHWC (both: docs/ascent.md, "Speed").
     ``spectrum``: the Fourier magnitude of ``param: maco`` (C, H, W // 2 + 1) at any size, e.g. the
     run's images' average (featviz.ascent.spectrum.mean_amplitude); None: the 1/f power law.
+    ``views`` (conv units only): the extra views of some units (featviz.ascent.views), optimized in
+    the same batches as the positive pictures (a unit and its views are never split) and returned in
+    ``view_images`` and ``views``.
     """
     rec = get_recipe(recipe, overrides)
+    views = views if kind == "conv" and views else None
+    if views is not None:
+        parts = V.batches(units, views, _capacity(rec, max_batch))
+        if len(parts) > 1:
+            return _concat([visualize(net, layer, part, kind, input_shape, normalize, recipe, overrides, seed,
+                                      device, progress, None, precision, channels_last, spectrum,
+                                      views.restrict(part)) for part in parts])
     step = batch_size(rec, len(units), max_batch)
-    if step < len(units):
+    if views is None and step < len(units):
         return _concat([visualize(net, layer, units[s:s + step], kind, input_shape, normalize, recipe, overrides,
                                   seed, device, progress, None, precision, channels_last, spectrum)
                         for s in range(0, len(units), step)])
@@ -91,12 +107,16 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
     is_class = kind == "class"
     steps = rec["class_steps"] if is_class and rec["class_steps"] is not None else rec["steps"]
     lr = rec["class_lr"] if is_class and rec["class_lr"] is not None else rec["lr"]
-    obj = objectives.for_kind(kind, layer, units, rec)
+    p = V.plan(units, views)
+    obj = objectives.for_kind(kind, layer, p.units, rec)
     if rec["diversity"] > 0:
         obj = obj - rec["diversity"] * objectives.diversity(OUTPUT if is_class else layer)
-    clean_obj = objectives.for_kind(kind, layer, units, rec)
+    clean_obj = objectives.for_kind(kind, layer, p.units, rec)
+    channel_obj = None
+    if views is not None:
+        obj, clean_obj, channel_obj = V.objectives(layer, p, rec, obj, clean_obj, views)
     transform = T.build(rec, shape[1:])
-    n = len(units)
+    n = len(p.units)
     if n == 0:
         c, h, w = shape
         return AscentResult(np.zeros((0, c, h, w), np.float32), np.zeros(0, np.float32), [], {}, rec,
@@ -115,7 +135,7 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
             return clean_obj(reader(normalize(x)), idx)
 
         affine = input_affine(normalize, shape[0], device) if rec["standardize_space"] == "input" else None
-        best = _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform,
+        best = _attempts(rec, shape, p.keys, seed, device, evaluate, evaluate_clean, transform,
                          steps, lr, progress, affine, spectrum)
         images = best["images"]
         reader.bf16 = False  # the objective that is reported: fp32
@@ -123,15 +143,16 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
             x = images.to(device)
             acts = reader(normalize(x))
             final = clean_obj(acts, torch.arange(n)).double().cpu().numpy()
+            chan = None if channel_obj is None else channel_obj(acts, torch.arange(n)).double().cpu().numpy()
             if is_class:
                 prob = torch.softmax(acts[OUTPUT].float(), dim=1)
                 target = prob[torch.arange(n, device=prob.device), torch.as_tensor(units, device=prob.device)]
                 target, pred = target.cpu().numpy(), prob.argmax(1).cpu().numpy()
-            rob = metrics.robustness(evaluate_clean, x, _gens(seed, units, _ROBUST_ATTEMPT),
+            rob = metrics.robustness(evaluate_clean, x, _gens(seed, p.keys, _ROBUST_ATTEMPT),
                                      rec["robustness_samples"])
 
     stats = []
-    for i, u in enumerate(units):
+    for i, u in enumerate(units):  # the positive pictures (the first len(units) elements)
         s = {
             "unit": u,
             "objective": _finite_or_none(final[i]),
@@ -149,11 +170,18 @@ def visualize(net, layer, units, kind, input_shape, normalize=None, recipe="hvas
             s["target_softmax"] = _finite_or_none(target[i])
             s["predicted"] = int(pred[i])
         stats.append(s)
-    snaps = {int(k): v.cpu().numpy().astype(np.float32) for k, v in sorted(best["snapshots"].items())}
+    m = p.n_positive  # the positive pictures first; the extra views after them
+    snaps = {int(k): v[:m].cpu().numpy().astype(np.float32) for k, v in sorted(best["snapshots"].items())}
     alpha = best["transparency"]
-    return AscentResult(images.cpu().numpy().astype(np.float32), final.astype(np.float32),
-                        stats, snaps, rec, best["history"].T.astype(np.float32),
-                        None if alpha is None else alpha.cpu().numpy().astype(np.float32))
+    pixels = images.cpu().numpy().astype(np.float32)
+    view_stats = None if views is None else [
+        {"unit": p.units[i], "view": p.view[i], "member": p.member[i], "objective": _finite_or_none(final[i]),
+         "channel": _finite_or_none(chan[i]), "steps": int(best["steps"][i]), "dead": bool(best["dead"][i])}
+        for i in range(m, n)]
+    return AscentResult(pixels[:m], final[:m].astype(np.float32),
+                        stats, snaps, rec, best["history"].T[:m].astype(np.float32),
+                        None if alpha is None else alpha[:m].cpu().numpy().astype(np.float32),
+                        None if views is None else pixels[m:], view_stats)
 
 
 def convergence_ratio(history: np.ndarray) -> float | None:
@@ -170,19 +198,28 @@ def batch_size(rec: dict, n_units: int, max_batch=None) -> int:
     """Units optimized at once: at most ``max_batch`` images through the network (a unit of MACO's
     transforms sends ``crops`` of them), except that a diversity term couples the batch and keeps all
     ``n_units`` together."""
+    cap = _capacity(rec, max_batch)
+    return n_units if cap is None else min(cap, n_units)
+
+
+def _capacity(rec: dict, max_batch=None) -> int | None:
+    """Batch elements at once for at most ``max_batch`` images through the network (None: no cap)."""
     if max_batch is None or rec["diversity"] > 0:
-        return n_units
+        return None
     per_unit = int(rec["crops"]) if rec["transforms"] == "maco" else 1
-    return max(1, min(int(max_batch) // per_unit, n_units))
+    return max(1, int(max_batch) // per_unit)
 
 
 def _concat(parts: list[AscentResult]) -> AscentResult:
     """One result from the results of consecutive batches of units."""
     snapshots = {k: np.concatenate([p.snapshots[k] for p in parts]) for k in parts[0].snapshots}
     alpha = None if parts[0].transparency is None else np.concatenate([p.transparency for p in parts])
+    with_views = [p for p in parts if p.views is not None]
+    view_images = np.concatenate([p.view_images for p in with_views]) if with_views else None
     return AscentResult(np.concatenate([p.images for p in parts]), np.concatenate([p.objective for p in parts]),
                         [s for p in parts for s in p.stats], snapshots, parts[0].recipe,
-                        np.concatenate([p.trace for p in parts]), alpha)
+                        np.concatenate([p.trace for p in parts]), alpha,
+                        view_images, [s for p in with_views for s in p.views] if with_views else None)
 
 
 def input_affine(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,12 +231,12 @@ def input_affine(normalize, channels: int, device) -> tuple[torch.Tensor, torch.
     return a, b
 
 
-def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress,
+def _attempts(rec, shape, keys, seed, device, evaluate, evaluate_clean, transform, steps, lr, progress,
               affine=None, spectrum=None):
     """Attempt 0 for all units, ``restarts`` more for all units, then up to
     ``dead_retries`` re-inits (larger init noise) for units still dead; per unit
     the best attempt (not dead first, then highest clean objective) is kept."""
-    n = len(units)
+    n = len(keys)  # one seed key per batch element (a unit, or a unit's view: featviz.ascent.views)
     best = None
     restarts, retries = rec["restarts"], rec["dead_retries"]
     for attempt in range(1 + restarts + retries):
@@ -212,8 +249,7 @@ def _attempts(rec, shape, units, seed, device, evaluate, evaluate_clean, transfo
                 break
             amp = float(rec["retry_noise_mult"]) ** (attempt - restarts)
             log.info("retrying %d dead unit(s), attempt %d", len(sub), attempt)
-        sub_units = [units[i] for i in sub]
-        gens = _gens(seed, sub_units, attempt)
+        gens = _gens(seed, [keys[i] for i in sub], attempt)
         param = make_param(rec, shape, gens, device, amp, spectrum)
         sub_t = torch.as_tensor(sub, dtype=torch.long)
 

@@ -26,6 +26,7 @@ from .methods import write_methods
 from .probe_view import layer_samples, probe_rows
 from .samples import samples as _samples
 from .search_index import write_units_index
+from .sides import unit_sides, views_by_unit
 from .templating import STATIC, environment, slug
 from .templating import inside as _inside
 from .trace import trace_svg
@@ -324,6 +325,7 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
     images, snapshots = ascent_pixels(layer["data"])
     traces = layer["data"].traces()
     alphas = layer["data"].transparency()  # MACO's transparency maps, where the recipe keeps them
+    views = views_by_unit(*layer["data"].views())  # the extra views of some conv units (report/sides.py)
     cells, pj, lslug = layer["cells"], layer["pj"], layer["slug"]
     folder = f"units/{lslug}"
     bank_rows = arrays.layer("topk", pj)
@@ -331,6 +333,7 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
     for n, cell in enumerate(cells):
         u = cell["unit"]
         cell["image"], cell["thumb"] = _unit_pictures(site, folder, u, images[cell["row"]])
+        sides = unit_sides(site, folder, cell, views.get(u), THUMB)
         if alphas is not None:
             cell["alpha"] = transparency_pictures(site, folder, u, images[cell["row"]], alphas[cell["row"]], HERO)
         evo = None
@@ -364,7 +367,7 @@ def _unit_pages(env, site: Path, layer: dict, arrays: ProbeArrays, bank_thumbs: 
         prev_c = cells[n - 1] if n > 0 else None
         next_c = cells[n + 1] if n + 1 < len(cells) else None
         html = env.get_template("unit.html").render(
-            run_id=run_id, layer=layer, cell=cell, evo=evo, trace=trace, top=top, hist=hist, partner=partner,
+            run_id=run_id, layer=layer, cell=cell, evo=evo, trace=trace, top=top, hist=hist, partner=partner, sides=sides,
             prev=prev_c, next=next_c, root="../../", classes=classes, generated=generated)
         write_text(_inside(site, cell["page"]), html)
 
