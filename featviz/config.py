@@ -45,6 +45,8 @@ class Run:
     circuits: dict | None = field(default_factory=dict)  # None: `circuits: null`, no circuits stage
     match: dict = field(default_factory=dict)
     trust: dict | None = field(default_factory=dict)  # None: not measured
+    attribution: dict | None = field(default_factory=dict)  # None: no class views (featviz attribute)
+    layer_views: dict | None = field(default_factory=dict)  # None: no layer views (featviz dream)
 
     @property
     def imported(self) -> bool:
@@ -251,6 +253,8 @@ def resolve_runs(config: dict) -> list[Run]:
             circuits=None if "circuits" in r and r["circuits"] is None else dict(r.get("circuits") or {}),
             match=dict(r.get("match") or {}),
             trust=None if "trust" in r and r["trust"] is None else dict(r.get("trust") or {}),
+            attribution=None if "attribution" in r and r["attribution"] is None else dict(r.get("attribution") or {}),
+            layer_views=None if "layer_views" in r and r["layer_views"] is None else dict(r.get("layer_views") or {}),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")
