@@ -50,8 +50,11 @@ def _unit_max(m: torch.Tensor) -> torch.Tensor:
 def gradcam(model: LoadedModel, images_u8: torch.Tensor, module: torch.nn.Module, targets: torch.Tensor, device,
             batch_size: int = 64) -> np.ndarray:
     """Grad-CAM of class targets[i] on image i at the output A (N, K, h, w) of `module` (a conv
-    stage): ReLU(sum_k alpha_k A_k) with alpha_k the spatial mean of d logit / d A_k, upsampled
-    bilinearly to the input's size, each map scaled to [0, 1]. Returns (N, H, W) float32."""
+    stage): ReLU(sum_k alpha_k ReLU(A_k)) with alpha_k the spatial mean of d logit / d A_k, upsampled
+    bilinearly to the input's size, each map scaled to [0, 1]. Grad-CAM's feature maps are rectified
+    ones; a featviz conv layer is the conv's own output, before its ReLU (where a negative A_k times
+    a negative alpha_k would light up the silent background), hence ReLU(A_k): a no-op on a block's
+    rectified output. Returns (N, H, W) float32."""
     net = model.net
     was_training = net.training
     net.eval()
@@ -69,7 +72,7 @@ def gradcam(model: LoadedModel, images_u8: torch.Tensor, module: torch.nn.Module
                 a = kept[0]
                 t = targets[s:s + batch_size].to(logits.device)
                 grad, = torch.autograd.grad(logits.gather(1, t.view(-1, 1)).sum(), a)
-            cam = torch.relu((grad.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True)).detach().float()
+            cam = torch.relu((grad.mean((2, 3), keepdim=True) * torch.relu(a)).sum(1, keepdim=True)).detach().float()
             cam = torch.nn.functional.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
             maps.append(_unit_max(cam[:, 0]).cpu().numpy())
     finally:
