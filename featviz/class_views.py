@@ -85,9 +85,11 @@ def explain(model, images_u8: torch.Tensor, targets: torch.Tensor, layer: dict |
     return {"gradcam": cam, "smoothgrad": sg, "gradient": grad}
 
 
-def run_attribute(results: Path, data_dir: Path, out_dir: Path, cfg: dict, *, seed: int = 0, device: str = "cpu",
-                  trust_checkpoint: bool = False) -> dict:
-    """`featviz attribute`: every input checked before any compute, then attribution.{npz,json}."""
+def run_attribute(results: Path, data_dir: Path, out_dir: Path, cfg: dict, select: dict | None = None, *,
+                  seed: int = 0, device: str = "cpu", trust_checkpoint: bool = False) -> dict:
+    """`featviz attribute`: every input checked before any compute, then attribution.{npz,json}.
+    `select`: the ascent's `layers` and `units`; only the classes it visualizes (those with a class
+    page) are explained (missing: all)."""
     from .artifacts import check_prepared_file, read_prepared, read_probe_summary, read_units
     from .device import resolve_device
     from .model import load_model
@@ -105,6 +107,10 @@ def run_attribute(results: Path, data_dir: Path, out_dir: Path, cfg: dict, *, se
     if not folder.probe_json.is_file():
         raise FeatvizError(f"attribute: {folder.probe_json} is missing (run `featviz probe` first: the classes' "
                            f"strongest test images and the predictions)")
+    from .units import check_selection, selected_units
+
+    check_selection(units, select or {}, "ascent")
+    shown = set(selected_units(cls, select or {}))
     summary = read_probe_summary(folder.probe_json)
     entry = next((e for e in summary["layers"] if e["name"] == cls["name"]), None)
     if entry is None or len(entry["per_unit"]) != cls["units"]:
@@ -123,6 +129,8 @@ def run_attribute(results: Path, data_dir: Path, out_dir: Path, cfg: dict, *, se
     rows, index, target = [], [], []
     classes = []
     for c, p in enumerate(picks):
+        if c not in shown:
+            continue
         rec = {"class": c, "name": units["classes"][c] if c < len(units["classes"]) else str(c)}
         for kind in ("top", "mistakes"):
             rec[kind] = []

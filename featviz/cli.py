@@ -283,7 +283,7 @@ def cmd_attribute(a):
     from .class_views import attribution_config, run_attribute
     from .device import claim_device
 
-    run_attribute(Path(a.results), Path(a.data), Path(a.out), attribution_config(a.config), seed=a.seed,
+    run_attribute(Path(a.results), Path(a.data), Path(a.out), attribution_config(a.config), a.select, seed=a.seed,
                   device=claim_device(a.device), trust_checkpoint=a.trust_checkpoint)
 
 
@@ -291,7 +291,7 @@ def cmd_dream(a):
     from .device import claim_device
     from .layer_views import layer_views_config, run_dream
 
-    run_dream(Path(a.results), Path(a.data), Path(a.out), layer_views_config(a.config), a.layers, seed=a.seed,
+    run_dream(Path(a.results), Path(a.data), Path(a.out), layer_views_config(a.config), a.select, seed=a.seed,
               device=claim_device(a.device), trust_checkpoint=a.trust_checkpoint)
 
 
@@ -619,6 +619,12 @@ def _add_trust(sub) -> None:
     _trust(s)
 
 
+def _select(s, what: str) -> None:
+    s.add_argument("--select", type=_json_object, default={},
+                   help=f'runs[i].ascent\'s {{"layers": [...], "units": {{...}}}}: {what} are those the ascent '
+                        f'visualizes (missing: all)')
+
+
 def _add_attribute(sub) -> None:
     s = _verb(sub, "attribute", cmd_attribute, "where the network looks, per class: Grad-CAM, SmoothGrad and the "
               "gradient of each class's strongest test images and most confident mistakes (writes attribution/)")
@@ -628,6 +634,7 @@ def _add_attribute(sub) -> None:
     s.add_argument("--config", type=_json_object, default={},
                    help='runs[i].attribution: {"images": 4, "mistakes": 4, "samples": 16, "noise": 0.15, "size": 112} '
                         '(missing keys: the schema\'s)')
+    _select(s, "the classes explained")
     s.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad's noise")
     s.add_argument("--out", required=True, help="results/<run>/attribution")
     _device(s)
@@ -642,8 +649,7 @@ def _add_dream(sub) -> None:
     s.add_argument("--config", type=_json_object, default={},
                    help='runs[i].layer_views: {"images": 3, "recipe": "lucid-scaled", "steps": 128, ...} '
                         '(missing keys: the schema\'s)')
-    s.add_argument("--layers", type=_json_arg, default=None,
-                   help="runs[i].ascent.layers as JSON (null: every conv and dense layer of units.json)")
+    _select(s, "the layers shown")
     s.add_argument("--seed", type=int, default=0, help="seed of the test images' sample and the caricatures' noise")
     s.add_argument("--out", required=True, help="results/<run>/layer_views")
     _device(s)

@@ -33,12 +33,13 @@ def layer_views_config(cfg: dict | None) -> dict | None:
     return with_defaults("layer_views", dict(cfg))
 
 
-def view_layers(units: dict, ascent_layers: list[str] | None) -> list[dict]:
-    """The conv and dense layers of units.json that the ascent visualizes (`ascent.layers`; None: all)."""
-    from .units import selected_units
+def view_layers(units: dict, select: dict) -> list[dict]:
+    """The conv and dense layers of units.json that the ascent visualizes (`select`: its `layers` and
+    `units`, checked against units.json; missing: all)."""
+    from .units import check_selection, selected_units
 
-    return [layer for layer in units["layers"]
-            if layer["kind"] in KINDS and selected_units(layer, {"layers": ascent_layers})]
+    check_selection(units, select, "ascent")
+    return [layer for layer in units["layers"] if layer["kind"] in KINDS and selected_units(layer, select)]
 
 
 def sample(n: int, k: int, seed: int) -> list[int]:
@@ -47,7 +48,7 @@ def sample(n: int, k: int, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(n, size=min(k, n), replace=False))
 
 
-def run_dream(results: Path, data_dir: Path, out_dir: Path, cfg: dict, ascent_layers: list[str] | None, *, seed: int = 0,
+def run_dream(results: Path, data_dir: Path, out_dir: Path, cfg: dict, select: dict, *, seed: int = 0,
               device: str = "cpu", trust_checkpoint: bool = False) -> dict:
     """`featviz dream`: every input checked before any compute, then layer_views.{npz,json}."""
     from .artifacts import check_prepared_file, read_prepared, read_units
@@ -58,8 +59,6 @@ def run_dream(results: Path, data_dir: Path, out_dir: Path, cfg: dict, ascent_la
     from .model import load_model
     from .results import RunFolder, write_layer_views
 
-    if ascent_layers is not None and not (isinstance(ascent_layers, list) and all(isinstance(n, str) for n in ascent_layers)):
-        raise FeatvizError(f"dream --layers: a JSON list of layer names or null, got {ascent_layers!r}")
     overrides = {} if cfg["steps"] is None else {"steps": int(cfg["steps"])}
     try:
         rec = get_recipe(cfg["recipe"], overrides)
@@ -70,7 +69,7 @@ def run_dream(results: Path, data_dir: Path, out_dir: Path, cfg: dict, ascent_la
                            f"which cannot start from a test image (DeepDream); pick a pixel or Fourier recipe")
     folder = RunFolder(results)
     units = read_units(folder.units)
-    layers = view_layers(units, ascent_layers)
+    layers = view_layers(units, select)
     check_prepared_file(data_dir, "test")
     model = load_model(folder.model_dir, trust_checkpoint)
     names = {n for n, _ in model.net.named_modules()}

@@ -130,12 +130,14 @@ def test_attribute_and_dream_verbs_and_their_pages(tiny_run, tmp_path):
 
     data = tiny_run.parent / "data" / tiny_run.name
     assert main(["attribute", "--results", str(tiny_run), "--data", str(data), "--config", '{"samples": 4}',
-                 "--device", "cpu", "--out", str(tiny_run / "attribution")]) == 0
+                 "--select", '{"units": {"classes": [0, 2]}}', "--device", "cpu",
+                 "--out", str(tiny_run / "attribution")]) == 0
     assert main(["dream", "--results", str(tiny_run), "--data", str(data), "--config", '{"steps": 8, "images": 2}',
-                 "--layers", '["conv2"]', "--device", "cpu", "--out", str(tiny_run / "layer_views")]) == 0
+                 "--select", '{"layers": ["conv2", "classes"]}', "--device", "cpu",
+                 "--out", str(tiny_run / "layer_views")]) == 0
     rec = json.loads((tiny_run / "attribution" / "attribution.json").read_text())
     assert rec["layer"] == "conv2" and rec["maps"] == ["gradcam", "smoothgrad", "gradient"]
-    assert len(rec["classes"]) == 3 and all(len(c["top"]) == 4 for c in rec["classes"])
+    assert [c["class"] for c in rec["classes"]] == [0, 2] and all(len(c["top"]) == 4 for c in rec["classes"])
     z = np.load(tiny_run / "attribution" / "attribution.npz")
     assert z["images"].shape[0] == len(rec["rows"]) == z["gradcam"].shape[0]
     views = json.loads((tiny_run / "layer_views" / "layer_views.json").read_text())
@@ -149,6 +151,7 @@ def test_attribute_and_dream_verbs_and_their_pages(tiny_run, tmp_path):
     layer = (site / "layer-conv2.html").read_text()
     assert 'id="deepdream"' in layer and 'id="caricature"' in layer
     assert 'id="deepdream"' not in (site / "layer-conv1.html").read_text()
+    assert 'id="looks"' not in (site / "units" / "classes" / "1.html").read_text()  # class 1 not explained
 
 
 def test_bad_settings_stop_before_any_compute(tiny_run, tmp_path):
@@ -159,7 +162,9 @@ def test_bad_settings_stop_before_any_compute(tiny_run, tmp_path):
     with pytest.raises(FeatvizError, match="samples"):
         attribution_config({"samples": 0})
     with pytest.raises(FeatvizError, match="layer_views.recipe"):
-        run_dream(tiny_run, data, tmp_path / "out", layer_views_config({"recipe": "maco"}), None)
+        run_dream(tiny_run, data, tmp_path / "out", layer_views_config({"recipe": "maco"}), {})
     with pytest.raises(FeatvizError, match="layer_views.recipe"):
-        run_dream(tiny_run, data, tmp_path / "out", layer_views_config({"recipe": "nope"}), None)
+        run_dream(tiny_run, data, tmp_path / "out", layer_views_config({"recipe": "nope"}), {})
+    with pytest.raises(FeatvizError, match="ascent.layers"):
+        run_dream(tiny_run, data, tmp_path / "out", layer_views_config({}), {"layers": ["nope"]})
     assert not (tmp_path / "out").exists()

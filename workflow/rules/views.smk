@@ -4,6 +4,12 @@
 # where the run's `attribution` / `layer_views` is null.
 
 
+def shown_units(wildcards):
+    """The ascent's choice of layers and units (`--select`): the classes and layers with a page."""
+    ascent = RUNS[wildcards.run].ascent
+    return json.dumps({key: ascent.get(key) for key in ("layers", "units")}, sort_keys=True)
+
+
 def class_views_results(wildcards):
     """results/<run>/attribution/attribution.{json,npz} where the run has class views."""
     if RUNS[wildcards.run].attribution is None:
@@ -36,6 +42,7 @@ rule attribute:
         trust=TRUST,
         seed=SEED,
         cfg=lambda wildcards: json.dumps(RUNS[wildcards.run].attribution, sort_keys=True),
+        select=shown_units,
     conda:
         "../envs/featviz.yaml"
     log:
@@ -47,7 +54,8 @@ rule attribute:
         mem_mb=3000,
     shell:
         "featviz attribute --results results/{wildcards.run} --data {params.data} --config {params.cfg:q} "
-        "--seed {params.seed} --device {params.device} {params.trust} --out results/{wildcards.run}/attribution "
+        "--select {params.select:q} --seed {params.seed} --device {params.device} {params.trust} "
+        "--out results/{wildcards.run}/attribution "
         "> {log} 2>&1"
 
 
@@ -67,7 +75,7 @@ rule dream:
         trust=TRUST,
         seed=SEED,
         cfg=lambda wildcards: json.dumps(RUNS[wildcards.run].layer_views, sort_keys=True),
-        layers=lambda wildcards: json.dumps(RUNS[wildcards.run].ascent.get("layers")),
+        select=shown_units,
     conda:
         "../envs/featviz.yaml"
     log:
@@ -79,5 +87,5 @@ rule dream:
         mem_mb=3000,
     shell:
         "featviz dream --results results/{wildcards.run} --data {params.data} --config {params.cfg:q} "
-        "--layers {params.layers:q} --seed {params.seed} --device {params.device} {params.trust} "
+        "--select {params.select:q} --seed {params.seed} --device {params.device} {params.trust} "
         "--out results/{wildcards.run}/layer_views > {log} 2>&1"
