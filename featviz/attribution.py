@@ -85,8 +85,9 @@ def smoothgrad(model: LoadedModel, images_u8: torch.Tensor, targets: torch.Tenso
                noise: float = 0.15, seed: int = 0, batch_size: int = 64) -> np.ndarray:
     """SmoothGrad: |d logit[targets[i]] / d input| averaged over `samples` copies of image i with
     Gaussian noise of standard deviation `noise` (a fraction of the [0, 1] pixel range: Smilkov et
-    al.'s 10-20 %), max over channels, each map scaled to [0, 1]. The noise is drawn from one seeded
-    generator per image (row order does not change a map). Returns (N, H, W) float32."""
+    al.'s 10-20 %), max over channels, each map scaled to [0, 1]. The noise is drawn from one
+    generator per row, seeded by (seed, row): the same maps for the same rows whatever the batch size.
+    Returns (N, H, W) float32."""
     net = model.net
     was_training = net.training
     net.eval()

@@ -102,8 +102,11 @@ def run_attribute(results: Path, data_dir: Path, out_dir: Path, cfg: dict, selec
     folder = RunFolder(results)
     units = read_units(folder.units)
     cls = next((layer for layer in units["layers"] if layer["kind"] == "class"), None)
-    if cls is None:
-        raise FeatvizError(f"attribute: units file {folder.units} has no class layer (nothing to explain)")
+    if cls is None:  # no class pages: an empty record (the report shows nothing)
+        print(f"attribute: units file {folder.units} has no class layer: nothing to explain", flush=True)
+        write_class_views(out_dir, {"layer": None, "settings": cfg, "seed": seed, "rows": [], "classes": [],
+                                    "maps": []}, {})
+        return {}
     if not folder.probe_json.is_file():
         raise FeatvizError(f"attribute: {folder.probe_json} is missing (run `featviz probe` first: the classes' "
                            f"strongest test images and the predictions)")

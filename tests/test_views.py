@@ -4,6 +4,7 @@ synthetic run, and their blocks on the class and layer pages."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -168,3 +169,18 @@ def test_bad_settings_stop_before_any_compute(tiny_run, tmp_path):
     with pytest.raises(FeatvizError, match="ascent.layers"):
         run_dream(tiny_run, data, tmp_path / "out", layer_views_config({}), {"layers": ["nope"]})
     assert not (tmp_path / "out").exists()
+
+
+def test_a_network_without_classes_gets_an_empty_record(tiny_run, tmp_path):
+    from featviz.class_views import attribution_config, run_attribute
+    from featviz.io import read_json, write_json
+    from featviz.report.views import attach_class_views
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("ascent", "attribution", "layer_views"))
+    units = read_json(run / "units.json")
+    units["layers"] = [layer for layer in units["layers"] if layer["kind"] != "class"]
+    write_json(run / "units.json", units)
+    run_attribute(run, tiny_run.parent / "data" / tiny_run.name, run / "attribution", attribution_config({}))
+    assert read_json(run / "attribution" / "attribution.json")["classes"] == []
+    assert attach_class_views(tmp_path / "site", run, {"by_unit": {}}, []) is None

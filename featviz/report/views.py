@@ -13,7 +13,8 @@ from ..results import read_class_views, read_layer_views
 from .samples import colormap
 from .templating import inside as _inside
 
-VIEW_PX = 112  # each panel's display height
+VIEW_PX = 112  # each panel's display height on the class pages (4 panels a row)
+LAYER_PX = 224  # the layer pages' strips of ImageNet-sized images (MNIST and CIFAR: VIEW_PX)
 MAP_NAMES = {"gradcam": "Grad-CAM", "smoothgrad": "SmoothGrad", "gradient": "gradient"}
 
 
@@ -47,6 +48,8 @@ def attach_class_views(site: Path, results: Path, class_layer: dict | None, clas
     if got is None or class_layer is None:
         return None
     rec, arrays = got
+    if not rec["classes"]:
+        return None
     images = _rgb(arrays["images"])
     maps = {k: arrays[k].astype(np.float32) / 255.0 for k in rec["maps"] if k in arrays}
 
@@ -83,7 +86,8 @@ def attach_layer_views(site: Path, results: Path, layers: list[dict]) -> None:
     by_name = {layer["name"]: layer for layer in layers}
     originals = arrays["images"].astype(np.float32) / 255.0
     n = len(originals)
-    strip = save_image(_inside(site, "views/layers/test"), montage(originals, cols=n, gap=2), VIEW_PX)
+    px = VIEW_PX if originals.shape[-2] <= 64 else LAYER_PX
+    strip = save_image(_inside(site, "views/layers/test"), montage(originals, cols=n, gap=2), px)
     base = f"views/layers/{strip}"
     for j, entry in enumerate(rec["layers"]):
         layer = by_name.get(entry["name"])
@@ -96,8 +100,7 @@ def attach_layer_views(site: Path, results: Path, layers: list[dict]) -> None:
             if key not in arrays:
                 continue
             pics = arrays[key].astype(np.float32) / 255.0
-            name = save_image(_inside(site, f"views/layers/{layer['slug']}-{mode}"), montage(pics, cols=n, gap=2),
-                              VIEW_PX)
+            name = save_image(_inside(site, f"views/layers/{layer['slug']}-{mode}"), montage(pics, cols=n, gap=2), px)
             views[mode] = {"image": f"views/layers/{name}", "own": float(np.mean(entry[mode]["image"])),
                            "start": float(np.mean(entry[mode]["start"])), "final": float(np.mean(entry[mode]["final"]))}
         layer["views"] = views
