@@ -279,6 +279,22 @@ def cmd_trust(a):
               device=claim_device(a.device), trust_checkpoint=a.trust_checkpoint)
 
 
+def cmd_attribute(a):
+    from .class_views import attribution_config, run_attribute
+    from .device import claim_device
+
+    run_attribute(Path(a.results), Path(a.data), Path(a.out), attribution_config(a.config), a.select, seed=a.seed,
+                  device=claim_device(a.device), trust_checkpoint=a.trust_checkpoint)
+
+
+def cmd_dream(a):
+    from .device import claim_device
+    from .layer_views import layer_views_config, run_dream
+
+    run_dream(Path(a.results), Path(a.data), Path(a.out), layer_views_config(a.config), a.select, seed=a.seed,
+              device=claim_device(a.device), trust_checkpoint=a.trust_checkpoint)
+
+
 def cmd_match(a):
     from .device import claim_device
     from .matching import TRANSFER, model_side, run_match, run_side, summary_lines
@@ -603,6 +619,43 @@ def _add_trust(sub) -> None:
     _trust(s)
 
 
+def _select(s, what: str) -> None:
+    s.add_argument("--select", type=_json_object, default={},
+                   help=f'runs[i].ascent\'s {{"layers": [...], "units": {{...}}}}: {what} are those the ascent '
+                        f'visualizes (missing: all)')
+
+
+def _add_attribute(sub) -> None:
+    s = _verb(sub, "attribute", cmd_attribute, "where the network looks, per class: Grad-CAM, SmoothGrad and the "
+              "gradient of each class's strongest test images and most confident mistakes (writes attribution/)")
+    s.add_argument("--results", required=True, help="results/<run> (model/, units.json, probe/probe.json, "
+                   "probe/predictions.npz)")
+    s.add_argument("--data", required=True, help="the prepared dataset folder (its test set)")
+    s.add_argument("--config", type=_json_object, default={},
+                   help='runs[i].attribution: {"images": 4, "mistakes": 4, "samples": 16, "noise": 0.15, "size": 112} '
+                        '(missing keys: the schema\'s)')
+    _select(s, "the classes explained")
+    s.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad's noise")
+    s.add_argument("--out", required=True, help="results/<run>/attribution")
+    _device(s)
+    _trust(s)
+
+
+def _add_dream(sub) -> None:
+    s = _verb(sub, "dream", cmd_dream, "each visualized layer on real test images: DeepDream and the caricature "
+              "(writes layer_views/)")
+    s.add_argument("--results", required=True, help="results/<run> (model/, units.json)")
+    s.add_argument("--data", required=True, help="the prepared dataset folder (its test set)")
+    s.add_argument("--config", type=_json_object, default={},
+                   help='runs[i].layer_views: {"images": 3, "recipe": "lucid-scaled", "steps": 128, ...} '
+                        '(missing keys: the schema\'s)')
+    _select(s, "the layers shown")
+    s.add_argument("--seed", type=int, default=0, help="seed of the test images' sample and the caricatures' noise")
+    s.add_argument("--out", required=True, help="results/<run>/layer_views")
+    _device(s)
+    _trust(s)
+
+
 def _add_match(sub) -> None:
     s = _verb(sub, "match", cmd_match, "cross-network comparison: correlate a run's units with another network's over the "
              "test set, match them one to one, and find each layer's best-matching layer")
@@ -680,7 +733,7 @@ def _add_recipes(sub) -> None:
 
 # one function per verb's subparser, in the order `featviz --help` lists them
 SUBPARSERS = (_add_data, _add_train, _add_import_model, _add_evaluate, _add_units, _add_select, _add_spectrum,
-              _add_ascend, _add_compare, _add_probe, _add_circuits, _add_transfer, _add_trust, _add_match, _add_search,
+              _add_ascend, _add_compare, _add_probe, _add_circuits, _add_transfer, _add_trust, _add_attribute, _add_dream, _add_match, _add_search,
               _add_report, _add_index, _add_archive,
               _add_verify_archive, _add_check_config, _add_recipes)
 

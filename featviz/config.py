@@ -46,6 +46,8 @@ class Run:
     match: dict = field(default_factory=dict)
     trust: dict | None = field(default_factory=dict)  # None: not measured
     input_size: tuple[int, int] | None = None  # (H, W) the network will see, where known before the data is
+    attribution: dict | None = field(default_factory=dict)  # None: no class views (featviz attribute)
+    layer_views: dict | None = field(default_factory=dict)  # None: no layer views (featviz dream)
 
     @property
     def imported(self) -> bool:
@@ -264,6 +266,8 @@ def resolve_runs(config: dict) -> list[Run]:
             match=dict(r.get("match") or {}),
             trust=None if "trust" in r and r["trust"] is None else dict(r.get("trust") or {}),
             input_size=_input_size(r),
+            attribution=None if "attribution" in r and r["attribution"] is None else dict(r.get("attribution") or {}),
+            layer_views=None if "layer_views" in r and r["layer_views"] is None else dict(r.get("layer_views") or {}),
         ))
     if not runs:
         raise FeatvizError("runs: the config lists no runs")

@@ -11,6 +11,8 @@ reader/writer per artifact, so that no two modules rediscover or parse the same 
     transfer_model/  (as model/)                               featviz train (rule transfer_train)
     transfer.json                                              featviz transfer
     trust.json                                                 featviz trust
+    attribution/  attribution.json, attribution.npz            featviz attribute (the class pages)
+    layer_views/  layer_views.json, layer_views.npz            featviz dream (the layer pages)
 
 The readers here build on featviz.artifacts' checked readers (a missing or corrupt file is one
 FeatvizError naming it and the stage that remakes it).
@@ -539,3 +541,44 @@ def read_trust(path: str | Path) -> dict | None:
 
 def write_trust(path: str | Path, record: dict) -> None:
     write_json(path, record)
+
+
+# ---------------------------------------------------------------- class and layer views on real images
+# attribution/ (featviz attribute: featviz.class_views) and layer_views/ (featviz dream:
+# featviz.layer_views): a JSON record and the pictures it names, as uint8 arrays in one .npz.
+
+CLASS_VIEWS = ("attribution", "re-run `featviz attribute` (or the workflow)")
+LAYER_VIEWS = ("layer_views", "re-run `featviz dream` (or the workflow)")
+
+
+def _views_write(out_dir: str | Path, stem: str, record: dict, arrays: dict) -> None:
+    out_dir = Path(out_dir)
+    write_npz(out_dir / f"{stem}.npz", **arrays)
+    write_json(out_dir / f"{stem}.json", record)  # last: its presence says the pair is whole
+
+
+def _views_read(folder: str | Path, which: tuple[str, str], required: tuple[str, ...]) -> tuple[dict, dict] | None:
+    stem, remake = which
+    folder = Path(folder)
+    if not (folder / f"{stem}.json").is_file():
+        return None
+    rec = read_json_object(folder / f"{stem}.json", f"{stem} record", remake, required)
+    return rec, read_npz(folder / f"{stem}.npz", f"{stem} pictures", remake, None)
+
+
+def write_class_views(out_dir: str | Path, record: dict, arrays: dict) -> None:
+    _views_write(out_dir, CLASS_VIEWS[0], record, arrays)
+
+
+def read_class_views(folder: str | Path) -> tuple[dict, dict] | None:
+    """results/<run>/attribution/ (record, arrays), or None where there is none."""
+    return _views_read(folder, CLASS_VIEWS, ("rows", "classes", "maps"))
+
+
+def write_layer_views(out_dir: str | Path, record: dict, arrays: dict) -> None:
+    _views_write(out_dir, LAYER_VIEWS[0], record, arrays)
+
+
+def read_layer_views(folder: str | Path) -> tuple[dict, dict] | None:
+    """results/<run>/layer_views/ (record, arrays), or None where there is none."""
+    return _views_read(folder, LAYER_VIEWS, ("layers", "images"))

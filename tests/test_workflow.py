@@ -132,6 +132,24 @@ def test_trust_job_scores_every_picture(finished):
     assert any(n.endswith("/results/trust.json") for n in names) and any(n.endswith("/logs/trust.log") for n in names)
 
 
+def test_views_on_real_images(finished):
+    """runs[i].attribution and runs[i].layer_views (on by default): one job each after the probe /
+    the units; the class pages' attribution and the layer pages' DeepDream and caricature, archived."""
+    results = next((finished / "results").glob("shapes-*"))
+    rec = json.loads((results / "attribution" / "attribution.json").read_text())
+    assert rec["layer"] == "conv2" and len(rec["classes"]) == 3
+    views = json.loads((results / "layer_views" / "layer_views.json").read_text())
+    assert [e["name"] for e in views["layers"]] == ["conv1", "conv2", "fc1"]
+    site = finished / "reports" / results.name
+    assert 'id="looks-top"' in (site / "units" / "classes" / "0.html").read_text()
+    assert 'id="caricature"' in (site / "layer-fc1.html").read_text()
+    with tarfile.open(next((finished / "reports").glob("*.tar.gz"))) as tar:
+        names = tar.getnames()
+    for tail in ("/results/attribution/attribution.npz", "/results/layer_views/layer_views.npz", "/logs/dream.log",
+                 "/logs/attribute.log", "/report/views/layers/fc1-deepdream.png"):
+        assert any(n.endswith(tail) for n in names), tail
+
+
 def test_archive_verifies(finished):
     from featviz.archive import verify_archive
 

@@ -218,3 +218,20 @@ def for_kind(kind: str, layer_name, units, recipe: dict) -> Objective:
     if kind != "class" and recipe.get("rectify"):
         obj = rectified(obj)
     return obj
+
+
+def dot_compare(layer_name, target: torch.Tensor, cossim_pow: float = 0.0) -> Objective:
+    """Caricature (Lucid's `dot_compare`, lucid/recipes/caricature.py; Microscope's caricatures):
+    element i maximizes dot(a_i, t_i) * max(0, cos(a_i, t_i)) ** cossim_pow, with a_i its activations
+    of ``layer_name`` and t_i = ``target[i]`` the activations of the image it caricatures. Lucid
+    divides the dot product by |t| only; here the cosine is the true one (bounded, so that a
+    non-integer power of a negative dot product is never taken)."""
+    def fn(acts, idx):
+        a = acts[layer_name].flatten(1)
+        t = target.to(a.device)[idx.to(a.device)].flatten(1)
+        dot = (a * t).sum(1)
+        if not cossim_pow:
+            return dot
+        cos = dot / (a.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-6)
+        return dot * cos.clamp_min(0) ** float(cossim_pow)
+    return Objective(fn, [layer_name], f"dot_compare({layer_name})")

@@ -176,3 +176,26 @@ def make_param(recipe: dict, shape, gens, device, amp: float = 1.0, spectrum=Non
         return FourierParam(shape, gens, recipe["fourier_sd"], recipe["fourier_decay"],
                             recipe["decorrelate"], recipe["sigmoid"], device=device, amp=amp)
     return PixelParam(pixel_init(recipe, shape, gens, amp).to(device))
+
+
+def image_param(recipe: dict, images: torch.Tensor, device):
+    """The parameterization a recipe names, starting from `images` (N, C, H, W) in [0, 1] instead of
+    noise (DeepDream): pixel as they are; Fourier with the spectrum whose picture is the images
+    (the inverse of FourierParam.image: logit, colours decorrelated back, x4, real FFT / scale).
+    MACO's magnitude is fixed, so it cannot start from an arbitrary image: ValueError."""
+    x = images.detach().float().to(device)
+    if recipe["param"] == "pixel":
+        return PixelParam(x)
+    if recipe["param"] != "fourier":
+        raise ValueError(f"parameterization {recipe['param']!r} cannot start from an image (pixel or fourier can)")
+    n, c, h, w = x.shape
+    p = FourierParam((c, h, w), [torch.Generator() for _ in range(n)], 0.0, recipe["fourier_decay"],
+                     recipe["decorrelate"], recipe["sigmoid"], device=device)
+    eps = 1e-3
+    y = torch.logit(x.clamp(eps, 1 - eps)) if p.sigmoid else 2 * x - 1
+    if p.decorrelate:
+        y = torch.einsum("nchw,dc->ndhw", y, torch.linalg.inv(p.color))
+    spec = torch.fft.rfft2(4.0 * y) / p.scale
+    with torch.no_grad():
+        p.tensor.copy_(torch.stack([spec.real, spec.imag], -1))
+    return p

@@ -32,6 +32,7 @@ from .templating import inside as _inside
 from .trace import trace_svg
 from .transparency import transparency_pictures
 from .trust_view import attach_trust, write_trust_page
+from .views import attach_class_views, attach_layer_views
 
 # stats that are not metrics to sort by
 NOT_METRICS = {"unit", "predicted"}
@@ -305,6 +306,9 @@ def write_site(site: Path, results: Path, run_id: str, model_meta: dict, train_m
         layer["probe_rows"] = probe_rows(layer, arrays, bank_thumbs, classes)
     # each layer's `circuits`: the unit pages' circuits block (none with `circuits: null`)
     attach_circuits(layers, results, units, THUMB, enabled=config.get("circuits", {}) is not None)
+    # the views on real images: the class pages' attribution, the layer pages' DeepDream and caricature
+    attach_class_views(site, results, ctx["class_layer"], classes)
+    attach_layer_views(site, results, layers)
     for layer in layers:  # unit pictures and pages, a layer at a time
         if layer["cells"]:
             _unit_pages(env, site, layer, arrays, bank_thumbs, classes, run_id, generated)

@@ -220,6 +220,12 @@ def run_files(wildcards):
     if RUNS[run].trust is not None:
         files.append(f"{r}/trust.json")
         steps.append("trust")
+    if RUNS[run].attribution is not None:
+        files += [f"{r}/attribution/attribution.{ext}" for ext in ("json", "npz")]
+        steps.append("attribute")
+    if RUNS[run].layer_views is not None:
+        files += [f"{r}/layer_views/layer_views.{ext}" for ext in ("json", "npz")]
+        steps.append("dream")
     files += [f"{r}/logs/{step}.log" for step in steps] + [f"{r}/benchmarks/{step}.tsv" for step in steps]
     if ascent_refused(run):  # the select job, which stops the run
         return files + [f"{r}/selection.json"]

@@ -15,6 +15,8 @@ rule report_run:
         transfer="results/{run}/transfer.json",
         circuits=circuits_result,
         trust=trust_results,
+        class_views=class_views_results,
+        layer_views=layer_views_results,
         match=match_results,
     output:
         # the whole static site, so that Snakemake's --report embeds every page and picture
