@@ -296,7 +296,8 @@ def test_display_alpha_and_blend():
 def test_needs_spectrum():
     from featviz.spectrum import needs_spectrum
 
-    assert not needs_spectrum({})
+    assert needs_spectrum({})  # the default `auto` is maco for the classes of an ImageNet-sized input
+    assert not needs_spectrum({}, (28, 28)) and needs_spectrum({}, (224, 224))
     assert needs_spectrum({"recipe": {"class": "maco"}})
     assert needs_spectrum({"recipe": {"layers": {"conv2": "maco"}}})
     assert needs_spectrum({"overrides": {"dense": {"param": "maco"}}})  # any recipe made MACO's by overrides

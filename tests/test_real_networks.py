@@ -57,6 +57,7 @@ def _config(name: str, replace: dict[str, str], tmp: Path, ascent: dict | None =
             run["ascent"] = {**run.get("ascent", {}), **ascent}
         if probe:
             run["probe"] = probe
+        run.update(LIGHT_VIEWS)
     path = tmp / name
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -82,6 +83,8 @@ def _crawl(reports: Path) -> None:
 
 
 LIGHT = {"overrides": {"conv": {"steps": 8}, "class": {"class_steps": 8}}}
+# the views on real images at CI's pace: 2 images, 4 steps; SmoothGrad of 4 samples
+LIGHT_VIEWS = {"layer_views": {"images": 2, "steps": 4}, "attribution": {"images": 2, "mistakes": 2, "samples": 4}}
 
 
 def test_published_cifar_resnet20_through_the_dag(tmp_path):
@@ -140,4 +143,5 @@ def test_imagenet_networks_on_a_folder_of_19_classes(tmp_path):
         assert "confusion" not in ev and ev["confusions"]
         record = json.loads(next((run / "ascent" / "classes").glob("*.json")).read_text())
         assert record["units"] == [1, 130, 963]  # goldfish, flamingo, pizza: the folder has none of them
+        assert record["recipe"]["name"] == "maco"  # `auto` at 224 px: the class images of docs/ascent.md's benchmark
     _crawl(tmp_path / "work" / "reports")

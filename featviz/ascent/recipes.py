@@ -303,7 +303,7 @@ AUTO_LARGE = 128
 AUTO_RECIPES: dict[str, tuple[tuple[str, dict], tuple[str, dict]]] = {
     "conv": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 128})),
     "dense": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 128})),
-    "class": (("lucid-scaled", {}), ("maco", {"class_steps": 64, "crops": 8})),
+    "class": (("lucid-scaled", {}), ("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8})),
 }
 
 
