@@ -302,7 +302,7 @@ def test_needs_spectrum():
     assert needs_spectrum({"recipe": {"layers": {"conv2": "maco"}}})
     assert needs_spectrum({"overrides": {"dense": {"param": "maco"}}})  # any recipe made MACO's by overrides
     assert needs_spectrum({"compare": {"recipes": ["hvass", "maco"]}})
-    assert not needs_spectrum({"compare": {"recipes": ["hvass", "lucid"]}})
+    assert not needs_spectrum({"compare": {"recipes": ["hvass", "lucid"]}}, (28, 28))
 
 
 def test_recipes_verb_lists_maco():
