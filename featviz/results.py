@@ -452,7 +452,9 @@ def read_probe(folder: RunFolder) -> tuple[dict | None, ProbeArrays]:
 
 # files of a run an archive leaves out (run-relative path: why): the report holds what it shows of them
 NOT_ARCHIVED = {f"probe/{PROBE_BANK}": "the probe's full-resolution image bank: the report holds the thumbnails "
-                                      "and receptive-field crops it shows"}
+                                      "and receptive-field crops it shows",
+                "attribution/attribution.npz": "the class views' images and maps (8 per class: hundreds of MB at "
+                                               "1000 classes): the report holds them as the pictures it shows"}
 
 
 # ---------------------------------------------------------------- test predictions
@@ -571,7 +573,10 @@ def write_class_views(out_dir: str | Path, record: dict, arrays: dict) -> None:
 
 
 def read_class_views(folder: str | Path) -> tuple[dict, dict] | None:
-    """results/<run>/attribution/ (record, arrays), or None where there is none."""
+    """results/<run>/attribution/ (record, arrays), or None where there is none (or only its record:
+    an archive leaves the arrays out, NOT_ARCHIVED)."""
+    if not (Path(folder) / f"{CLASS_VIEWS[0]}.npz").is_file():
+        return None
     return _views_read(folder, CLASS_VIEWS, ("rows", "classes", "maps"))
 
 
