@@ -301,8 +301,8 @@ SOURCES: dict[str, str] = {
 AUTO = "auto"
 AUTO_LARGE = 128
 AUTO_RECIPES: dict[str, tuple[tuple[str, dict], tuple[str, dict]]] = {
-    "conv": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 128})),
-    "dense": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 128})),
+    "conv": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 256})),
+    "dense": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 256})),
     "class": (("lucid-scaled", {}), ("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8})),
 }
 
