@@ -8,13 +8,14 @@ default target layers and a measured inference pass.
 The networks are torchvision's architectures with random weights: the time of a step does not depend
 on the weights (the pictures do). For each default target layer (as `featviz units` lists them for
 `model: {torchvision: <arch>}`) and the classes, the ascent of `--batch` units runs `--short` and
-`--long` steps of the default recipe (the fastest of `--repeats` runs each) in featviz's default execution mode; the difference over the
+`--long` steps of the default recipe (`auto`: each kind's recipe and settings at the input's size;
+the fastest of `--repeats` runs each) in featviz's default execution mode; the difference over the
 extra steps is the cost of one step of that batch, its intercept a job's fixed cost. The projection:
 
     ascent  = sum over layers of  ceil(units / batch) * (fixed + steps * step(batch))
     probe   = test images / measured forward throughput (one pass; evaluate reuses it)
 
-with the recipe's steps (class_steps for the classes) and every unit of every default layer, as the
+with the recipe's steps (class_steps for the classes; maco's steps each pass `crops` crops) and every unit of every default layer, as the
 default config visualizes. Circuits, trust, spectrum and the report are left out (minutes against
 the ascent's hours; see docs/scale-out.md). The batch here is the default on a GPU and a lower bound
 of it on CPU: featviz sizes batches to memory (2 GiB on CPU), and on CPU a step's cost grows about
@@ -55,10 +56,11 @@ def timed(fn, device) -> float:
     return time.perf_counter() - t
 
 
-def ascent_cost(net, layer, kind, batch, steps, shape, normalize, recipe, precision, device) -> float:
+def ascent_cost(net, layer, kind, batch, steps, shape, normalize, recipe, precision, device, settings=None) -> float:
     from featviz.ascent import visualize
 
-    ov = {"steps": steps, "class_steps": steps, "robustness_samples": 0, "snapshots": 0, "dead_retries": 0}
+    ov = {**(settings or {}), "steps": steps, "class_steps": steps, "robustness_samples": 0, "snapshots": 0,
+          "dead_retries": 0}
     units = list(range(batch))
     return timed(lambda: visualize(net, None if kind == "class" else layer, units, kind, shape, normalize=normalize,
                                    recipe=recipe, overrides=ov, device=str(device), precision=precision,
@@ -84,6 +86,7 @@ def fmt(seconds: float) -> str:
 
 def project(arch: str, a, device) -> None:
     from featviz.ascent import get_recipe
+    from featviz.ascent.recipes import AUTO, auto_recipe
     from featviz.device import resolve_precision
     from featviz.model.architecture import build_named
     from featviz.model.torchvision_archs import imagenet_categories
@@ -96,25 +99,28 @@ def project(arch: str, a, device) -> None:
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
     info = enumerate_units(net, shape, classes, family="torchvision")
     precision = resolve_precision(a.precision, device)
-    rec = get_recipe(a.recipe)
     total_units = sum(layer["units"] for layer in info["layers"])
     print(f"\n{arch}: {len(info['layers'])} layers (default targets + classes), {total_units} units, "
-          f"input {shape}, recipe {a.recipe} ({rec['steps']} steps, classes {rec['class_steps']}), "
-          f"{precision}, channels_last, batch {a.batch}")
-    print(f"{'layer':<22}{'units':>7}{'step s':>9}{'unit-step ms':>14}{'fixed s':>9}{'projected':>11}")
+          f"input {shape}, recipe {a.recipe}, {precision}, channels_last, batch {a.batch}")
+    print(f"{'layer':<22}{'units':>7}{'recipe':>14}{'steps':>6}{'step s':>9}{'unit-step ms':>14}{'fixed s':>9}"
+          f"{'projected':>11}")
     ascent = 0.0
     for layer in info["layers"]:
         kind, name = layer["kind"], layer["name"]
         b = min(a.batch, layer["units"])
-        ascent_cost(net, name, kind, b, 1, shape, lambda v: (v - mean) / std, a.recipe, precision, device)  # warm-up
-        short, long = (min(ascent_cost(net, name, kind, b, n, shape, lambda v: (v - mean) / std, a.recipe, precision,
-                                       device) for _ in range(a.repeats)) for n in (a.short, a.long))
+        recipe, settings = auto_recipe(kind, shape[1:]) if a.recipe == AUTO else (a.recipe, {})
+        rec = get_recipe(recipe, settings)
+        norm = lambda v: (v - mean) / std  # noqa: E731
+        ascent_cost(net, name, kind, b, 1, shape, norm, recipe, precision, device, settings)  # warm-up
+        short, long = (min(ascent_cost(net, name, kind, b, n, shape, norm, recipe, precision, device, settings)
+                           for _ in range(a.repeats)) for n in (a.short, a.long))
         step = max(1e-9, (long - short) / (a.long - a.short))
         fixed = max(0.0, short - a.short * step)
         steps = rec["class_steps"] if kind == "class" else rec["steps"]
         t = math.ceil(layer["units"] / b) * (fixed + steps * step)
         ascent += t
-        print(f"{name:<22}{layer['units']:>7}{step:>9.3f}{1000 * step / b:>14.1f}{fixed:>9.2f}{fmt(t):>11}")
+        print(f"{name:<22}{layer['units']:>7}{recipe:>14}{steps:>6}{step:>9.3f}{1000 * step / b:>14.1f}{fixed:>9.2f}"
+              f"{fmt(t):>11}")
     rate = forward_rate(net, shape, device, precision)
     probe = a.test_images / rate
     print(f"ascent, every unit of every default layer: {fmt(ascent)}; probe pass over {a.test_images} test images "
@@ -130,7 +136,8 @@ def main() -> None:
     p.add_argument("--short", type=int, default=2, help="steps of the shorter measuring run")
     p.add_argument("--long", type=int, default=6, help="steps of the longer measuring run")
     p.add_argument("--repeats", type=int, default=2, help="runs of each length; the fastest counts (load only adds)")
-    p.add_argument("--recipe", default="lucid-scaled", help="the recipe projected (default: the config's default)")
+    p.add_argument("--recipe", default="auto", help="the recipe projected (default: auto, the config's default: "
+                                                   "each kind's recipe and settings at the input's size)")
     p.add_argument("--precision", default="auto", help="auto (bf16 where native, as ascent.precision), fp32, bf16")
     p.add_argument("--test-images", type=int, default=50000, help="test images of the probe pass (ImageNet val: 50,000)")
     p.add_argument("--threads", type=int, default=2)
