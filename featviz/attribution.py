@@ -70,6 +70,8 @@ def gradcam(model: LoadedModel, images_u8: torch.Tensor, module: torch.nn.Module
                 if not kept or kept[0].dim() != 4:
                     raise ValueError("grad-cam: the layer gave no (N, K, h, w) output in the forward pass")
                 a = kept[0]
+                if not a.requires_grad:  # e.g. a TorchScript network: its submodules' hooks see no graph
+                    raise ValueError("grad-cam: the layer's output in the forward pass carries no gradient")
                 t = targets[s:s + batch_size].to(logits.device)
                 grad, = torch.autograd.grad(logits.gather(1, t.view(-1, 1)).sum(), a)
             cam = torch.relu((grad.mean((2, 3), keepdim=True) * torch.relu(a)).sum(1, keepdim=True)).detach().float()

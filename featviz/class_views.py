@@ -79,7 +79,12 @@ def explain(model, images_u8: torch.Tensor, targets: torch.Tensor, layer: dict |
     from .probe import module_of
 
     bs = min(64, model.batch_for(None))
-    cam = None if layer is None else gradcam(model, images_u8, module_of(model.net, layer), targets, device, bs)
+    cam = None
+    if layer is not None:
+        try:
+            cam = gradcam(model, images_u8, module_of(model.net, layer), targets, device, bs)
+        except ValueError as exc:  # the network does not show the stage's output with its gradient
+            print(f"featviz: warning: {exc} (layer {layer['name']}): the class pages show no Grad-CAM", flush=True)
     sg = smoothgrad(model, images_u8, targets, device, cfg["samples"], cfg["noise"], seed, bs)
     grad, _ = saliency(model, images_u8, device, targets, bs)
     return {"gradcam": cam, "smoothgrad": sg, "gradient": grad}
