@@ -87,13 +87,17 @@ def test_a_centre_neuron_recovers_its_filter(nets):
 
 
 def test_the_default_recipe_recovers_the_templates(nets):
-    """The schema's default recipe (lucid-scaled: Lucid's transforms sized to the 28 px input, fading
-    out over the last half) recovers the planted letters T, O and L at >= 0.9 at its own 512 steps."""
+    """The schema's default recipe (`auto`, at a 28 px input lucid-scaled: Lucid's transforms sized to
+    the input, fading out over the last half) recovers the planted letters T, O and L at >= 0.9 at its
+    own 512 steps."""
+    from featviz.ascent.recipes import auto_recipe
     from featviz.schema import with_defaults
 
     default = with_defaults(("ascent", "recipe"), {})
-    assert default["class"] == default["dense"] == "lucid-scaled"
-    scores = _run(nets, "dense", default["dense"], {}, units=[0, 2, 3])  # T, O, L
+    assert default["class"] == default["dense"] == "auto"
+    name, settings = auto_recipe("dense", tuple(nets["dense"][0].input_shape)[1:])
+    assert (name, settings) == ("lucid-scaled", {})
+    scores = _run(nets, "dense", name, settings, units=[0, 2, 3])  # T, O, L
     assert min(scores) >= 0.9, scores
 
 
