@@ -236,7 +236,7 @@ def test_resolve_transfer_defaults_and_schema():
         cfg = {"runs": [{"dataset": "mnist", "ascent": {"transfer": copy.deepcopy(transfer)}}]}
         validate(cfg, schema)  # null must not break snakemake's default filling
         assert cfg["runs"][0]["ascent"]["transfer"] == resolve_transfer(transfer)
-        assert cfg["runs"][0]["ascent"]["recipe"]["class"] == "lucid-scaled"
+        assert cfg["runs"][0]["ascent"]["recipe"]["class"] == "auto"
     cfg = {"runs": [{"dataset": "mnist"}]}
     validate(cfg, schema)
     assert cfg["runs"][0]["ascent"]["transfer"] == "auto"
