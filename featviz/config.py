@@ -165,7 +165,8 @@ def _check_run(i: int, r: dict) -> None:
                 get_recipe(choice, {**settings, **(overrides.get(kind) or {})})
         except RecipeError as exc:
             section = "recipe" if str(exc).startswith("unknown recipe '") else "overrides"
-            raise FeatvizError(f"{where}.ascent.{section}.{kind}: {exc}") from None
+            also = f"; or {AUTO}, the default" if section == "recipe" else ""
+            raise FeatvizError(f"{where}.ascent.{section}.{kind}: {exc}{also}") from None
     # per-layer recipes by name here; their layer names, and per-layer overrides with the recipe of
     # the layer they apply to, against the network (_check_selection, or the workflow's units.json)
     for layer, name in (recipes.get("layers") or {}).items():
