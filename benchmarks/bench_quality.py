@@ -1,10 +1,18 @@
-"""Quality of class images on real ImageNet networks (issue 26 item 2, first version): for each recipe,
-class images made by one of the two ImageNet networks of ../shared/models and scored by the other
-(top-1, top-5, the class's softmax), with the maker's own softmax, its robustness and the wall time
-per unit, printed as markdown tables (docs/ascent.md, "Quality on real ImageNet networks").
+"""Quality of pictures on real ImageNet networks (issue 26 item 2), printed as markdown tables
+(docs/ascent.md, "Quality on real ImageNet networks"):
+
+- classes: for each recipe, class images made by one of the two ImageNet networks of ../shared/models
+  and scored by the other (top-1, top-5, the class's softmax), with the maker's own softmax, its
+  robustness and the wall time per unit;
+- features (`--features N`): N units at each of three depths of each network, each recipe's picture
+  scored by "reached": (its activation - the mean over real images) / (the strongest real image's -
+  that mean), the channel's spatial mean at the layer's output; 1 = the strongest real image. The
+  real images are the ImageNet JPEGs of `--spectrum-images` and any given with `--feature-images`.
 
     python benchmarks/bench_quality.py [--classes 4] [--steps 64] [--recipes lucid lucid-scaled maco]
         [--crops 8] [--threads 2] [--seed 0] [--models DIR] [--spectrum-images DIR] [--json FILE]
+    python benchmarks/bench_quality.py --classes 0 --features 4 [--feature-recipes ...]
+        [--feature-images DIR ...]
 
 The networks are loaded directly: torchvision's `squeezenet1_0()` and `mobilenet_v2()` with
 `load_state_dict(torch.load(FILE, weights_only=True))`, ImageNet mean/std, 224 px. A network whose file
@@ -42,6 +50,13 @@ CLASSES = [1, 94, 130, 207, 291, 417, 949, 963, 9, 22, 33, 71, 76, 99, 105, 145,
            323, 340, 346, 355, 386, 388, 407, 409, 430, 437, 466, 483, 497, 511, 546, 555, 574, 604, 624, 717,
            779, 817, 850, 920, 947, 950, 954, 980]
 RECIPES = ["lucid", "lucid-scaled", "maco"]
+# feature units: three depths of each network (early, middle, late block outputs)
+FEATURE_LAYERS = {"squeezenet1_0": ["features.4", "features.8", "features.12"],
+                  "mobilenet_v2": ["features.4", "features.10", "features.14"]}
+# the recipes at the settings a 224 px run uses for conv units (auto: lucid-scaled, 256 steps), Lucid's
+# own at the same steps, and maco at the class images' settings
+FEATURE_RECIPES = ['lucid:{"steps": 256}', 'lucid-scaled:{"steps": 256}',
+                   'maco:{"canvas_view": 0.5, "steps": 64, "crops": 8}']
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -66,13 +81,21 @@ def load_networks(folder: Path) -> dict[str, torch.nn.Module]:
     return nets
 
 
-def imagenet_spectrum(folder: Path) -> tuple[np.ndarray, str]:
-    """maco's magnitude from the ImageNet JPEGs of `folder` (resize 256, centre crop 224), else 1/f."""
+def imagenet_files(folder: Path) -> list[Path]:
+    """The ImageNet JPEGs of the foolbox samples (`*imagenet*` in the name)."""
+    return sorted(p for p in folder.glob("*") if "imagenet" in p.name.lower()) if folder.is_dir() else []
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every JPEG/PNG under `folder` (a user's ImageNet images, any layout)."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def load_images(files) -> np.ndarray:
+    """uint8 (N, 3, 224, 224): each file resized to 256 on its short side and centre-cropped, as
+    torchvision evaluates ImageNet."""
     from PIL import Image
 
-    files = sorted(p for p in folder.glob("*") if "imagenet" in p.name.lower()) if folder.is_dir() else []
-    if not files:
-        return power_law(3, SIZE, SIZE), "1/f power law (no ImageNet images found)"
     images = []
     for f in files:
         im = Image.open(f).convert("RGB")
@@ -80,7 +103,15 @@ def imagenet_spectrum(folder: Path) -> tuple[np.ndarray, str]:
         im = im.resize((max(256, round(im.width * scale)), max(256, round(im.height * scale))), Image.BILINEAR)
         left, top = (im.width - SIZE) // 2, (im.height - SIZE) // 2
         images.append(np.asarray(im.crop((left, top, left + SIZE, top + SIZE)), np.uint8).transpose(2, 0, 1))
-    mag, n = mean_amplitude([torch.from_numpy(np.stack(images))])
+    return np.stack(images)
+
+
+def imagenet_spectrum(folder: Path) -> tuple[np.ndarray, str]:
+    """maco's magnitude from the ImageNet JPEGs of `folder` (resize 256, centre crop 224), else 1/f."""
+    files = imagenet_files(folder)
+    if not files:
+        return power_law(3, SIZE, SIZE), "1/f power law (no ImageNet images found)"
+    mag, n = mean_amplitude([torch.from_numpy(load_images(files))])
     return mag, f"{n} ImageNet images of {folder}"
 
 
@@ -150,6 +181,76 @@ def run(nets, recipes, classes, steps, crops, seed, spectrum, device="cpu", prec
     return rows
 
 
+@torch.no_grad()
+def channel_means(net, layer: str, images: np.ndarray, device="cpu", batch: int = 16) -> np.ndarray:
+    """(N, C) fp32: each image's channel means (over positions) at `layer`'s output; images in [0, 1]
+    (float) or uint8."""
+    module = dict(net.named_modules())[layer]
+    out = []
+    hook = module.register_forward_hook(lambda m, i, o: out.append(o.float().mean((2, 3)).cpu()))
+    try:
+        for s in range(0, len(images), batch):
+            x = torch.from_numpy(images[s:s + batch]).to(device)
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            net(normalize(x).contiguous(memory_format=torch.channels_last))
+    finally:
+        hook.remove()
+    return torch.cat(out).numpy()
+
+
+def spread_units(channels: int, n: int) -> list[int]:
+    """n channels spread evenly over the layer (0, C/n, 2C/n, ...): no choice by how they look."""
+    return sorted({int(i * channels / n) for i in range(n)})
+
+
+def run_features(nets, recipes, per_layer, real: np.ndarray, seed, spectrum, device="cpu", precision="fp32",
+                 channels_last=False, layers=None, json_path: Path | None = None) -> list[dict]:
+    """One row per (network, layer, recipe): `reached` of each unit's picture against the real images."""
+    rows = []
+    layers = layers or FEATURE_LAYERS
+    for arch, net in nets.items():
+        for layer in layers.get(arch, []):
+            acts = channel_means(net, layer, real, device)
+            units = spread_units(acts.shape[1], per_layer)
+            top, mean = acts.max(0), acts.mean(0)
+            for entry in recipes:
+                name, _, given = entry.partition(":")
+                over = {"robustness_samples": 0, "snapshots": 0, **(json.loads(given) if given else {})}
+                rec = get_recipe(name, over)
+                t0 = time.perf_counter()
+                res = visualize(net, layer, units, "conv", (3, SIZE, SIZE), normalize=normalize, recipe=name,
+                                overrides=over, seed=seed, device=device, precision=precision,
+                                channels_last=channels_last, spectrum=spectrum if rec["param"] == "maco" else None)
+                wall = time.perf_counter() - t0
+                pic = channel_means(net, layer, res.images, device)
+                reached = [float((pic[i, u] - mean[u]) / (top[u] - mean[u])) if top[u] > mean[u] else None
+                           for i, u in enumerate(units)]
+                row = {"network": arch, "layer": layer, "recipe": entry, "units": units, "reached": reached,
+                       "steps": rec["steps"], "crops": rec["crops"] if rec["transforms"] == "maco" else None,
+                       "real_images": len(real), "s_per_unit": wall / len(units)}
+                rows.append(row)
+                ok = [r for r in reached if r is not None]
+                print(f"  {arch} {layer} / {entry}: units {units}, reached "
+                      f"{', '.join('–' if r is None else f'{r:.2f}' for r in reached)} (median "
+                      f"{np.median(ok) if ok else float('nan'):.2f}) in {wall:.1f} s", flush=True)
+                if json_path:
+                    json_path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def feature_table(rows: list[dict]) -> str:
+    lines = ["| network | layer | recipe | steps | units | reached (each) | reached median | ≥ 1 | s / unit |",
+             "|---" * 9 + "|"]
+    for r in rows:
+        ok = [x for x in r["reached"] if x is not None]
+        steps = f"{r['steps']}" + (f" × {r['crops']} crops" if r["crops"] else "")
+        each = ", ".join("–" if x is None else f"{x:.2f}" for x in r["reached"])
+        med = f"{np.median(ok):.2f}" if ok else "–"
+        lines.append(f"| {r['network']} | {r['layer']} | `{r['recipe']}` | {steps} | {len(r['units'])} | {each} | "
+                     f"{med} | {sum(x >= 1 for x in ok)}/{len(ok)} | {r['s_per_unit']:.1f} |")
+    return "\n".join(lines)
+
+
 def _alpha(maps: np.ndarray) -> np.ndarray:
     """Each transparency map as an alpha (clipped at its 80th percentile, / its max: Xplique's plot_maco)."""
     from featviz.report.transparency import display_alpha
@@ -179,7 +280,13 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--classes", type=int, default=len(CLASSES), help=f"the first N of the {len(CLASSES)} fixed classes")
+    p.add_argument("--classes", type=int, default=len(CLASSES),
+                   help=f"the first N of the {len(CLASSES)} fixed classes (0: no class images)")
+    p.add_argument("--features", type=int, default=0, metavar="N",
+                   help="also N feature units at each of three depths of each network (default 0: none)")
+    p.add_argument("--feature-recipes", nargs="*", default=FEATURE_RECIPES, help="recipes for the feature units")
+    p.add_argument("--feature-images", nargs="*", default=[],
+                   help="folders of more ImageNet images (any layout) for the features' real activations")
     p.add_argument("--steps", type=int, default=None, help="steps for every recipe (default: each recipe's own; steps in an entry's JSON win)")
     p.add_argument("--crops", type=int, default=None, help="maco's crops per step (default: the recipe's 32)")
     p.add_argument("--recipes", nargs="*", default=RECIPES,
@@ -198,8 +305,15 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="also write the rows (per class) to this file")
     p.add_argument("--save-images", default=None, help="write each maker and recipe's images as one PNG strip here")
     a = p.parse_args(argv)
-    if not 1 <= a.classes <= len(CLASSES):
-        p.error(f"--classes must be 1..{len(CLASSES)}")
+    if not 0 <= a.classes <= len(CLASSES):
+        p.error(f"--classes must be 0..{len(CLASSES)}")
+    if a.features < 0:
+        p.error("--features must be >= 0")
+    extra_files = []
+    for folder in a.feature_images:
+        if not Path(folder).is_dir():
+            p.error(f"--feature-images: {folder} is not a folder")
+        extra_files += image_files(Path(folder))
     torch.set_num_threads(a.threads)
     from featviz.device import resolve_precision
 
@@ -217,11 +331,25 @@ def main(argv=None):
           f"{' channels_last' if a.channels_last else ''}; "
           f"maco's magnitude: {source}; load average {os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.perf_counter()
+    json_path = Path(a.json) if a.json else None
     rows = run(nets, a.recipes, classes, a.steps, a.crops, a.seed, spectrum, a.device, a.precision,
                channels_last=a.channels_last, makers=a.makers, save=Path(a.save_images) if a.save_images else None,
-               json_path=Path(a.json) if a.json else None)
-    print()
-    print(table(rows))
+               json_path=json_path) if classes else []
+    if rows:
+        print()
+        print(table(rows))
+    features = []
+    if a.features:
+        files = imagenet_files(Path(a.spectrum_images)) + extra_files
+        if not files:
+            print("no real ImageNet images: the feature units are not scored")
+        else:
+            print(f"feature units: {a.features} per layer, reached over {len(files)} real images", flush=True)
+            fjson = json_path.with_name(json_path.stem + "-features.json") if json_path else None
+            features = run_features(nets, a.feature_recipes, a.features, load_images(files), a.seed, spectrum,
+                                    a.device, a.precision, a.channels_last, json_path=fjson)
+            print()
+            print(feature_table(features))
     print(f"\n{time.perf_counter() - t0:.0f} s in all; load average {os.getloadavg()[0]:.2f}")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

@@ -29,9 +29,9 @@ from .model import LoadedModel
 
 CALIBRATION = 16  # images recomputed in fp32 first, to measure how far bf16 moves the outputs (the drift)
 TOP = 5  # predictions kept per image (featviz.results' predictions.npz)
-# input pixels per batch of a pass of its own: 41 images at 224 px (MobileNetV2 there, bf16 +
-# channels_last: batch 32 ran 1.6x the images per CPU-second of batch 64 on one thread and as many
-# on two, docs/scale-out.md), at most 1000 images
+# input pixels per batch of a pass of its own, rounded down to a power of two of images: 32 at 224 px
+# (MobileNetV2 there, bf16 + channels_last: batch 32 ran 1.3-1.6x the images per CPU-second of batch
+# 64 on one thread, and 1.3x those of batch 41; docs/scale-out.md), at most 1000 images
 BATCH_PIXELS = 2 ** 21
 
 
@@ -40,7 +40,12 @@ def batch_for(model: LoadedModel, given: int | None = None) -> int:
     if given is not None:
         return int(given)
     h, w = model.input_shape[-2:]
-    return max(1, min(1000, BATCH_PIXELS // max(1, int(h) * int(w))))
+    return min(1000, power_of_two_floor(BATCH_PIXELS // max(1, int(h) * int(w))))
+
+
+def power_of_two_floor(n: int) -> int:
+    """The largest power of two <= n (1 for n < 1): batch sizes the CPU kernels run best at."""
+    return 1 << (max(1, int(n)).bit_length() - 1)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,12 @@ a view of a channels_last conv output, and in its dtype, as matrix products (whi
 machine's pace where elementwise reductions over positions do not): each unit's values are summed
 per image by a batched product with ones, and their moments over every image and position (for
 the correlations) are a Gram matrix per batch; both accumulate in fp32 inside the product and are
-summed across batches in float64. Under bf16 each product's
+summed across batches in float64. A wide layer's Gram matrix reads a spread sample of its
+positions (at most CORR_VALUES values per image: 6-7 of the 49 positions of a 1280-channel layer at
+7x7, every position of the quick MNIST net's layers but conv1's), which turns with each batch so
+that every position is read over the test set: the correlations are estimated over
+images x sampled positions (thousands of values per unit pair on a 1,000-image set), at a fraction
+of the product's cost, which grows with the square of the units. Under bf16 each product's
 result is rounded to bf16 (about 0.4% of a batch's sum, the rounding of the activations
 themselves), and those errors average out over the batches. Where a unit's mean in the first
 batch exceeds its standard deviation, the layer's values are shifted by their means first, so
@@ -27,16 +32,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .inference import Mode
+from .inference import Mode, power_of_two_floor
 from .model import LoadedModel
 
-# a layer's output, in values, that one batch may hold (sets the batch size of big inputs: 41 images for
-# MobileNetV2 at 224 px, where batch 32 ran 1.6x the images per CPU-second of batch 64 on one thread
-# and as many on two, bench_inference and docs/scale-out.md)
+# a layer's output, in values, that one batch may hold, rounded down to a power of two of images (sets
+# the batch size of big inputs: 32 images for MobileNetV2 at 224 px, where batch 32 ran 1.3x the
+# images per CPU-second of batch 41 and of 64 on one thread; bench_inference, docs/scale-out.md)
 BATCH_FLOATS = 2 ** 24
 # positions per unit the shift of a layer is decided on (the first images of the first batch)
 SHIFT_VALUES = 2 ** 12
+# values per image (positions x units) a layer's Gram matrix reads: every position of a layer up to
+# this size, a spread sample of the others' (the product costs positions x units^2 per image: for
+# MobileNetV2's two 1280-channel layers at 7x7 it was a quarter of the probe's pass; docs/scale-out.md)
+CORR_VALUES = 2 ** 13
 
 
 def _topk_merge(vals, idx, pos, new_vals, new_idx, new_pos, k):
@@ -85,9 +95,10 @@ class Stats:
         self.shift: torch.Tensor | None = None
         self.decided = False
         self._ones: torch.Tensor | None = None
-        self.m1 = torch.zeros(units, dtype=torch.float64)
+        self.m1 = torch.zeros(units, dtype=torch.float64)  # over the values the Gram matrix reads
         self.m2 = torch.zeros(units, units, dtype=torch.float64)
         self.cnt = 0
+        self.batches = 0
         self.top = (torch.full((units, 0), -math.inf), torch.zeros((units, 0), dtype=torch.int64),
                     torch.zeros((units, 0), dtype=torch.int64))
         self.acts = np.zeros((hist_n, units), np.float32)  # the first hist_n images
@@ -104,7 +115,7 @@ class Stats:
                 self.shift = mean.to(vals.dtype)
         shifted = vals if self.shift is None else vals - self.shift
         sums = torch.bmm(self._ones_for(vals), shifted)[:, 0].cpu().double()  # (B, U): per image
-        mx, pos = vals.max(1)
+        mx, pos = _max_over_positions(out.detach(), vals)
         mx_c, pos_c = mx.float().cpu(), pos.cpu()
         m64 = sums / p  # per-image means
         if self.shift is not None:
@@ -114,15 +125,27 @@ class Stats:
         self.relu_sum += m64.clamp(min=0).sum(0)
         self.max = torch.maximum(self.max, m64.max(0).values)
         self.active += (mx_c > 0).sum(0)
-        self.m1 += sums.sum(0)
-        flat = shifted.reshape(b * p, u)  # a view: one product over the batch (in pieces it is slower)
+        sample = self._sample(shifted)  # (B, P', U)
+        flat = sample.reshape(-1, u)  # one product over the batch (in pieces it is slower)
+        self.m1 += sums.sum(0) if sample is shifted else flat.float().sum(0).cpu().double()
         self.m2 += (flat.T @ flat).cpu().double()
-        self.cnt += b * p
+        self.cnt += flat.shape[0]
+        self.batches += 1
         ids = torch.arange(start, start + b).expand(u, b)
         self.top = _topk_merge(*self.top, mx_c.T, ids, pos_c.T, self.k)
         keep = min(b, len(self.acts) - start)
         if keep > 0:
             self.acts[start:start + keep] = mean_c[:keep].numpy()
+
+    def _sample(self, vals: torch.Tensor) -> torch.Tensor:
+        """The positions of (B, P, U) `vals` the Gram matrix reads: all of them up to CORR_VALUES
+        values per image, else every `stride`-th from an offset that turns with each batch."""
+        p, u = vals.shape[1:]
+        if p * u <= CORR_VALUES:
+            return vals
+        stride = -(-p * u // CORR_VALUES)
+        offset = self.batches % stride
+        return vals[:, offset::stride]
 
     def _ones_for(self, vals: torch.Tensor) -> torch.Tensor:
         """(B, 1, P) ones of `vals`' dtype and device (kept: every batch but the last has the same)."""
@@ -132,11 +155,21 @@ class Stats:
         return self._ones
 
 
+def _max_over_positions(out: torch.Tensor, vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, U) maxima over positions and where they are (h * W + w): a conv output's by adaptive max
+    pooling, which runs 4-8x faster than a max over the positions of its channels_last view on a CPU
+    (bench: MobileNetV2's outputs at 224 px, bf16); a dense output's is its values."""
+    if out.dim() == 4:
+        mx, pos = F.adaptive_max_pool2d(out, 1, return_indices=True)
+        return mx.flatten(1), pos.flatten(1)
+    return vals.max(1)
+
+
 def batch_size(layers: list[dict], input_shape, most: int) -> int:
     """At most `most` images, fewer where one layer's output for the batch would exceed
-    BATCH_FLOATS values (large inputs, e.g. 224-px ImageNet images)."""
+    BATCH_FLOATS values (large inputs, e.g. 224-px ImageNet images), a power of two of them."""
     per_image = max([math.prod(layer.get("output_shape") or [1]) for layer in layers] + [math.prod(input_shape)])
-    return max(1, min(most, BATCH_FLOATS // max(1, per_image)))
+    return max(1, min(most, power_of_two_floor(BATCH_FLOATS // max(1, per_image))))
 
 
 @dataclass

@@ -215,6 +215,32 @@ def test_stats_read_every_layout_alike(layout):
     assert corr[0, 1] > 0.9 and st.cnt == math.prod(shape) // 3
 
 
+def test_wide_layers_correlate_over_a_turning_sample_of_positions(monkeypatch):
+    """A layer over CORR_VALUES values per image: its Gram matrix reads every stride-th position,
+    from an offset that turns with each batch (all positions over the set), and the correlations
+    it estimates are the whole layer's within sampling error."""
+    import featviz.probe_pass as pp
+
+    monkeypatch.setattr(pp, "CORR_VALUES", 3 * 16)  # 3 units: 16 of the 64 positions per image
+    g = torch.Generator().manual_seed(3)
+    out = torch.randn(64, 3, 8, 8, generator=g)
+    out[:, 1] = out[:, 0] * 0.8 + 0.6 * torch.randn(out[:, 0].shape, generator=g)
+    st = Stats(3, k=2, hist_n=4)
+    for start in range(0, 64, 8):
+        st.add(out[start:start + 8].contiguous(memory_format=torch.channels_last), start)
+    assert st.cnt == 64 * 16  # a quarter of the values
+    full = _moments_reference(out.numpy())
+    corr = _correlation_from_moments(st.m1, st.m2, st.cnt)
+    assert np.allclose(corr, full, atol=0.06) and abs(corr[0, 1] - full[0, 1]) < 0.03
+    assert np.allclose(st.sum.numpy(), out.numpy().reshape(64, 3, -1).mean(2).sum(0), rtol=1e-5)  # means: every position
+    where = torch.arange(64.0).view(1, 64, 1).expand(1, 64, 3)  # (B, P, U): each value its position
+    seen = []
+    for b in range(4):  # the offset turns with each batch: every position is read once per 4 batches
+        st.batches = b
+        seen += st._sample(where)[0, :, 0].long().tolist()
+    assert sorted(seen) == list(range(64))
+
+
 def test_stats_of_a_bf16_output():
     out = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(1))
     ref, half = Stats(4, 3, 6), Stats(4, 3, 6)
