@@ -15,11 +15,12 @@ from .ascent.render import batch_size as batch_used
 from .ascent.recipes import AUTO, auto_recipe
 from .ascent.views import Views
 from .checks import check_sections
+from .chunks import write_chunk
 from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
 from .io import pack_images
 from .model import load_model
-from .results import read_spectrum, write_chunk
+from .results import read_spectrum
 from .schema import with_defaults
 from .units import check_selection, chunks, find_layer, layer_names, selected_units
 

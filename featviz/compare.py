@@ -209,7 +209,7 @@ def run_compare(model_dir: Path, units_json: Path, layer_name: str, cfg: dict, o
     from .device import resolve_device, resolve_precision
     from .io import pack_images, write_json, write_npz
     from .model import load_model
-    from .results import TRANSPARENCY, pack_transparency
+    from .chunks import TRANSPARENCY, pack_transparency
 
     entry, units_info, layer, units = check_compare_job(units_json, layer_name, cfg)
     recipe = get_recipe(entry["recipe"], entry["overrides"])

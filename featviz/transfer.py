@@ -125,7 +125,8 @@ def class_layer(units_info: dict) -> dict:
 def read_class_images(run_dir: Path) -> tuple[np.ndarray, list[int], list[dict], dict]:
     """All class images of a run, in unit order: (images (N, C, H, W), units, stats, recipe)."""
     from .artifacts import read_units
-    from .results import RunFolder, ascent_chunks, read_chunk_images, read_chunk_record
+    from .chunks import ascent_chunks, read_chunk_images, read_chunk_record
+    from .results import RunFolder
 
     folder = RunFolder(run_dir)
     units_info = read_units(folder.units)

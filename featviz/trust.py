@@ -279,7 +279,7 @@ def read_pictures(folder, units: dict) -> dict[str, tuple[list[int], object]]:
     no snapshots) when called: uint8 (N, C, H, W) in unit order, as the chunks store them, checked
     against units.json's input shape. One layer's pictures are in memory at a time."""
     from .io import pack_images
-    from .results import read_chunk_images, read_layer_ascent
+    from .chunks import read_chunk_images, read_layer_ascent
 
     out = {}
     for layer in units["layers"]:

@@ -257,7 +257,7 @@ def test_spectrum_and_ascend_errors(maco_run, tmp_path):
 
 
 def test_chunk_keeps_the_transparency_map(maco_run):
-    from featviz.results import ascent_chunks, read_chunk_transparency, read_layer_ascent
+    from featviz.chunks import ascent_chunks, read_chunk_transparency, read_layer_ascent
 
     alpha = read_chunk_transparency(ascent_chunks(maco_run / "ascent" / "classes")[0])
     assert alpha.shape == (3, 12, 12) and alpha.max() == pytest.approx(1.0) and alpha.min() >= 0

@@ -6,6 +6,7 @@ import pytest
 
 from featviz.errors import FeatvizError
 from featviz.io import pack_images, write_json
+from featviz.chunks import ascent_chunks, read_chunk_images, read_chunk_record, read_layer_ascent, write_chunk
 from featviz.results import (
     BANK,
     LAYER_ARRAYS,
@@ -13,15 +14,10 @@ from featviz.results import (
     Predictions,
     ProbeArrays,
     RunFolder,
-    ascent_chunks,
     layer_key,
-    read_chunk_images,
-    read_chunk_record,
-    read_layer_ascent,
     read_predictions,
     read_probe,
     read_transfer,
-    write_chunk,
     write_probe,
 )
 

@@ -7,14 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..results import (
-    TRANSFER_STATS,
-    LayerAscent,
-    RunFolder,
-    read_layer_ascent,
-    read_probe,
-    read_transfer,
-)
+from ..chunks import LayerAscent, read_layer_ascent
+from ..results import TRANSFER_STATS, RunFolder, read_probe, read_transfer
 
 
 def load_ascent(results: Path, units: dict) -> dict[str, LayerAscent]:

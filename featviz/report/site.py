@@ -15,8 +15,8 @@ import numpy as np
 from ..crops import top_crops
 from ..figures import curves_png, display_scale, montage, normalize_maps, save_image, save_png
 from ..io import write_json, write_text
-from ..results import CONV1_OPTIMAL, CONV1_WEIGHTS, LayerAscent, ProbeArrays, RunFolder, read_misclassified_images, \
-    read_transfer
+from ..chunks import LayerAscent
+from ..results import CONV1_OPTIMAL, CONV1_WEIGHTS, ProbeArrays, RunFolder, read_misclassified_images, read_transfer
 from .card import evaluation, origin
 from .circuits import attach_circuits
 from .groups import FLAT_LAYERS, group_layers, neighbours
