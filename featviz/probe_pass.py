@@ -14,11 +14,12 @@ machine's pace where elementwise reductions over positions do not): each unit's 
 per image by a batched product with ones, and their moments over every image and position (for
 the correlations) are a Gram matrix per batch; both accumulate in fp32 inside the product and are
 summed across batches in float64. A wide layer's Gram matrix reads a spread sample of its
-positions (at most CORR_VALUES values per image: 6-7 of the 49 positions of a 1280-channel layer at
-7x7, every position of the quick MNIST net's layers but conv1's), which turns with each batch so
-that every position is read over the test set: the correlations are estimated over
-images x sampled positions (thousands of values per unit pair on a 1,000-image set), at a fraction
-of the product's cost, which grows with the square of the units. Under bf16 each product's
+positions (about CORR_VALUES values per image: 6-7 of the 49 positions of a 1280-channel layer at
+7x7 over 10,000 test images, every position of the quick MNIST net's layers but conv1's), which
+turns with each batch so that every position is read over the test set; the sample keeps at least
+CORR_ROWS values per unit pair over the set (every position of a 1280-channel layer at 7x7 below
+670 images). The correlations are estimates over images x sampled positions, at a fraction of the
+product's cost, which grows with the square of the units. Under bf16 each product's
 result is rounded to bf16 (about 0.4% of a batch's sum, the rounding of the activations
 themselves), and those errors average out over the batches. Where a unit's mean in the first
 batch exceeds its standard deviation, the layer's values are shifted by their means first, so
@@ -47,6 +48,9 @@ SHIFT_VALUES = 2 ** 12
 # this size, a spread sample of the others' (the product costs positions x units^2 per image: for
 # MobileNetV2's two 1280-channel layers at 7x7 it was a quarter of the probe's pass; docs/scale-out.md)
 CORR_VALUES = 2 ** 13
+# values per unit pair over the test set the sampled Gram matrix keeps at least (the correlations'
+# sampling error about 1/sqrt(CORR_ROWS) = 0.008 where the values were independent)
+CORR_ROWS = 2 ** 14
 
 
 def _topk_merge(vals, idx, pos, new_vals, new_idx, new_pos, k):
@@ -84,8 +88,9 @@ class Stats:
     """Running statistics of one layer's units over the test images streamed so far: memory of
     O(units^2 + units * (k + histogram images)), whatever the number of test images."""
 
-    def __init__(self, units: int, k: int, hist_n: int):
+    def __init__(self, units: int, k: int, hist_n: int, images: int | None = None):
         self.k = k
+        self.images = images  # the test set's size, where known: the Gram matrix's sample keeps CORR_ROWS
         self.sum = torch.zeros(units, dtype=torch.float64)  # of the per-image activation
         self.relu_sum = torch.zeros(units, dtype=torch.float64)
         self.max = torch.full((units,), -math.inf, dtype=torch.float64)
@@ -139,11 +144,14 @@ class Stats:
 
     def _sample(self, vals: torch.Tensor) -> torch.Tensor:
         """The positions of (B, P, U) `vals` the Gram matrix reads: all of them up to CORR_VALUES
-        values per image, else every `stride`-th from an offset that turns with each batch."""
+        values per image, else every `stride`-th from an offset that turns with each batch, with
+        at least CORR_ROWS positions over the test set (`images`)."""
         p, u = vals.shape[1:]
-        if p * u <= CORR_VALUES:
-            return vals
         stride = -(-p * u // CORR_VALUES)
+        if self.images:
+            stride = min(stride, p * self.images // CORR_ROWS)
+        if stride <= 1:
+            return vals
         offset = self.batches % stride
         return vals[:, offset::stride]
 
@@ -191,7 +199,7 @@ def activation_pass(model: LoadedModel, mods: list[nn.Module], layers: list[dict
     hook reduces its layer's output at once: nothing of a batch is held past its layer), then
     capture the sample inputs' activations."""
     net, n = model.net, len(images)
-    stats = [Stats(layer["units"], k, hist_n) for layer in layers]
+    stats = [Stats(layer["units"], k, hist_n, n) for layer in layers]
     state = {"mode": "stream", "start": 0, "seen": set()}
     captured: dict[int, torch.Tensor] = {}
 

@@ -239,6 +239,9 @@ def test_wide_layers_correlate_over_a_turning_sample_of_positions(monkeypatch):
         st.batches = b
         seen += st._sample(where)[0, :, 0].long().tolist()
     assert sorted(seen) == list(range(64))
+    assert Stats(3, k=2, hist_n=4, images=64)._sample(where).shape[1] == 64  # a small set: CORR_ROWS keeps every position
+    monkeypatch.setattr(pp, "CORR_ROWS", 64 * 100 // 4)
+    assert Stats(3, k=2, hist_n=4, images=100)._sample(where).shape[1] == 16  # 100 images x 16 positions suffice
 
 
 def test_stats_of_a_bf16_output():
