@@ -447,6 +447,29 @@ def test_bf16_reader_casts_the_weights_once_and_gives_them_back(layers):
     assert all(p.requires_grad and p.dtype == torch.float32 for p in net.parameters())
 
 
+def test_bf16_reader_runs_strided_depthwise_convolutions_in_fp32_on_cpu():
+    """A MobileNet-style block under the bf16 reader: the stride-2 depthwise conv computes in fp32 (its
+    fp32 weights kept, its output cast back to bf16), the other convs in bf16; the gradient reaches
+    the input, and on exit the conv's own forward is back."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU6(), nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8),
+                        nn.ReLU6(), nn.Conv2d(8, 4, 1), nn.Conv2d(4, 4, 3, padding=1, groups=4)).eval()
+    depthwise, plain_dw = net[2], net[5]  # strided / not strided
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mid = net[1](net[0](x))  # what reaches the depthwise conv, in bf16
+    ref = nn.functional.conv2d(mid.float(), depthwise.weight.detach(), depthwise.bias.detach(), 2, 1, 1, 8).bfloat16()
+    with ActivationReader(net, ["2", OUTPUT], precision="bf16") as reader:
+        assert depthwise.weight.dtype == torch.float32 and "forward" in vars(depthwise)
+        assert plain_dw.weight.dtype == torch.bfloat16 and "forward" not in vars(plain_dw)
+        xx = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            acts = reader(xx)
+        assert torch.equal(acts["2"].detach(), ref.float())  # fp32 computed, cast back to bf16, handed back in fp32
+        acts[OUTPUT].float().sum().backward()
+        assert xx.grad is not None and bool(xx.grad.abs().sum() > 0)
+    assert "forward" not in vars(depthwise) and all(p.dtype == torch.float32 for p in net.parameters())
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         ActivationReader(tiny(), ["conv1"], precision="fp8")
