@@ -7,7 +7,9 @@ own passes over the same images, in one run (issue 27, item 2).
 Plain PyTorch: the network as torchvision builds it, torch.no_grad, the images already in memory
 as one uint8 tensor, normalized per batch as featviz does; fp32, fp32 + channels_last and bf16
 autocast + channels_last, at batch 32 and 64 (images/s; the best of them is the reference).
-featviz, on the same network (its ReLUs made out-of-place, as an import leaves them) and images:
+featviz, on the same network (its ReLUs made out-of-place, as an import leaves them; during the
+passes in place again where the graph allows and its batch norms folded into the convolutions
+before them, featviz.inplace and featviz.fold, as featviz runs them) and images:
 
 * evaluate's pass when it runs alone (featviz.inference.predict: the mode `auto` picks, then the
   fp32 recheck of the images whose top-1 bf16 could have moved);
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from featviz import inference  # noqa: E402
+from featviz.fold import folded_batchnorms  # noqa: E402
 from featviz.inplace import in_place  # noqa: E402
 from featviz.model.hookable import no_inplace  # noqa: E402
 from featviz.model.loaded import LoadedModel  # noqa: E402
@@ -213,7 +216,7 @@ def main() -> None:
     with Clock() as t_eval:
         ev = inference.predict(model, images, dev, "auto")
     mode = inference.choose_mode(model, dev, "auto")
-    with in_place(fnet):  # as featviz.probe runs them
+    with in_place(fnet), folded_batchnorms(fnet, read=mods):  # as featviz.probe runs them
         with Clock() as t_pass:
             seen = activation_pass(model, mods, layers, images, labels, dev, bs, 9, min(2000, n), 4, mode)
         with Clock() as t_settle:

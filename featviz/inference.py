@@ -3,8 +3,9 @@
 Every pass over test images (the probe's activation pass, `featviz evaluate` run alone, an
 import's sample check) runs in one `Mode`: bf16 autocast where the precision setting resolves to
 bf16 (`auto`: where the CPU or GPU computes bf16 natively, featviz.device.resolve_precision),
-channels_last where the network runs on NHWC inputs (LoadedModel.use_channels_last), and its
-activations in place where the graph allows (featviz.inplace).
+channels_last where the network runs on NHWC inputs (LoadedModel.use_channels_last), its
+activations in place where the graph allows (featviz.inplace) and its batch norms folded into the
+convolutions before them where no hook reads those (featviz.fold).
 
 bf16 moves a few top-1 predictions (MobileNetV2 at 224 px: 2 of 80 images, logits off by up to
 0.37, docs/scale-out.md), so `settle` makes the top-1 fp32's: it recomputes in fp32 (same memory
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .device import resolve_precision
+from .fold import folded_batchnorms
 from .inplace import in_place
 from .model import LoadedModel
 
@@ -161,7 +163,7 @@ def predict(model: LoadedModel, images: torch.Tensor, dev: torch.device, precisi
     mode = choose_mode(model, dev, precision, key)
     bs = batch_for(model, batch_size)
     try:
-        with in_place(model.net):
+        with in_place(model.net), folded_batchnorms(model.net):
             return settle(model, images, logits(model, images, dev, mode, bs), dev, mode, bs)
     finally:
         release(model)

@@ -46,6 +46,7 @@ from .artifacts import read_prepared
 from .crops import top_crops  # noqa: F401  (re-exported: probe's public crop geometry)
 from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
+from .fold import folded_batchnorms
 from .inference import Mode, choose_mode, release, settle, top_predictions
 from .inplace import in_place
 from .io import Chunks
@@ -496,7 +497,9 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     mode = choose_mode(model, dev, precision, "probe.precision")  # the network in its memory format until release
     try:
         t0 = time.perf_counter()
-        with in_place(net):  # its hooks hold no output (the receptive fields' gradients below need them out of place)
+        # its hooks hold no output (the receptive fields' gradients below need them out of place), and
+        # read no conv that a batch norm follows unless that conv is a layer of units.json
+        with in_place(net), folded_batchnorms(net, read=mods):
             seen = activation_pass(model, mods, layers, images, labels, dev, bs, k, hist_n, samples, mode)
             t1 = time.perf_counter()
             settled = settle(model, images, seen.logits, dev, mode, bs)
