@@ -226,6 +226,8 @@ def run_features(nets, recipes, per_layer, real: np.ndarray, seed, spectrum, dev
                 reached = [float((pic[i, u] - mean[u]) / (top[u] - mean[u])) if top[u] > mean[u] else None
                            for i, u in enumerate(units)]
                 row = {"network": arch, "layer": layer, "recipe": entry, "units": units, "reached": reached,
+                       "activation": [float(pic[i, u]) for i, u in enumerate(units)],
+                       "real_max": [float(top[u]) for u in units], "real_mean": [float(mean[u]) for u in units],
                        "steps": rec["steps"], "crops": rec["crops"] if rec["transforms"] == "maco" else None,
                        "real_images": len(real), "s_per_unit": wall / len(units)}
                 rows.append(row)

@@ -51,3 +51,29 @@ def test_one_class_each_way_on_the_real_networks():
         assert 0 <= r["own_softmax"][0] <= 1 and r["s_per_unit"] > 0
     assert "| mobilenet_v2 | `maco` | 2 × 2 crops |" in bench_quality.table(rows)
     assert np.isfinite(spectrum).all()
+
+
+def test_feature_units_are_scored_against_real_activations():
+    """The feature part on a tiny conv net: units spread over the layer, each picture's `reached`
+    against the real images' channel means (1 = the strongest real image), one row per recipe."""
+    import torch
+    from torch import nn
+
+    assert bench_quality.spread_units(64, 4) == [0, 16, 32, 48] and bench_quality.spread_units(3, 4) == [0, 1, 2]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=4)).eval()
+    real = np.random.default_rng(0).integers(0, 256, (5, 3, 224, 224), dtype=np.uint8)
+    acts = bench_quality.channel_means(net, "2", real)
+    assert acts.shape == (5, 4)
+    rows = bench_quality.run_features({"tiny": net}, ['lucid:{"steps": 3, "dead_retries": 0}'], 2, real, seed=0,
+                                      spectrum=None, layers={"tiny": ["2"]})
+    (row,) = rows
+    assert row["units"] == [0, 2] and row["steps"] == 3 and row["real_images"] == 5 and row["s_per_unit"] > 0
+    top, mean = acts.max(0), acts.mean(0)
+    assert np.allclose(row["real_max"], top[[0, 2]]) and np.allclose(row["real_mean"], mean[[0, 2]])
+    for u, r, a in zip(row["units"], row["reached"], row["activation"]):
+        if top[u] > mean[u]:
+            assert np.isclose(r, (a - mean[u]) / (top[u] - mean[u]), rtol=1e-5)
+        else:
+            assert r is None
+    assert "| tiny | 2 | `lucid:" in bench_quality.feature_table(rows)
