@@ -303,7 +303,10 @@ AUTO_LARGE = 128
 AUTO_RECIPES: dict[str, tuple[tuple[str, dict], tuple[str, dict]]] = {
     "conv": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 256})),
     "dense": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 256})),
-    "class": (("lucid-scaled", {}), ("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8})),
+    # the classes: maco at every size (CIFAR-10 at 32 px: the independent model recognises 10 of 10
+    # classes against lucid-scaled's 4; MNIST 49/50 against 50/50 over five seeds, in half the time)
+    "class": (("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8}),
+              ("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8})),
 }
 
 
