@@ -14,6 +14,7 @@ from .artifacts import REMAKE_ASCENT, npz_names, read_npz
 from .errors import FeatvizError
 from .io import unpack_images, write_json, write_npz
 
+
 @dataclass(frozen=True)
 class AscentChunk:
     """One ascent job's output: `record` (<chunk>.json: layer, units, recipe, stats...) and
@@ -84,6 +85,8 @@ def read_chunk_views(chunk: AscentChunk, views: list | None) -> tuple[list[dict]
         raise FeatvizError(f"ascent chunk images {chunk.images}: {len(images)} view images for {len(views)} views in "
                            f"its record: {REMAKE_ASCENT}")
     return views, unpack_images(images)
+
+
 TRANSPARENCY = "transparency"  # a chunk's (units, H, W) float16 transparency map (MACO), each unit's max 1
 
 
