@@ -9,7 +9,7 @@ as one uint8 tensor, normalized per batch as featviz does; fp32, fp32 + channels
 autocast + channels_last, at batch 32 and 64 (images/s; the best of them is the reference).
 featviz, on the same network (its ReLUs made out-of-place, as an import leaves them; during the
 passes in place again where the graph allows and its batch norms folded into the convolutions
-before them, featviz.inplace and featviz.fold, as featviz runs them) and images:
+before them, featviz.inplace and featviz.ascent.fold, as featviz runs them) and images:
 
 * evaluate's pass when it runs alone (featviz.inference.predict: the mode `auto` picks, then the
   fp32 recheck of the images whose top-1 bf16 could have moved);
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from featviz import inference  # noqa: E402
-from featviz.fold import folded_batchnorms  # noqa: E402
+from featviz.ascent.fold import folded_batchnorms  # noqa: E402
 from featviz.inplace import in_place  # noqa: E402
 from featviz.model.hookable import no_inplace  # noqa: E402
 from featviz.model.loaded import LoadedModel  # noqa: E402

@@ -5,7 +5,7 @@ import's sample check) runs in one `Mode`: bf16 autocast where the precision set
 bf16 (`auto`: where the CPU or GPU computes bf16 natively, featviz.device.resolve_precision),
 channels_last where the network runs on NHWC inputs (LoadedModel.use_channels_last), its
 activations in place where the graph allows (featviz.inplace) and its batch norms folded into the
-convolutions before them where no hook reads those (featviz.fold).
+convolutions before them where no hook reads those (featviz.ascent.fold).
 
 bf16 moves a few top-1 predictions (MobileNetV2 at 224 px: 2 of 80 images, logits off by up to
 0.37, docs/scale-out.md), so `settle` makes the top-1 fp32's: it recomputes in fp32 (same memory
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .ascent.fold import folded_batchnorms
 from .device import resolve_precision
-from .fold import folded_batchnorms
 from .inplace import in_place
 from .model import LoadedModel
 

@@ -41,12 +41,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .ascent.fold import folded_batchnorms
 from .attribution import saliency
 from .artifacts import read_prepared
 from .crops import top_crops  # noqa: F401  (re-exported: probe's public crop geometry)
 from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
-from .fold import folded_batchnorms
 from .inference import Mode, choose_mode, release, settle, top_predictions
 from .inplace import in_place
 from .io import Chunks

@@ -1,11 +1,11 @@
-"""featviz.fold: batch norms folded into the convolutions before them for a pass without gradients:
+"""featviz.ascent.fold: batch norms folded into the convolutions before them for a pass without gradients:
 the same outputs, only where nothing else reads the conv's output, everything given back after."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from featviz.fold import foldable, folded_batchnorms
+from featviz.ascent.fold import foldable, folded_batchnorms
 
 
 def _bn(c: int, seed: int) -> nn.BatchNorm2d:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.utils.parametrize
 from torch import nn
 
-from ..fold import folded_batchnorms
+from .fold import folded_batchnorms
 
 OUTPUT = None  # key of the network output in an activation dict
 
@@ -59,7 +59,7 @@ class ActivationReader:
     originals are put back on exit and whenever ``bf16`` is set to False). On a CPU, strided
     depthwise convolutions (MobileNet's, EfficientNet's) run in fp32 instead: their bf16 backward
     pass takes 3-24x the fp32 one's time there (`_strided_depthwise_on_cpu`). While it is open,
-    the batch norms that follow a convolution no hook reads are folded into it (featviz.fold).
+    the batch norms that follow a convolution no hook reads are folded into it (featviz.ascent.fold).
     """
 
     def __init__(self, net: nn.Module, layers, precision: str = "fp32", channels_last: bool = False):
@@ -130,7 +130,7 @@ class ActivationReader:
         self._frozen = [p for p in self.net.parameters() if p.requires_grad]
         for p in self._frozen:
             p.requires_grad_(False)
-        # batch norms in the convolutions before them where no hook reads those (featviz.fold):
+        # batch norms in the convolutions before them where no hook reads those (featviz.ascent.fold):
         # the same function, without the batch norms' passes forward and back
         self._folding = folded_batchnorms(self.net, read=self._mods.values())
         self._folding.__enter__()
