@@ -296,13 +296,15 @@ def test_display_alpha_and_blend():
 def test_needs_spectrum():
     from featviz.spectrum import needs_spectrum
 
-    assert needs_spectrum({})  # the default `auto` is maco for the classes of an ImageNet-sized input
-    assert not needs_spectrum({}, (28, 28)) and needs_spectrum({}, (224, 224))
+    assert needs_spectrum({})  # the default `auto` is maco for the classes, at every size
+    assert needs_spectrum({}, (28, 28)) and needs_spectrum({}, (224, 224))
+    lucid_classes = {"recipe": {"class": "lucid-scaled"}}
+    assert not needs_spectrum(lucid_classes, (28, 28)) and not needs_spectrum(lucid_classes, (224, 224))
     assert needs_spectrum({"recipe": {"class": "maco"}})
     assert needs_spectrum({"recipe": {"layers": {"conv2": "maco"}}})
     assert needs_spectrum({"overrides": {"dense": {"param": "maco"}}})  # any recipe made MACO's by overrides
     assert needs_spectrum({"compare": {"recipes": ["hvass", "maco"]}})
-    assert not needs_spectrum({"compare": {"recipes": ["hvass", "lucid"]}}, (28, 28))
+    assert not needs_spectrum({**lucid_classes, "compare": {"recipes": ["hvass", "lucid"]}}, (28, 28))
 
 
 def test_recipes_verb_lists_maco():
@@ -343,9 +345,10 @@ def test_workflow_makes_the_spectrum_for_maco_runs_only(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "results" / run / "compare" / "maco" / "classes.json").read_text())["recipe"]["name"] == "maco"
     with np.load(tmp_path / "results" / run / "ascent" / "classes" / "0.npz") as z:
         assert z["transparency"].shape[0] == 3
-    # without a maco recipe anywhere, no spectrum job
-    cfg["runs"][0]["ascent"] = {"chunk_size": 4}
+    # without a maco recipe anywhere (the classes' default is maco: lucid-scaled here), no spectrum job
+    cfg["runs"][0]["ascent"] = {"chunk_size": 4, "recipe": {"class": "lucid-scaled"}}
     path.write_text(yaml.safe_dump(cfg))
+    (tmp_path / "results" / run / "spectrum.npz").unlink()  # else a planned job would not show either
     plan = snakemake(tmp_path, "--dry-run", configfile=path, timeout=300)
     stats = (plan.stdout + plan.stderr).split("Job stats")[-1]
     assert plan.returncode == 0 and re.search(r"\bascend\s+\d", stats), plan.stdout[-2000:]
