@@ -132,8 +132,11 @@ def run_attribute(results: Path, data_dir: Path, out_dir: Path, cfg: dict, selec
         raise FeatvizError(f"attribute: prepared dataset {data_dir} ({len(test.images)} images of "
                            f"{list(test.images.shape[1:])}) does not match the model's input {list(model.input_shape)} "
                            f"and the {len(pred.labels)} predictions in {folder.predictions}: re-run `featviz probe`")
+    # the test labels as the network's output indices (an imported network's outputs need not be the
+    # dataset's classes: a folder of 19 ImageNet classes labels them 0..18)
+    labels = model.output_labels(torch.as_tensor(np.asarray(test.labels))).numpy()
     picks = choose([row.get("top_index", []) for row in entry["per_unit"]], pred.top_class[:, 0],
-                   pred.top_prob[:, 0], np.asarray(test.labels), cfg["images"], cfg["mistakes"])
+                   pred.top_prob[:, 0], labels, cfg["images"], cfg["mistakes"])
     rows, index, target = [], [], []
     classes = []
     for c, p in enumerate(picks):
@@ -144,7 +147,7 @@ def run_attribute(results: Path, data_dir: Path, out_dir: Path, cfg: dict, selec
             rec[kind] = []
             for i in p[kind]:
                 rec[kind].append(len(rows))
-                rows.append({"index": i, "label": int(test.labels[i]), "predicted": int(pred.top_class[i, 0]),
+                rows.append({"index": i, "label": int(labels[i]), "predicted": int(pred.top_class[i, 0]),
                              "confidence": round(float(pred.top_prob[i, 0]), 4), "target": c})
                 index.append(i)
                 target.append(c)

@@ -155,6 +155,33 @@ def test_attribute_and_dream_verbs_and_their_pages(tiny_run, tmp_path):
     assert 'id="looks"' not in (site / "units" / "classes" / "1.html").read_text()  # class 1 not explained
 
 
+def test_attribution_labels_are_the_networks_outputs(tiny_run, tmp_path):
+    """A network whose outputs are not the dataset's classes (model.json's `label_to_output`, as an
+    imported ImageNet network on a folder of a few classes): the explained images' labels, and which
+    images count as mistakes, are read in the network's output indices."""
+    import shutil
+
+    from featviz.cli import main
+
+    run = tmp_path / tiny_run.name
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "model" / "model.json").read_text())
+    n = len(meta["classes"])
+    meta["label_to_output"] = [n - 1 - i for i in range(n)]  # dataset class i is output n-1-i
+    (run / "model" / "model.json").write_text(json.dumps(meta))
+    data = tiny_run.parent / "data" / tiny_run.name
+    assert main(["attribute", "--results", str(run), "--data", str(data), "--config", '{"samples": 2}',
+                 "--device", "cpu", "--out", str(run / "attribution2")]) == 0
+    rec = json.loads((run / "attribution2" / "attribution.json").read_text())
+    from featviz.artifacts import read_prepared
+
+    test = read_prepared(data, "test")
+    for row in rec["rows"]:
+        assert row["label"] == n - 1 - int(test.labels[row["index"]])
+    for c in rec["classes"]:
+        assert all(rec["rows"][r]["label"] != c["class"] for r in c["mistakes"])
+
+
 def test_bad_settings_stop_before_any_compute(tiny_run, tmp_path):
     from featviz.class_views import attribution_config
     from featviz.layer_views import layer_views_config, run_dream
