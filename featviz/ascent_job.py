@@ -58,7 +58,7 @@ def recipe_for(kind: str, ascent_cfg: dict, layer: str | None = None, input_size
     """The recipe and overrides of a layer's units: `recipe.layers.<layer>` where given, else
     `recipe.<kind>`; `overrides.<kind>` with `overrides.layers.<layer>` applied over it (seed 003's
     table: lr and median settings differ per layer). `auto` becomes the kind's recipe for an input of
-    `input_size` (H, W) pixels (without one: `auto` itself, overrides unchecked)."""
+    `input_size`, (C, H, W) or (H, W) (without one: `auto` itself, overrides unchecked)."""
     recipes = ascent_cfg.get("recipe") or {}
     all_overrides = ascent_cfg.get("overrides") or {}
     per_layer = (recipes.get("layers") or {}).get(layer) if layer is not None else None
@@ -133,7 +133,7 @@ def check_recipe_values(units_info: dict, ascent_cfg: dict, where: str = "ascent
         if kind not in KINDS or not selected_units(layer, ascent_cfg):
             continue
         try:
-            name, overrides = recipe_for(kind, ascent_cfg, layer["name"], (h, w))
+            name, overrides = recipe_for(kind, ascent_cfg, layer["name"], units_info["input_shape"])
         except FeatvizError as exc:
             raise FeatvizError(f"{where}{str(exc).removeprefix('ascent')}") from None
         recipe = get_recipe(name, overrides)
@@ -252,7 +252,7 @@ def run_chunk(model_dir: Path, units_json: Path, layer_name: str, chunk: int, as
     if not 0 <= chunk < len(all_chunks):
         raise FeatvizError(f"layer '{layer_name}' has {len(all_chunks)} chunks of {size}; no chunk {chunk}")
     units = all_chunks[chunk]
-    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name, units_info["input_shape"][1:])
+    recipe, overrides = recipe_for(layer["kind"], ascent_cfg, layer_name, units_info["input_shape"])
     magnitude = spectrum_for(spectrum, get_recipe(recipe, overrides), int(units_info["input_shape"][0]), "ascend")
     dev = resolve_device(device)
     precision = resolve_precision(ascent_cfg["precision"], dev, "ascent.precision")

@@ -403,7 +403,7 @@ def cmd_check_config(a):
 
 def cmd_recipes(a):
     from .ascent import get_recipe, list_recipes
-    from .ascent.recipes import AUTO, AUTO_LARGE, AUTO_RECIPES, SOURCES
+    from .ascent.recipes import AUTO, AUTO_CASES, AUTO_RECIPES, SOURCES
 
     for name in list_recipes():
         r = get_recipe(name)
@@ -411,7 +411,7 @@ def cmd_recipes(a):
         if a.verbose:
             for k, v in sorted(r.items()):
                 print(f"    {k} = {v}")
-    print(f"{AUTO:<16} the default of ascent.recipe.<kind>: below {AUTO_LARGE} px / from {AUTO_LARGE} px on")
+    print(f"{AUTO:<16} the default of ascent.recipe.<kind>: {' / '.join(AUTO_CASES)}")
     for kind, choices in AUTO_RECIPES.items():
         print(f"    {kind}: " + " / ".join(f"{n} {json.dumps(o)}" if o else n for n, o in choices))
 

@@ -45,7 +45,7 @@ class Run:
     circuits: dict | None = field(default_factory=dict)  # None: `circuits: null`, no circuits stage
     match: dict = field(default_factory=dict)
     trust: dict | None = field(default_factory=dict)  # None: not measured
-    input_size: tuple[int, int] | None = None  # (H, W) the network will see, where known before the data is
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of its inputs, where known before its data is prepared
     attribution: dict | None = field(default_factory=dict)  # None: no class views (featviz attribute)
     layer_views: dict | None = field(default_factory=dict)  # None: no layer views (featviz dream)
 
@@ -205,13 +205,13 @@ def _zoo_input_size(r: dict) -> dict:
     return {**r, "data": data}
 
 
-def _input_size(r: dict) -> tuple[int, int] | None:
-    """(H, W) of the run's inputs where known before its data is prepared (expected_input)."""
+def _input_shape(r: dict) -> tuple[int, int, int] | None:
+    """(C, H, W) of the run's inputs where known before its data is prepared (expected_input)."""
     try:
         shape = expected_input(r)
     except (OSError, KeyError, TypeError):
         return None
-    return None if shape is None else (int(shape[0][1]), int(shape[0][2]))
+    return None if shape is None else tuple(int(v) for v in shape[0])
 
 
 def resolve_runs(config: dict) -> list[Run]:
@@ -266,7 +266,7 @@ def resolve_runs(config: dict) -> list[Run]:
             circuits=None if "circuits" in r and r["circuits"] is None else dict(r.get("circuits") or {}),
             match=dict(r.get("match") or {}),
             trust=None if "trust" in r and r["trust"] is None else dict(r.get("trust") or {}),
-            input_size=_input_size(r),
+            input_shape=_input_shape(r),
             attribution=None if "attribution" in r and r["attribution"] is None else dict(r.get("attribution") or {}),
             layer_views=None if "layer_views" in r and r["layer_views"] is None else dict(r.get("layer_views") or {}),
         ))

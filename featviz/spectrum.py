@@ -33,7 +33,7 @@ def needs_spectrum(ascent_cfg: dict, input_size=None) -> bool:
     """Whether any recipe a run's ascent or its comparison uses is MACO's (`param: maco`): then its
     jobs read results/<run>/spectrum.npz (`featviz spectrum`). Every kind's recipe and each layer's
     own (`recipe.layers`, `overrides.layers`), resolved with their overrides; `auto` at `input_size`
-    (H, W), or as any of its choices where the size is not known."""
+    ((C, H, W), or (H, W): colour), or as any of its choices where the size is not known."""
     from .ascent import get_recipe
     from .ascent.recipes import AUTO, AUTO_RECIPES
     from .ascent_job import KINDS, recipe_for

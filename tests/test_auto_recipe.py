@@ -14,16 +14,20 @@ AUTO = {"recipe": {"conv": "auto", "dense": "auto", "class": "auto"}}
 
 def test_auto_by_input_size():
     maco = ("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8})
-    assert auto_recipe("class", (28, 28)) == maco and auto_recipe("class", (224, 224)) == maco  # classes: every size
-    assert auto_recipe("conv", (AUTO_LARGE, 300)) == ("lucid-scaled", {"steps": 256})
-    assert auto_recipe("conv", (AUTO_LARGE - 1, 300)) == ("lucid-scaled", {})  # the shorter side decides
-    assert auto_recipe("dense", (28, 28)) == ("lucid-scaled", {})
+    assert auto_recipe("class", (3, 32, 32)) == maco and auto_recipe("class", (3, 224, 224)) == maco  # colour
+    assert auto_recipe("class", (1, 28, 28)) == ("lucid-scaled", {})  # small gray inputs (MNIST)
+    assert auto_recipe("class", (1, 224, 224)) == maco  # large gray ones
+    assert auto_recipe("class", (28, 28)) == maco  # channels not known: colour
+    assert auto_recipe("conv", (3, AUTO_LARGE, 300)) == ("lucid-scaled", {"steps": 256})
+    assert auto_recipe("conv", (3, AUTO_LARGE - 1, 300)) == ("lucid-scaled", {})  # the shorter side decides
+    assert auto_recipe("dense", (1, 28, 28)) == ("lucid-scaled", {})
     name, settings = auto_recipe("class", (224, 224))
     assert recipe_for("class", AUTO, None, (224, 224)) == (name, settings)
     assert recipe_for("class", {**AUTO, "overrides": {"class": {"crops": 3}}}, None, (224, 224)) == \
         (name, {**settings, "crops": 3})  # the config's overrides win over auto's settings
-    assert recipe_for("class", AUTO, None, (32, 32)) == maco
-    assert recipe_for("conv", AUTO, None, (32, 32)) == ("lucid-scaled", {})
+    assert recipe_for("class", AUTO, None, (3, 32, 32)) == maco
+    assert recipe_for("class", AUTO, None, (1, 28, 28)) == ("lucid-scaled", {})
+    assert recipe_for("conv", AUTO, None, (3, 32, 32)) == ("lucid-scaled", {})
     assert recipe_for("class", AUTO) == ("auto", {})  # no size: left for the job to resolve
 
 
@@ -34,7 +38,8 @@ def test_overrides_checked_against_what_auto_becomes():
 
 
 def test_spectrum_only_where_auto_is_maco():
-    assert needs_spectrum(AUTO, (224, 224)) and needs_spectrum(AUTO, (28, 28))  # the classes' maco
+    assert needs_spectrum(AUTO, (3, 224, 224)) and needs_spectrum(AUTO, (3, 32, 32))  # the classes' maco
+    assert not needs_spectrum(AUTO, (1, 28, 28))  # MNIST's classes: lucid-scaled
     assert not needs_spectrum({"recipe": {"conv": "auto", "dense": "auto", "class": "lucid-scaled"}}, (224, 224))
-    assert needs_spectrum(AUTO) == any(AUTO_RECIPES[k][i][0] == "maco" for k in AUTO_RECIPES for i in (0, 1))
+    assert needs_spectrum(AUTO) == any(AUTO_RECIPES[k][i][0] == "maco" for k in AUTO_RECIPES for i in (0, 1, 2))
     assert not needs_spectrum({"recipe": {"conv": "lucid", "dense": "lucid", "class": "lucid"}}, (224, 224))

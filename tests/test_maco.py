@@ -296,15 +296,15 @@ def test_display_alpha_and_blend():
 def test_needs_spectrum():
     from featviz.spectrum import needs_spectrum
 
-    assert needs_spectrum({})  # the default `auto` is maco for the classes, at every size
-    assert needs_spectrum({}, (28, 28)) and needs_spectrum({}, (224, 224))
+    assert needs_spectrum({})  # the default `auto` is maco for the classes of colour or large inputs
+    assert not needs_spectrum({}, (1, 28, 28)) and needs_spectrum({}, (3, 32, 32)) and needs_spectrum({}, (3, 224, 224))
     lucid_classes = {"recipe": {"class": "lucid-scaled"}}
-    assert not needs_spectrum(lucid_classes, (28, 28)) and not needs_spectrum(lucid_classes, (224, 224))
+    assert not needs_spectrum(lucid_classes, (3, 28, 28)) and not needs_spectrum(lucid_classes, (3, 224, 224))
     assert needs_spectrum({"recipe": {"class": "maco"}})
     assert needs_spectrum({"recipe": {"layers": {"conv2": "maco"}}})
     assert needs_spectrum({"overrides": {"dense": {"param": "maco"}}})  # any recipe made MACO's by overrides
     assert needs_spectrum({"compare": {"recipes": ["hvass", "maco"]}})
-    assert not needs_spectrum({**lucid_classes, "compare": {"recipes": ["hvass", "lucid"]}}, (28, 28))
+    assert not needs_spectrum({**lucid_classes, "compare": {"recipes": ["hvass", "lucid"]}}, (3, 28, 28))
 
 
 def test_recipes_verb_lists_maco():

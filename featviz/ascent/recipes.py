@@ -295,25 +295,33 @@ SOURCES: dict[str, str] = {
 
 
 # `auto`, ascent.recipe.<kind>'s default: per kind, the recipe and settings the benchmarks rank first
-# for inputs below AUTO_LARGE px on their shorter side (MNIST, CIFAR: the planted-feature and transfer
-# tables) and for larger ones (ImageNet-sized: benchmarks/bench_quality.py and bench_peer.py); the
-# config's overrides apply over these settings (docs/ascent.md, "Default recipes")
+# for gray and for colour inputs below AUTO_LARGE px on their shorter side (MNIST; CIFAR: the
+# planted-feature and transfer tables) and for larger ones (ImageNet-sized: benchmarks/bench_quality.py
+# and bench_peer.py); the config's overrides apply over these settings (docs/ascent.md, "Default recipes")
 AUTO = "auto"
 AUTO_LARGE = 128
-AUTO_RECIPES: dict[str, tuple[tuple[str, dict], tuple[str, dict]]] = {
-    "conv": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 256})),
-    "dense": (("lucid-scaled", {}), ("lucid-scaled", {"steps": 256})),
-    # the classes: maco at every size (CIFAR-10 at 32 px: the independent model recognises 10 of 10
-    # classes against lucid-scaled's 4; MNIST 49/50 against 50/50 over five seeds, in half the time)
-    "class": (("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8}),
-              ("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8})),
+AUTO_CASES = ("gray, below 128 px", "colour, below 128 px", "from 128 px on")
+_MACO_CLASSES = ("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8})
+AUTO_RECIPES: dict[str, tuple[tuple[str, dict], tuple[str, dict], tuple[str, dict]]] = {
+    "conv": (("lucid-scaled", {}), ("lucid-scaled", {}), ("lucid-scaled", {"steps": 256})),
+    "dense": (("lucid-scaled", {}), ("lucid-scaled", {}), ("lucid-scaled", {"steps": 256})),
+    # the classes: maco on colour images at every size (CIFAR-10 at 32 px: an independent model
+    # recognises 10 of 10 class images against lucid-scaled's 4); on small gray ones lucid-scaled
+    # (MNIST: 50/50 against maco's 49/50, and logits above the strongest test image's where maco's
+    # stay below them)
+    "class": (("lucid-scaled", {}), _MACO_CLASSES, _MACO_CLASSES),
 }
 
 
 def auto_recipe(kind: str, input_size) -> tuple[str, dict]:
-    """The recipe and settings `auto` stands for: a unit kind's, at an input of `input_size` (H, W) px."""
-    small, large = AUTO_RECIPES[kind]
-    name, settings = large if min(int(v) for v in input_size) >= AUTO_LARGE else small
+    """The recipe and settings `auto` stands for: a unit kind's, for an input of `input_size`: its
+    shape (C, H, W), or (H, W) where the channels are not known (taken as colour)."""
+    size = [int(v) for v in input_size]
+    gray, colour, large = AUTO_RECIPES[kind]
+    if min(size[-2:]) >= AUTO_LARGE:
+        name, settings = large
+    else:
+        name, settings = gray if len(size) == 3 and size[0] == 1 else colour
     return name, dict(settings)
 
 

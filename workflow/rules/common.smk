@@ -89,7 +89,7 @@ def ascent_params(wildcards):
 def spectrum_input(wildcards):
     """results/<run>/spectrum.npz where a recipe of the run's ascent or comparison is MACO's
     (featviz.spectrum.needs_spectrum; rule spectrum), else nothing."""
-    return [f"results/{wildcards.run}/spectrum.npz"] if needs_spectrum(RUNS[wildcards.run].ascent, RUNS[wildcards.run].input_size) else []
+    return [f"results/{wildcards.run}/spectrum.npz"] if needs_spectrum(RUNS[wildcards.run].ascent, RUNS[wildcards.run].input_shape) else []
 
 
 def spectrum_arg(wildcards):
@@ -208,7 +208,7 @@ def run_files(wildcards):
     files += [f"{r}/probe/{n}" for n in ("probe.json", "probe.npz", "bank.npz", "predictions.npz",
                                           "pruning.png", "saliency.png")]
     steps = [model_rule, "units", "evaluate", "probe", "transfer", "report"]
-    if needs_spectrum(RUNS[run].ascent, RUNS[run].input_size):
+    if needs_spectrum(RUNS[run].ascent, RUNS[run].input_shape):
         files.append(f"{r}/spectrum.npz")
         steps.append("spectrum")
     if CIRCUITS[run] is not None:
