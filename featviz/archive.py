@@ -1,10 +1,11 @@
 """One archive per model: the report, the checkpoint, metrics, units, ascent results, the config
 snapshot and the environment, with a manifest holding the sha256 of every file.
 
-The run's working files that only feed the report's pictures (featviz.results.NOT_ARCHIVED: the
-probe's full-resolution image bank) are left out, and named with the reason in the manifest
-(`left_out`): the report holds what it shows of them, so that an archive stays about the size of
-the report plus the checkpoint.
+The run's lossless picture arrays that only feed the report's pictures (featviz.results.NOT_ARCHIVED:
+the probe's full-resolution image bank, the ascent chunks' and views' arrays) are left out, and named
+with the reason in the manifest (`left_out`): the report holds what it shows of them at display
+size, so that an archive stays about the size of the report plus the checkpoint. An archive's
+results folder is a record, not an input: `featviz report` refuses it (the report is beside it).
 
 Layout inside `<run>.tar.gz`:  <run>/index.html (a landing page: the report's "all runs" link
 lands there)  <run>/report/...  <run>/results/...  <run>/extra/...  <run>/environment.json
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from .errors import FeatvizError
 from .io import atomic_path, file_sha256
-from .results import NOT_ARCHIVED
+from .results import not_archived
 
 MANIFEST = "MANIFEST.json"
 PACKAGES = ("featviz", "torch", "torchvision", "numpy", "scipy", "jinja2", "matplotlib", "snakemake")
@@ -78,7 +79,7 @@ def make_archive(report: Path, results: Path, out: Path, extra: list[Path] = ())
     for folder in (report, results):
         if not folder.is_dir():
             raise FeatvizError(f"archive: folder {folder} does not exist")
-    left_out = {f"{run}/results/{rel}": why for rel, why in NOT_ARCHIVED.items() if (results / rel).is_file()}
+    left_out = {f"{run}/results/{rel}": why for rel, why in not_archived(results).items()}
     entries = _files(report, f"{run}/report") + [e for e in _files(results, f"{run}/results") if e[0] not in left_out]
     for p in extra:
         if not Path(p).is_file():

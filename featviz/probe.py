@@ -65,7 +65,7 @@ ELEMENTWISE = (torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.fun
 # the images of the top-k bank read from the test set at a time, in bytes
 BANK_BYTES = 2 ** 26
 SAMPLE_MAPS_KEPT = 64  # activation maps per conv layer and sample image kept for the run page
-SAMPLE_MAP_PX = 56  # larger sample maps are averaged down to about this side (the page shows them at 28)
+SAMPLE_MAP_PX = 28  # larger sample maps are averaged down to about this side: the size the run page shows
 
 
 def module_of(net: nn.Module, layer: dict) -> nn.Module:
@@ -528,7 +528,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
     # samples, saliency, first-layer weights
     arrays[SAMPLE_IMAGES] = images[seen.sample_idx].numpy()
     sal, sal_class = saliency(model, images[seen.sample_idx], dev)
-    arrays[SALIENCY] = sal.astype(np.float32)
+    arrays[SALIENCY] = sal.astype(np.float16)  # in [0, 1], drawn with a colour map: float16 is plenty
     samples_meta = _samples_meta(torch.softmax(settled.logits[seen.sample_idx], 1), labels, seen.sample_idx,
                                  sal_class, units["classes"])
     conv_arrays, first_layer = _first_conv(model)

@@ -189,7 +189,7 @@ BANK = "topk_bank"  # (R, C, H, W) uint8: every test image in some unit's top-k,
 # probe.npz: arrays of the whole probe ...
 BANK_INDEX = "topk_bank_index"  # (R,) int64: the test-set indices of the bank's rows
 SAMPLE_IMAGES = "sample_images"  # (S, C, H, W) uint8
-SALIENCY = "saliency"  # (S, H, W) float32
+SALIENCY = "saliency"  # (S, H, W) float16 in [0, 1]
 CONV1_WEIGHTS = "conv1_weights"  # the first conv layer's weights
 CONV1_OPTIMAL = "conv1_optimal"  # and their analytic optimal input
 # ... and per layer j of units.json, `<kind>_<j>`:
@@ -198,7 +198,7 @@ LAYER_ARRAYS = {
     "hist": "(U, bins) int32: histogram counts per unit",
     "edges": "(U, bins + 1) float32: histogram bin edges per unit",
     "topk": "(U, k) int32: each unit's top-k test images, as rows of topk_bank",
-    "maps": "(S, U, h, w) uint8: activation maps of the sample images (conv layers; the first 64 units, averaged down to about 56 px), each scaled to its own range",
+    "maps": "(S, U, h, w) uint8: activation maps of the sample images (conv layers; the first 64 units, averaged down to about 28 px, as the run page shows them), each scaled to its own range",
     "maps_range": "(S, U, 2) float32: each map's (min, max): value = min + byte / 255 * (max - min)",
 }
 
@@ -253,11 +253,30 @@ def read_probe(folder: RunFolder) -> tuple[dict | None, ProbeArrays]:
     return artifacts.read_probe_summary(js), arrays
 
 
-# files of a run an archive leaves out (run-relative path: why): the report holds what it shows of them
-NOT_ARCHIVED = {f"probe/{PROBE_BANK}": "the probe's full-resolution image bank: the report holds the thumbnails "
-                                      "and receptive-field crops it shows",
-                "attribution/attribution.npz": "the class views' images and maps (8 per class: hundreds of MB at "
-                                               "1000 classes): the report holds them as the pictures it shows"}
+# files of a run an archive leaves out (run-relative glob pattern: why): the lossless picture arrays
+# the report's pictures are drawn from. The report holds what it shows of them at display size, and
+# the checkpoint with the config remakes them, so an archive stays the report plus the checkpoint
+# plus the run's numbers (records, statistics, metrics) and a few MB
+NOT_ARCHIVED = {
+    f"probe/{PROBE_BANK}": "the probe's full-resolution image bank: the report holds the thumbnails and "
+                           "receptive-field crops it shows",
+    "ascent/*/*.npz": "the ascent pictures, lossless at full resolution (images, snapshots, extra views, "
+                      "transparency maps): the report holds them at display size; each chunk's .json "
+                      "(objectives and statistics per unit) is archived",
+    "compare/*/*.npz": "the recipe comparison's pictures, lossless: the methods page holds them at display "
+                       "size; each comparison's .json is archived",
+    "layer_views/layer_views.npz": "the layer pages' deep-dream and caricature pictures, lossless: the "
+                                   "report holds them at display size",
+    "attribution/attribution.npz": "the class views' images and maps (8 per class: hundreds of MB at "
+                                   "1000 classes): the report holds them as the pictures it shows",
+}
+
+
+def not_archived(results: str | Path) -> dict[str, str]:
+    """The files of results/<run> an archive leaves out (run-relative path: why), by NOT_ARCHIVED."""
+    root = Path(results)
+    return {p.relative_to(root).as_posix(): why for pattern, why in NOT_ARCHIVED.items()
+            for p in sorted(root.glob(pattern)) if p.is_file()}
 
 
 # ---------------------------------------------------------------- test predictions

@@ -10,7 +10,7 @@ import pytest
 from featviz.archive import MANIFEST, make_archive, verify_archive
 from featviz.cli import main
 from featviz.errors import FeatvizError
-from featviz.results import NOT_ARCHIVED
+from featviz.results import NOT_ARCHIVED, not_archived
 from featviz.report import render_run
 from tests.synthetic_run import make_run
 
@@ -45,24 +45,31 @@ def test_contents_and_manifest(archive):
     assert main(["verify-archive", str(archive)]) == 0
 
 
-def test_the_full_resolution_bank_stays_out(archive, tmp_path):
-    """The probe's bank of full-resolution test images is left out, named in the manifest; the
-    report's pictures cut from it are in; a report rebuilt from the archive's results renders
-    without it."""
+def test_the_lossless_picture_arrays_stay_out(archive, tmp_path):
+    """The probe's bank of full-resolution test images and the ascent chunks' lossless pictures are
+    left out, each named in the manifest with its reason; the report's pictures drawn from them and
+    the chunks' records are in; rendering the archive's results again is one clear error."""
     files = _members(archive)
     run = archive.name[: -len(".tar.gz")]
     results = archive.parent.parent / "results" / run
-    assert (results / "probe/bank.npz").is_file()  # the run keeps it: the report reads it
-    assert not [n for n in files if n.endswith("bank.npz")]
+    chunks = sorted(results.glob("ascent/*/*.npz"))
+    assert (results / "probe/bank.npz").is_file() and chunks  # the run keeps them: the report reads them
+    assert not [n for n in files if n.endswith("bank.npz") or (n.startswith(f"{run}/results/ascent/") and n.endswith(".npz"))]
     left_out = json.loads(files[f"{run}/{MANIFEST}"])["left_out"]
     assert left_out[f"{run}/results/probe/bank.npz"] == NOT_ARCHIVED["probe/bank.npz"]
-    assert left_out == {f"{run}/results/{k}": why for k, why in NOT_ARCHIVED.items() if (results / k).is_file()}
+    for c in chunks:
+        rel = c.relative_to(results).as_posix()
+        assert left_out[f"{run}/results/{rel}"] == NOT_ARCHIVED["ascent/*/*.npz"]
+        assert f"{run}/results/{rel[:-len('.npz')]}.json" in files  # the chunk's objectives and statistics
+    assert left_out == {f"{run}/results/{k}": why for k, why in not_archived(results).items()}
     assert f"{run}/results/probe/probe.npz" in files and f"{run}/results/probe/predictions.npz" in files
     assert [n for n in files if n.startswith(f"{run}/report/top/")]  # the top images the report shows
+    assert [n for n in files if n.startswith(f"{run}/report/units/")]  # the ascent pictures, at display size
     with tarfile.open(archive, "r:gz") as tar:
         tar.extractall(tmp_path, filter="data")
-    render_run(tmp_path / run / "results", tmp_path / "site", {"name": "tiny", "seed": 0})
-    assert (tmp_path / "site" / "index.html").is_file() and not (tmp_path / "site" / "top").exists()
+    with pytest.raises(FeatvizError, match="extracted archive.*MANIFEST.json, left_out.*report"):
+        render_run(tmp_path / run / "results", tmp_path / "site", {"name": "tiny", "seed": 0})
+    assert not (tmp_path / "site").exists()
 
 
 def _rewrite(src, dst, change=None, add=None):

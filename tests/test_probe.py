@@ -258,7 +258,7 @@ def test_saliency_and_first_layer(run):
     sal = z["saliency"]
     assert sal.shape == (len(s["samples"]), 12, 12) and sal.max() == pytest.approx(1.0)
     maps, cls = saliency(model, torch.from_numpy(z["sample_images"]), "cpu")
-    assert np.allclose(maps, sal)
+    assert sal.dtype == np.float16 and np.allclose(maps, sal, rtol=1e-3, atol=1e-4)  # float16: what a colour map draws
 
 
 def test_unknown_module_is_a_user_error(run):

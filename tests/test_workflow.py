@@ -145,11 +145,12 @@ def test_views_on_real_images(finished):
     assert 'id="caricature"' in (site / "layer-fc1.html").read_text()
     with tarfile.open(next((finished / "reports").glob("*.tar.gz"))) as tar:
         names = tar.getnames()
-    for tail in ("/results/attribution/attribution.json", "/results/layer_views/layer_views.npz", "/logs/dream.log",
+    for tail in ("/results/attribution/attribution.json", "/results/layer_views/layer_views.json", "/logs/dream.log",
                  "/logs/attribute.log", "/report/views/layers/fc1-deepdream.png"):
         assert any(n.endswith(tail) for n in names), tail
-    # the class views' arrays stay out (the report holds their pictures): featviz.results.NOT_ARCHIVED
-    assert not any(n.endswith("/results/attribution/attribution.npz") for n in names)
+    # the views' lossless arrays stay out (the report holds their pictures): featviz.results.NOT_ARCHIVED
+    assert not any(n.endswith(("/results/attribution/attribution.npz", "/results/layer_views/layer_views.npz"))
+                   for n in names)
     assert any("/report/views/classes/" in n for n in names)
 
 

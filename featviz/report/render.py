@@ -32,12 +32,23 @@ def _swap_in(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+def _refuse_archived_results(results: Path) -> None:
+    """An extracted archive's results folder keeps the run's numbers, not the lossless pictures the
+    pages are drawn from (featviz.results.NOT_ARCHIVED): one clear error instead of a missing file."""
+    if results.name == "results" and (results.parent / "MANIFEST.json").is_file():
+        raise FeatvizError(f"report: {results} is the results folder of an extracted archive, which leaves out "
+                           f"the lossless pictures the pages are drawn from (MANIFEST.json, left_out); its report "
+                           f"is {results.parent / 'report'}. To render the run again, run the workflow from the "
+                           f"archived checkpoint and config")
+
+
 def render_run(results: Path, out: Path, config: dict | None = None, matches: list[Path] | None = None) -> None:
     """Render results/<run> into the folder `out` (replaced whole at the end). `matches`: the
     comparisons (results/<run>/match/<other>.json) to render; None: every one there."""
     out = Path(out)
     folder = RunFolder(results)
     results = folder.root
+    _refuse_archived_results(results)
     for needed in (folder.model_json, folder.eval_metrics, folder.units):
         if not needed.exists():
             raise FeatvizError(f"report: {needed} is missing (run the earlier stages first)")

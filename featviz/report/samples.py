@@ -62,7 +62,7 @@ def samples(site: Path, probe: dict | None, arrays: ProbeArrays, layers: list[di
     if probe is None or arrays.sample_images is None:
         return []
     imgs = np.asarray(arrays.sample_images, np.float32) / 255.0
-    sal = arrays.saliency
+    sal = None if arrays.saliency is None else np.asarray(arrays.saliency, np.float32)
     samples = []
     for s, meta in enumerate(probe["samples"]):
         row = dict(meta, image=f"samples/{save_image(_inside(site, f'samples/{s}'), imgs[s], 84)}", maps=[],
