@@ -15,18 +15,18 @@ AUTO = {"recipe": {"conv": "auto", "dense": "auto", "class": "auto"}}
 def test_auto_by_input_size():
     maco = ("maco", {"canvas_view": 0.5, "class_steps": 64, "crops": 8})
     assert auto_recipe("class", (3, 32, 32)) == maco and auto_recipe("class", (3, 224, 224)) == maco  # colour
-    assert auto_recipe("class", (1, 28, 28)) == ("lucid-scaled", {})  # small gray inputs (MNIST)
+    assert auto_recipe("class", (1, 28, 28)) == ("lucid-scaled", {"class_steps": 256})  # small gray inputs (MNIST)
     assert auto_recipe("class", (1, 224, 224)) == maco  # large gray ones
     assert auto_recipe("class", (28, 28)) == maco  # channels not known: colour
     assert auto_recipe("conv", (3, AUTO_LARGE, 300)) == ("lucid-scaled", {"steps": 256})
     assert auto_recipe("conv", (3, AUTO_LARGE - 1, 300)) == ("lucid-scaled", {})  # the shorter side decides
-    assert auto_recipe("dense", (1, 28, 28)) == ("lucid-scaled", {})
+    assert auto_recipe("dense", (1, 28, 28)) == ("lucid-scaled", {"steps": 256})
     name, settings = auto_recipe("class", (224, 224))
     assert recipe_for("class", AUTO, None, (224, 224)) == (name, settings)
     assert recipe_for("class", {**AUTO, "overrides": {"class": {"crops": 3}}}, None, (224, 224)) == \
         (name, {**settings, "crops": 3})  # the config's overrides win over auto's settings
     assert recipe_for("class", AUTO, None, (3, 32, 32)) == maco
-    assert recipe_for("class", AUTO, None, (1, 28, 28)) == ("lucid-scaled", {})
+    assert recipe_for("class", AUTO, None, (1, 28, 28)) == ("lucid-scaled", {"class_steps": 256})
     assert recipe_for("conv", AUTO, None, (3, 32, 32)) == ("lucid-scaled", {})
     assert recipe_for("class", AUTO) == ("auto", {})  # no size: left for the job to resolve
 
