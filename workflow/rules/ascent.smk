@@ -18,6 +18,9 @@ rule ascend:
         "results/{run}/logs/ascent/{layer}/{chunk}.log",
     benchmark:
         "results/{run}/benchmarks/ascent/{layer}/{chunk}.tsv"
+    # the report's own pictures and statistics before the extras (the methods page, the comparison,
+    # the views): `trust`, which needs both, then runs beside those instead of at the end
+    priority: 1
     resources:
         gpu=GPU,
         mem_mb=2000,

@@ -33,6 +33,9 @@ rule probe:
         "results/{run}/logs/probe.log",
     benchmark:
         "results/{run}/benchmarks/probe.tsv"
+    # the report's own pictures and statistics before the extras (the methods page, the comparison,
+    # the views): `trust`, which needs both, then runs beside those instead of at the end
+    priority: 1
     resources:
         gpu=GPU,
         mem_mb=3000,

@@ -32,6 +32,7 @@ rule trust:
         "results/{run}/logs/trust.log",
     benchmark:
         "results/{run}/benchmarks/trust.tsv"
+    priority: 1  # as soon as the ascent and the probe are done: the report waits for it
     resources:
         gpu=GPU,
         mem_mb=3000,
