@@ -9,8 +9,8 @@ convolutions before them where no hook reads those (featviz.ascent.fold).
 
 bf16 moves a few top-1 predictions (MobileNetV2 at 224 px: 2 of 80 images, logits off by up to
 0.37, docs/scale-out.md), so `settle` makes the top-1 fp32's: it recomputes in fp32 (same memory
-format) a calibration sample of `CALIBRATION` images spread over the set and measures the drift
-`d`: the most any output of one of them moved against that image's bf16 top-1 (the top-1 can only
+format) the `CALIBRATION` images whose two highest bf16 outputs are closest (those a drift would
+flip first: the recheck below would recompute most of them anyway) and measures the drift `d`: the most any output of one of them moved against that image's bf16 top-1 (the top-1 can only
 change where another output moves past it, by more than the bf16 margin). Every image whose bf16
 margin between its two highest outputs is at most `d` is recomputed in fp32; where one of those
 drifts further, `d` grows and the images the wider margin takes in are recomputed too, until none
@@ -29,7 +29,7 @@ from .device import resolve_precision
 from .inplace import in_place
 from .model import LoadedModel
 
-CALIBRATION = 16  # images recomputed in fp32 first, to measure how far bf16 moves the outputs (the drift)
+CALIBRATION = 16  # closest-margin images recomputed in fp32 first, to measure how far bf16 moves the outputs
 TOP = 5  # predictions kept per image (featviz.results' predictions.npz)
 # input pixels per batch of a pass of its own, rounded down to a power of two of images: 32 at 224 px
 # (MobileNetV2 there, bf16 + channels_last: batch 32 ran 1.3-1.6x the images per CPU-second of batch
@@ -98,11 +98,9 @@ def logits(model: LoadedModel, images: torch.Tensor, dev: torch.device, mode: Mo
     return torch.cat(out) if out else torch.zeros(0, len(model.classes))
 
 
-def spread(n: int, count: int) -> torch.Tensor:
-    """`count` indices spread evenly over range(n) (all of them when count >= n)."""
-    if n <= count:
-        return torch.arange(n)
-    return torch.linspace(0, n - 1, count).round().long().unique()
+def closest(margin: torch.Tensor, count: int) -> torch.Tensor:
+    """The indices of the `count` smallest margins (all of them when count >= len), in index order."""
+    return margin.argsort(stable=True)[:count].sort().values
 
 
 def drift(out: torch.Tensor, exact: torch.Tensor) -> float:
@@ -140,7 +138,7 @@ def settle(model: LoadedModel, images: torch.Tensor, out: torch.Tensor, dev: tor
     fixed = out.clone()
     is_fp32 = torch.zeros(n, dtype=torch.bool)
     margin = margins(out)
-    rows, bound, first = spread(n, CALIBRATION), 0.0, True
+    rows, bound, first = closest(margin, CALIBRATION), 0.0, True
     while len(rows):
         for s in range(0, len(rows), batch_size):
             r = rows[s:s + batch_size]

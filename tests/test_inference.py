@@ -110,34 +110,41 @@ def test_evaluate_refuses_predictions_of_another_test_set(run, tmp_path):
 
 
 def test_settle_recomputes_in_fp32_what_bf16_could_have_moved():
-    """A made-up bf16 pass over 60 images: the calibration images drift 0.05 (one output moved);
-    a close call (bf16 margin 0.01) that drifted ~0.2 is recomputed and widens the margin, which
-    takes in a second close call whose top two bf16 swapped (margin above 0.05); an image far
-    from any other output is kept as the pass computed it."""
+    """A made-up bf16 pass over 60 images of 3 outputs: the calibration images, the 16 closest
+    calls, drift d0 (their lowest output moved: margins unchanged); a wide call made close (bf16
+    margin just above the calibration's, below d0) that drifted d1 > d0 is recomputed and widens the
+    bound, which takes in a second call whose top two bf16 swapped (margin between d0 and d1); an
+    image far from any other output is kept as the pass computed it."""
     model = _micro()
     images = torch.randint(0, 256, (60, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     exact = inference.logits(model, images, CPU, Mode("fp32", False), 64)
-    cal = set(inference.spread(60, inference.CALIBRATION).tolist())
-    rest = [i for i in range(60) if i not in cal]
     m = inference.margins(exact)
-    second = min(rest, key=lambda i: float(m[i]))
-    first = next(i for i in rest if 0.15 <= float(m[i]) <= 0.5)
-    wide = max(rest, key=lambda i: float(m[i]))
-    assert float(m[second]) < 0.07 and float(m[wide]) > 1.0
+    order = m.argsort().tolist()
+    cal, rest = sorted(order[:inference.CALIBRATION]), order[inference.CALIBRATION:]
+    m16 = float(m[cal].max())
+    d0 = 2 * m16 + 0.01
     out = exact.clone()
-    out[sorted(cal), 0] += 0.05
+    for c in cal:
+        out[c, int(exact[c].argmin())] -= d0  # drift d0, margin unchanged
+    wide = rest[-1]
+    first = rest[-2]
     a, b = exact[first].topk(2).indices.tolist()
-    out[first, b] = exact[first, a] - 0.01  # bf16 margin 0.01, drift m - 0.01
-    d1 = float(m[first]) - 0.01
+    out[first, b] = exact[first, a] - (m16 + d0) / 2  # bf16 margin between the calibration's and d0
+    d1 = float(m[first]) - (m16 + d0) / 2
+    second = rest[0]
     a2, b2 = exact[second].topk(2).indices.tolist()
     e = 0.45 * d1
     out[second, a2] -= e
     out[second, b2] += e  # swapped: bf16 margin 2e - m, drift 2e = 0.9 d1
-    assert 0.05 < float(inference.margins(out)[second]) <= d1
+    assert d1 > d0 and d0 < float(inference.margins(out)[second]) <= d1 and float(m[wide]) > d1
+    assert inference.closest(inference.margins(out), inference.CALIBRATION).tolist() == cal
     s = inference.settle(model, images, out, CPU, Mode("bf16", False), 16)
     assert s.record["bf16_drift"] == pytest.approx(d1, abs=1e-5)
     assert s.fp32[first] and s.fp32[second] and not s.fp32[wide] and int(s.fp32.sum()) == s.record["fp32_rows"]
-    for row in (first, second, *sorted(cal)):
+    # no more fp32 work than that: the calibration and the calls within the drift
+    within = {i for i in range(60) if float(inference.margins(out)[i]) <= d1}
+    assert set(torch.nonzero(s.fp32).flatten().tolist()) == set(cal) | within
+    for row in (first, second, *cal):
         assert torch.allclose(s.logits[row], exact[row], atol=1e-5)
     assert int(s.logits[second].argmax()) == a2 != int(out[second].argmax())
     # the rest keep their pass's values: their margins exceed the drift
