@@ -10,7 +10,8 @@ convolutions before them where no hook reads those (featviz.ascent.fold).
 bf16 moves a few top-1 predictions (MobileNetV2 at 224 px: 2 of 80 images, logits off by up to
 0.37, docs/scale-out.md), so `settle` makes the top-1 fp32's: it recomputes in fp32 (same memory
 format) the `CALIBRATION` images whose two highest bf16 outputs are closest (those a drift would
-flip first: the recheck below would recompute most of them anyway) and measures the drift `d`: the most any output of one of them moved against that image's bf16 top-1 (the top-1 can only
+flip first: the recheck below would recompute most of them anyway) and measures the drift `d`:
+the most any output of one of them moved against that image's bf16 top-1 (the top-1 can only
 change where another output moves past it, by more than the bf16 margin). Every image whose bf16
 margin between its two highest outputs is at most `d` is recomputed in fp32; where one of those
 drifts further, `d` grows and the images the wider margin takes in are recomputed too, until none

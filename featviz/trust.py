@@ -38,6 +38,8 @@ Output `trust.json` (featviz.results.write_trust).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 

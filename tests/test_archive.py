@@ -54,7 +54,8 @@ def test_the_lossless_picture_arrays_stay_out(archive, tmp_path):
     results = archive.parent.parent / "results" / run
     chunks = sorted(results.glob("ascent/*/*.npz"))
     assert (results / "probe/bank.npz").is_file() and chunks  # the run keeps them: the report reads them
-    assert not [n for n in files if n.endswith("bank.npz") or (n.startswith(f"{run}/results/ascent/") and n.endswith(".npz"))]
+    assert not [n for n in files
+                if n.endswith("bank.npz") or (n.startswith(f"{run}/results/ascent/") and n.endswith(".npz"))]
     left_out = json.loads(files[f"{run}/{MANIFEST}"])["left_out"]
     assert left_out[f"{run}/results/probe/bank.npz"] == NOT_ARCHIVED["probe/bank.npz"]
     for c in chunks:
