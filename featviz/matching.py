@@ -317,8 +317,8 @@ class Side:
         self.label, self.kind, self.model, self.layers, self.results, self.run = label, kind, model, layers, results, run
 
     def receptive_fields(self) -> dict[str, dict]:
-        """Each conv layer's receptive field (featviz.probe.receptive_fields), by layer name."""
-        from .probe import receptive_fields
+        """Each conv layer's receptive field (featviz.receptive_field.receptive_fields), by layer name."""
+        from .receptive_field import receptive_fields
 
         convs = [la for la in self.layers if la["kind"] == "conv"]
         names = [la.get("module") or la["name"] for la in convs]

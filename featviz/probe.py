@@ -15,11 +15,12 @@ unit we keep:
   > 0). A unit no test image activates is *dead*;
 * its activation per image and a histogram of it, over the first `histogram_images` test images;
 * its top-k test images (conv: ranked by the strongest position). The images themselves are
-  stored once in a bank shared by every unit; `top_crops` cuts the receptive-field crops around
-  the argmax positions from it when they are shown;
+  stored once in a bank shared by every unit; `featviz.crops.top_crops` cuts the receptive-field
+  crops around the argmax positions from it when they are shown;
+* its receptive field per conv layer (featviz.receptive_field);
 * near-duplicates (correlation of activations over every test image and position) and, per layer
-  while a budget of forward passes lasts, a pruning curve: units zeroed by a hook in order of
-  importance, test accuracy after each step.
+  while a budget of forward passes lasts, a pruning curve (featviz.pruning): units zeroed by a hook
+  in order of importance, test accuracy after each step.
 
 Plus activation maps of a few sample inputs for every conv layer, saliency maps for those samples
 (`featviz.attribution`) and the first conv layer's weights with their analytic optimal input.
@@ -31,10 +32,8 @@ archives leave it out), `predictions.npz` (the test predictions), `pruning.png`,
 """
 from __future__ import annotations
 
-import itertools
 import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,24 +43,19 @@ from torch import nn
 from .ascent.fold import folded_batchnorms
 from .attribution import saliency
 from .artifacts import read_prepared
-from .crops import top_crops  # noqa: F401  (re-exported: probe's public crop geometry)
 from .device import resolve_device, resolve_precision
 from .errors import FeatvizError
-from .inference import Mode, choose_mode, release, settle, top_predictions
+from .inference import choose_mode, release, settle, top_predictions
 from .inplace import in_place
 from .io import Chunks
 from .model import LoadedModel
 from .probe_pass import Stats, activation_pass
 from .probe_pass import batch_size as pass_batch
+from .pruning import PruneBudget
+from .receptive_field import receptive_fields
 from .results import BANK_INDEX, CONV1_OPTIMAL, CONV1_WEIGHTS, SALIENCY, SAMPLE_IMAGES, Predictions, layer_key, \
     write_probe
 
-PASSTHROUGH = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Dropout2d,
-               nn.BatchNorm2d, nn.Identity)
-SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-# elementwise functions a plain chain may call between its modules (torch.relu(self.conv(x)))
-ELEMENTWISE = (torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.functional.leaky_relu,
-               nn.functional.elu, nn.functional.gelu, nn.functional.silu, nn.functional.dropout)
 # the images of the top-k bank read from the test set at a time, in bytes
 BANK_BYTES = 2 ** 26
 SAMPLE_MAPS_KEPT = 64  # activation maps per conv layer and sample image kept for the run page
@@ -80,130 +74,6 @@ def module_of(net: nn.Module, layer: dict) -> nn.Module:
     return mods[name]
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def plain_chain(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules the input flows through one after the other before anything branches or
-    merges, in execution order: the prefix of the network's torch.fx graph in which every node
-    takes exactly the previous node's output and is a conv, a pool, an elementwise module or
-    function, or batch norm. A residual block ends it (its add takes two inputs, its downsample
-    conv reads the block's input, not the previous node), so does a module called twice with
-    weights, or a network that cannot be traced (TorchScript, data-dependent control flow): []."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = torch.fx.symbolic_trace(net).graph
-    except Exception:  # noqa: BLE001 - any tracing failure means: not a known plain chain
-        return []
-    mods = dict(net.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    chain, prev = [], None
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if prev is not None:
-                return []  # several inputs
-            prev = node
-            continue
-        if prev is None or node.all_input_nodes != [prev]:
-            break
-        if node.op == "call_module":
-            mod = mods.get(node.target)
-            if not isinstance(mod, SPATIAL + PASSTHROUGH):
-                break
-            if calls[node.target] > 1 and not isinstance(mod, PASSTHROUGH):
-                break  # a hook on it would read its last call, not this one
-            chain.append((node.target, mod))
-        elif not (node.op == "call_function" and node.target in ELEMENTWISE):
-            break
-        prev = node
-    return chain
-
-
-def _analytic(chain: list[tuple[str, nn.Module]], layer_name: str) -> dict:
-    size, jump, start = 1, 1, 0.0
-    for name, mod in chain:
-        if isinstance(mod, SPATIAL):
-            k = _pair(mod.kernel_size)[0]
-            s = _pair(mod.stride)[0] if mod.stride is not None else k
-            p = mod.padding if not isinstance(mod.padding, str) else ((k - 1) // 2 if mod.padding == "same" else 0)
-            p = _pair(p)[0]
-            d = _pair(getattr(mod, "dilation", 1))[0]
-            k_eff = d * (k - 1) + 1
-            start += ((k_eff - 1) / 2 - p) * jump
-            size += (k_eff - 1) * jump
-            jump *= s
-        if name == layer_name:
-            break
-    return {"size": int(size), "stride": int(jump), "offset": int(round(start - (size - 1) / 2)),
-            "method": "analytic"}
-
-
-def receptive_fields(net: nn.Module, layer_names: list[str], input_shape) -> dict[str, dict]:
-    """Size, stride (jump) and offset of one output position of each conv layer, in input pixels.
-
-    Analytic when the layer lies on the network's plain chain (`plain_chain`: every module from
-    the input to it is a conv, a pool or elementwise, one after the other); otherwise (residual
-    and branching networks, untraceable ones) measured with gradients: the bounding box of the
-    input pixels that influence the centre position (one forward for all such layers). A measured
-    field is clipped to the image: its size is at most the image's."""
-    chain = plain_chain(net)
-    on_chain = {name for name, _ in chain}
-    out = {name: _analytic(chain, name) for name in layer_names if name in on_chain}
-    out.update(_receptive_fields_empirical(net, [n for n in layer_names if n not in on_chain], input_shape))
-    return {name: out[name] for name in layer_names}
-
-
-def receptive_field(net: nn.Module, layer_name: str, input_shape) -> dict:
-    """`receptive_fields` of one layer."""
-    return receptive_fields(net, [layer_name], input_shape)[layer_name]
-
-
-def _receptive_field_empirical(net, layer_name, input_shape) -> dict:
-    return _receptive_fields_empirical(net, [layer_name], input_shape)[layer_name]
-
-
-def _receptive_fields_empirical(net, layer_names, input_shape) -> dict[str, dict]:
-    if not layer_names:
-        return {}
-    mods = dict(net.named_modules())
-    outs: dict[str, torch.Tensor] = {}
-
-    def keep(name):
-        return lambda m, i, o: outs.setdefault(name, o)  # the first call, as `featviz units` reads it
-
-    hooks = [mods[name].register_forward_hook(keep(name)) for name in dict.fromkeys(layer_names)]
-    dev = next(net.parameters(), torch.empty(0)).device
-    x = torch.rand(1, *input_shape, generator=torch.Generator().manual_seed(0)).to(dev).requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            net(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    result = {}
-    names = list(dict.fromkeys(layer_names))
-    for n, name in enumerate(names):
-        a = outs[name]
-        hh, ww = a.shape[-2:]
-        cy, cx = hh // 2, ww // 2
-        with torch.enable_grad():
-            g, = torch.autograd.grad(a[0, :, cy, cx].sum(), x, retain_graph=n < len(names) - 1, allow_unused=True)
-        nz = torch.nonzero(g[0].abs().sum(0)).cpu() if g is not None else torch.zeros((0, 2), dtype=torch.int64)
-        if len(nz) == 0:
-            result[name] = {"size": 1, "stride": 1, "offset": 0, "method": "empirical"}
-            continue
-        size = int((nz.max(0).values - nz.min(0).values).max()) + 1
-        stride = max(1, round(input_shape[-1] / ww))
-        offset = int(nz[:, 0].min()) - cy * stride
-        result[name] = {"size": size, "stride": stride, "offset": offset, "method": "empirical"}
-    return result
-
-
 def _correlation_from_moments(s1: torch.Tensor, s2: torch.Tensor, n: int) -> np.ndarray:
     """Pearson correlation between units from sums and the Gram matrix over n values each (for a
     conv channel: every position of every test image, so two channels correlate only when their
@@ -217,99 +87,6 @@ def _correlation_from_moments(s1: torch.Tensor, s2: torch.Tensor, n: int) -> np.
     c = c.clamp(-1, 1).numpy()
     np.fill_diagonal(c, 0.0)
     return c
-
-
-@torch.no_grad()
-def _accuracy(model, images, labels, dev, module=None, removed=(), batch_size=1000,
-              dtype: torch.dtype | None = None, memory_format=torch.contiguous_format) -> float:
-    """Top-1 accuracy with the units `removed` of `module`'s output zeroed, under autocast to
-    `dtype` (None: fp32) with inputs in `memory_format`."""
-    removed = list(removed)
-    h = None
-    if module is not None and removed:
-        idx = torch.tensor(removed, device=dev)
-
-        def zero(m, i, o):
-            o = o.clone()
-            o[:, idx] = 0
-            return o
-        h = module.register_forward_hook(zero)
-    try:
-        correct = 0
-        for s in range(0, len(images), batch_size):
-            x = model.to_input(images[s:s + batch_size], dev).contiguous(memory_format=memory_format)
-            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                out = model.net(x)
-            correct += int((out.argmax(1).cpu() == labels[s:s + batch_size]).sum())
-    finally:
-        if h is not None:
-            h.remove()
-    return correct / max(1, len(images))
-
-
-def prune_order(relu_mean: np.ndarray, corr: np.ndarray) -> list[int]:
-    """Greedy: repeatedly remove the unit with the least importance, where importance is how much
-    the unit fires (after ReLU) discounted by its best correlation with a unit still present. Dead
-    units (importance 0) go first; of two duplicates only the first loses its importance."""
-    left = list(range(len(relu_mean)))
-    c = np.clip(np.asarray(corr, np.float64), 0.0, 1.0)
-    order = []
-    while left:
-        sub = c[np.ix_(left, left)]
-        best = sub.max(1) if len(left) > 1 else np.zeros(1)
-        imp = relu_mean[left] * (1.0 - best)
-        # ties (e.g. 0 for dead units and for exact duplicates): the weaker unit first, then by index
-        pick = left[int(np.lexsort((np.arange(len(left)), relu_mean[left], imp))[0])]
-        order.append(pick)
-        left.remove(pick)
-    return order
-
-
-def _grid(n: int, points: int) -> list[int]:
-    return sorted({int(round(x)) for x in np.linspace(0, n, min(points, n) + 1)})
-
-
-def curve_passes(n: int, points: int = 12) -> int:
-    """The most forward passes `pruning_curve` makes over its images for a layer of n units, not
-    counting the unpruned network's (given as `base`): every grid point, then the bisection of the
-    widest gap between two of them."""
-    grid = _grid(n, points)
-    gap = max((b - a for a, b in itertools.pairwise(grid)), default=1)
-    return len(grid) - 1 + (math.ceil(math.log2(gap)) if gap > 1 else 0)
-
-
-def pruning_curve(model, images, labels, dev, module, order: list[int], tolerance: float, points: int = 12,
-                  base: float | None = None, batch_size: int = 1000, **mode) -> dict:
-    """Accuracy with the first k units of `order` zeroed, on a grid of k, refined by bisection
-    around the largest k whose accuracy stays within `tolerance` of the unpruned network's
-    (`base`: that accuracy on these images, if already known; measured otherwise). `mode`: the
-    passes' `dtype` and `memory_format` (`_accuracy`)."""
-    n = len(order)
-    cache: dict[int, float] = {} if base is None else {0: base}
-
-    def acc(k):
-        if k not in cache:
-            cache[k] = _accuracy(model, images, labels, dev, module, order[:k], batch_size, **mode)
-        return cache[k]
-
-    base = acc(0)
-    grid = _grid(n, points)
-    good = 0
-    for k in grid:
-        if acc(k) >= base - tolerance:
-            good = k
-        else:
-            break
-    lo, hi = good, next((k for k in grid if k > good), None)
-    while hi is not None and hi - lo > 1:  # the first failing grid point lies above lo
-        mid = (lo + hi) // 2
-        if acc(mid) >= base - tolerance:
-            lo = mid
-        else:
-            hi = mid
-    ks = sorted(cache)
-    return {"order": [int(u) for u in order], "removed": ks, "accuracy": [round(cache[k], 5) for k in ks],
-            "base_accuracy": base, "tolerance": tolerance, "removable": int(lo), "units": n}
 
 
 def _check_options(top_k, samples, prune_images, histogram_images, prune_passes) -> None:
@@ -400,49 +177,6 @@ def _layer_analysis(j: int, layer: dict, st: Stats, n: int, labels, bank_index, 
     return entry, arrays, (st.relu_sum / n).numpy(), corr
 
 
-class _PruneBudget:
-    """Pruning curves of the layers in units.json order while a budget of forward passes over the
-    pruning images lasts (None: no budget). The passes run under autocast to `precision` (`fp32`,
-    `bf16`) in the activation pass's memory format (`pass_mode`); the unpruned network's accuracy
-    is the activation pass's own (`pass_correct`, per pruning image) where that pass ran in the same
-    precision, else measured once."""
-
-    def __init__(self, model, images, labels, dev, budget: int | None, tolerance: float, batch_size: int,
-                 precision: str, pass_mode: Mode, pass_correct: torch.Tensor):
-        self.model, self.images, self.labels, self.dev = model, images, labels, dev
-        self.budget, self.tolerance, self.batch_size = budget, tolerance, batch_size
-        self.passes, self.base, self.skipped = 0, None, False
-        self.precision = precision
-        self.mode = {"dtype": torch.bfloat16 if precision == "bf16" else None,
-                     "memory_format": pass_mode.memory_format}
-        self.base_from_pass = precision == pass_mode.precision and len(pass_correct) > 0
-        if self.base_from_pass:
-            self.base = float(pass_correct.float().mean())
-
-    def finish(self) -> dict:
-        """The passes' mode, for probe.json."""
-        return {"precision": self.precision, "channels_last": self.mode["memory_format"] == torch.channels_last,
-                "base_from_activation_pass": self.base_from_pass}
-
-    def curve(self, module: nn.Module, nu: int, relu_mean: np.ndarray, corr: np.ndarray) -> dict:
-        """The entry keys `pruning` (and `pruning_skipped` once the budget is spent)."""
-        need = curve_passes(nu) + (self.base is None)
-        if self.skipped or (self.budget is not None and self.passes + need > self.budget):
-            self.skipped = True
-            return {"pruning": None, "pruning_skipped": f"budget of {self.budget} passes spent"}
-        if self.base is None:
-            self.base = _accuracy(self.model, self.images, self.labels, self.dev, batch_size=self.batch_size,
-                                  **self.mode)
-            self.passes += 1
-        # importance: how much the unit fires (after ReLU), discounted by how well another unit
-        # already carries the same signal; dead units (0) go first
-        order = prune_order(relu_mean, corr)
-        curve = pruning_curve(self.model, self.images, self.labels, self.dev, module, order, self.tolerance,
-                              base=self.base, batch_size=self.batch_size, **self.mode)
-        self.passes += len(curve["removed"]) - 1
-        return {"pruning": curve}
-
-
 def _samples_meta(probs: torch.Tensor, labels, sample_idx: list[int], sal_class, classes: list[str]) -> list[dict]:
     return [{"index": int(i), "true": classes[int(labels[i])], "predicted": classes[int(probs[r].argmax())],
              "confidence": round(float(probs[r].max()), 4), "saliency_class": classes[int(sal_class[r])]}
@@ -509,7 +243,7 @@ def probe(model: LoadedModel, units: dict, data_dir: Path, out_dir: Path, device
         conv_names = [layer.get("module") or layer["name"] for layer in layers if layer["kind"] == "conv"]
         rfs = receptive_fields(net, conv_names, tuple(model.input_shape))
         n_prune = min(prune_images or n, n)
-        pruner = _PruneBudget(model, images[:n_prune], labels[:n_prune], dev, prune_passes, prune_tolerance, bs,
+        pruner = PruneBudget(model, images[:n_prune], labels[:n_prune], dev, prune_passes, prune_tolerance, bs,
                               prune_dtype, mode, seen.logits[:n_prune].argmax(1) == labels[:n_prune])
         summary_layers = []
         for j, layer in enumerate(layers):

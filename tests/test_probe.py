@@ -16,7 +16,10 @@ from featviz.errors import FeatvizError
 from featviz.io import Chunks, write_npz
 from featviz.model import load_model
 from featviz.model.spec import Residual
-from featviz.probe import _receptive_field_empirical, curve_passes, module_of, probe, receptive_field, top_crops
+from featviz.crops import top_crops
+from featviz.probe import module_of, probe
+from featviz.pruning import curve_passes
+from featviz.receptive_field import _receptive_field_empirical, receptive_field
 from tests.synthetic_run import make_run
 
 
