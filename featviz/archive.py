@@ -1,7 +1,7 @@
 """One archive per model: the report, the checkpoint, metrics, units, ascent results, the config
 snapshot and the environment, with a manifest holding the sha256 of every file.
 
-The run's lossless picture arrays that only feed the report's pictures (featviz.results.NOT_ARCHIVED:
+The run's lossless picture arrays that only feed the report's pictures (NOT_ARCHIVED below:
 the probe's full-resolution image bank, the ascent chunks' and views' arrays) are left out, and named
 with the reason in the manifest (`left_out`): the report holds what it shows of them at display
 size, so that an archive stays about the size of the report plus the checkpoint. An archive's
@@ -28,10 +28,35 @@ from pathlib import Path
 
 from .errors import FeatvizError
 from .io import atomic_path, file_sha256
-from .results import not_archived
+from .results import PROBE_BANK
 
 MANIFEST = "MANIFEST.json"
 PACKAGES = ("featviz", "torch", "torchvision", "numpy", "scipy", "jinja2", "matplotlib", "snakemake")
+
+# files of a run an archive leaves out (run-relative glob pattern: why): the lossless picture arrays
+# the report's pictures are drawn from. The report holds what it shows of them at display size, and
+# the checkpoint with the config remakes them, so an archive stays the report plus the checkpoint
+# plus the run's numbers (records, statistics, metrics) and a few MB
+NOT_ARCHIVED = {
+    f"probe/{PROBE_BANK}": "the probe's full-resolution image bank: the report holds the thumbnails and "
+                           "receptive-field crops it shows",
+    "ascent/*/*.npz": "the ascent pictures, lossless at full resolution (images, snapshots, extra views, "
+                      "transparency maps): the report holds them at display size; each chunk's .json "
+                      "(objectives and statistics per unit) is archived",
+    "compare/*/*.npz": "the recipe comparison's pictures, lossless: the methods page holds them at display "
+                       "size; each comparison's .json is archived",
+    "layer_views/layer_views.npz": "the layer pages' deep-dream and caricature pictures, lossless: the "
+                                   "report holds them at display size",
+    "attribution/attribution.npz": "the class views' images and maps (8 per class: hundreds of MB at "
+                                   "1000 classes): the report holds them as the pictures it shows",
+}
+
+
+def not_archived(results: str | Path) -> dict[str, str]:
+    """The files of results/<run> an archive leaves out (run-relative path: why), by NOT_ARCHIVED."""
+    root = Path(results)
+    return {p.relative_to(root).as_posix(): why for pattern, why in NOT_ARCHIVED.items()
+            for p in sorted(root.glob(pattern)) if p.is_file()}
 
 
 def environment() -> dict:

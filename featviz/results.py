@@ -184,7 +184,7 @@ def read_spectrum(path: str | Path) -> np.ndarray:
 
 PROBE_JSON, PROBE_NPZ, PROBE_BANK = "probe.json", "probe.npz", "bank.npz"
 # bank.npz, the probe's working file of full-resolution images (the report cuts its thumbnails and
-# receptive-field crops from it; an archive leaves it out: NOT_ARCHIVED):
+# receptive-field crops from it; an archive leaves it out: featviz.archive.NOT_ARCHIVED):
 BANK = "topk_bank"  # (R, C, H, W) uint8: every test image in some unit's top-k, once, in test-set order
 # probe.npz: arrays of the whole probe ...
 BANK_INDEX = "topk_bank_index"  # (R,) int64: the test-set indices of the bank's rows
@@ -251,32 +251,6 @@ def read_probe(folder: RunFolder) -> tuple[dict | None, ProbeArrays]:
     if folder.probe_bank.exists():
         arrays.update(read_npz(folder.probe_bank, "probe image bank", REMAKE_PROBE, (BANK,)))
     return artifacts.read_probe_summary(js), arrays
-
-
-# files of a run an archive leaves out (run-relative glob pattern: why): the lossless picture arrays
-# the report's pictures are drawn from. The report holds what it shows of them at display size, and
-# the checkpoint with the config remakes them, so an archive stays the report plus the checkpoint
-# plus the run's numbers (records, statistics, metrics) and a few MB
-NOT_ARCHIVED = {
-    f"probe/{PROBE_BANK}": "the probe's full-resolution image bank: the report holds the thumbnails and "
-                           "receptive-field crops it shows",
-    "ascent/*/*.npz": "the ascent pictures, lossless at full resolution (images, snapshots, extra views, "
-                      "transparency maps): the report holds them at display size; each chunk's .json "
-                      "(objectives and statistics per unit) is archived",
-    "compare/*/*.npz": "the recipe comparison's pictures, lossless: the methods page holds them at display "
-                       "size; each comparison's .json is archived",
-    "layer_views/layer_views.npz": "the layer pages' deep-dream and caricature pictures, lossless: the "
-                                   "report holds them at display size",
-    "attribution/attribution.npz": "the class views' images and maps (8 per class: hundreds of MB at "
-                                   "1000 classes): the report holds them as the pictures it shows",
-}
-
-
-def not_archived(results: str | Path) -> dict[str, str]:
-    """The files of results/<run> an archive leaves out (run-relative path: why), by NOT_ARCHIVED."""
-    root = Path(results)
-    return {p.relative_to(root).as_posix(): why for pattern, why in NOT_ARCHIVED.items()
-            for p in sorted(root.glob(pattern)) if p.is_file()}
 
 
 # ---------------------------------------------------------------- test predictions
@@ -396,7 +370,7 @@ def write_class_views(out_dir: str | Path, record: dict, arrays: dict) -> None:
 
 def read_class_views(folder: str | Path) -> tuple[dict, dict] | None:
     """results/<run>/attribution/ (record, arrays), or None where there is none (or only its record:
-    an archive leaves the arrays out, NOT_ARCHIVED)."""
+    an archive leaves the arrays out, featviz.archive.NOT_ARCHIVED)."""
     if not (Path(folder) / f"{CLASS_VIEWS[0]}.npz").is_file():
         return None
     return _views_read(folder, CLASS_VIEWS, ("rows", "classes", "maps"))

@@ -7,10 +7,9 @@ import tarfile
 
 import pytest
 
-from featviz.archive import MANIFEST, make_archive, verify_archive
+from featviz.archive import MANIFEST, NOT_ARCHIVED, make_archive, not_archived, verify_archive
 from featviz.cli import main
 from featviz.errors import FeatvizError
-from featviz.results import NOT_ARCHIVED, not_archived
 from featviz.report import render_run
 from tests.synthetic_run import make_run
 

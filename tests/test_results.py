@@ -10,7 +10,6 @@ from featviz.chunks import ascent_chunks, read_chunk_images, read_chunk_record, 
 from featviz.results import (
     BANK,
     LAYER_ARRAYS,
-    NOT_ARCHIVED,
     Predictions,
     ProbeArrays,
     RunFolder,
@@ -95,6 +94,8 @@ def test_probe_arrays_contract(tmp_path):
     assert arrays.layer("hist", 1) is None and arrays.layer("maps", 0) is None and arrays.layer("hist", None) is None
     assert arrays.sample_images is None
     assert BANK not in np.load(f.probe_npz).files  # the bank is bank.npz, which an archive leaves out
+    from featviz.archive import NOT_ARCHIVED
+
     assert f"probe/{f.probe_bank.name}" in NOT_ARCHIVED
     back = read_predictions(f.predictions)
     assert back.record == {"precision": "fp32"} and back.top_class.shape == (2, 1)

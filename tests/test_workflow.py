@@ -148,7 +148,7 @@ def test_views_on_real_images(finished):
     for tail in ("/results/attribution/attribution.json", "/results/layer_views/layer_views.json", "/logs/dream.log",
                  "/logs/attribute.log", "/report/views/layers/fc1-deepdream.png"):
         assert any(n.endswith(tail) for n in names), tail
-    # the views' lossless arrays stay out (the report holds their pictures): featviz.results.NOT_ARCHIVED
+    # the views' lossless arrays stay out (the report holds their pictures): featviz.archive.NOT_ARCHIVED
     assert not any(n.endswith(("/results/attribution/attribution.npz", "/results/layer_views/layer_views.npz"))
                    for n in names)
     assert any("/report/views/classes/" in n for n in names)

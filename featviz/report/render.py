@@ -34,7 +34,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 def _refuse_archived_results(results: Path) -> None:
     """An extracted archive's results folder keeps the run's numbers, not the lossless pictures the
-    pages are drawn from (featviz.results.NOT_ARCHIVED): one clear error instead of a missing file."""
+    pages are drawn from (featviz.archive.NOT_ARCHIVED): one clear error instead of a missing file."""
     if results.name == "results" and (results.parent / "MANIFEST.json").is_file():
         raise FeatvizError(f"report: {results} is the results folder of an extracted archive, which leaves out "
                            f"the lossless pictures the pages are drawn from (MANIFEST.json, left_out); its report "
